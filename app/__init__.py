@@ -1,0 +1,1 @@
+"""callqueue: prioritised outbound call queues."""

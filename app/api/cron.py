@@ -1,0 +1,40 @@
+"""The scheduler's routes: hourly population (GET) and the health check (POST)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+
+from app.api.deps import ServicesDep, require_cron_secret
+from app.api.errors import responses
+from app.api.schemas import HealthReport, PopulationReport
+from app.health import health_report
+from app.queues.kinds import QueueType
+
+router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[Depends(require_cron_secret)])
+
+
+@router.get(
+    "/populate-separated-queues",
+    response_model=PopulationReport,
+    responses={**responses(401, 409, 422), 500: {"model": PopulationReport}},
+)
+def populate(
+    services: ServicesDep,
+    queue: Annotated[QueueType | None, Query(description="populate only this queue")] = None,
+    dry_run: Annotated[bool, Query(description="report without writing")] = False,
+) -> Any:
+    report = services.population().run(trigger="cron", queue=queue, dry_run=dry_run)
+    return JSONResponse(report.as_dict(), status_code=200 if report.success else 500)
+
+
+@router.post(
+    "/populate-separated-queues",
+    response_model=HealthReport,
+    responses={**responses(401), 503: {"model": HealthReport}},
+)
+def health(services: ServicesDep) -> Any:
+    body = health_report(services.engine, services.replica, services.settings, services.flags())
+    return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)

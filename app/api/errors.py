@@ -1,0 +1,86 @@
+"""Domain error -> HTTP status, and the one error body shape: {"error", "detail"}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.CallqueueError], int] = {
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.PopulationRunning: 409,
+    errors.ReplicaUnavailable: 503,
+    errors.ReplicaLagging: 503,
+}
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ValidationErrorBody(ErrorBody):
+    fields: list[FieldError]
+
+
+def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI declarations for a route's error answers."""
+    return {
+        s: {
+            "model": ValidationErrorBody if s == 422 else ErrorBody,
+            "description": HTTPStatus(s).phrase,
+        }
+        for s in statuses
+    }
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.CallqueueError)
+    async def domain_error(_: Request, exc: errors.CallqueueError) -> JSONResponse:
+        return error_response(STATUS.get(type(exc), 500), exc.code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Never echo the input back: loc and msg only.
+        fields = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
+        ]
+        return error_response(
+            422, "ValidationError", "the request is not valid; see fields", fields=fields
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTPStatus(exc.status_code).phrase.replace(" ", "").replace("-", "")
+        detail = (
+            exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
+        )
+        return error_response(exc.status_code, code, detail)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.error("request.unhandled_error", exc_info=exc)
+        return error_response(500, "InternalError", "the server failed to handle the request")

@@ -1,0 +1,23 @@
+"""Every owned table; Alembic imports its metadata from here."""
+
+from app.db import Base
+from app.models.agents import Agent, Assignment
+from app.models.audit import QueueTransition
+from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
+from app.models.runs import PopulationRun, PopulationRunQueue
+from app.models.scores import UserCallScore
+
+metadata = Base.metadata
+
+__all__ = [
+    "Agent",
+    "Assignment",
+    "OutstandingRequestsEntry",
+    "PopulationRun",
+    "PopulationRunQueue",
+    "QueueEntry",
+    "QueueTransition",
+    "UnsignedUsersEntry",
+    "UserCallScore",
+    "metadata",
+]

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Text, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base
+from app.models.types import TZDateTime, created_at_column, updated_at_column
+
+
+class Agent(Base):
+    """A person (or supervisor) calling the API. Only a SHA-256 of the token is stored."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Identity(always=True), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text, server_default=text("'agent'"))
+    token_hash: Mapped[str] = mapped_column(Text, unique=True)
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = created_at_column()
+    deactivated_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor')", name="role"),)
+
+
+class Assignment(Base):
+    """The ledger: every hand-out of a user to an agent, with its lease and how it ended."""
+
+    __tablename__ = "assignments"
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()")
+    )
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    queue_type: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    # No foreign key: a refresh drops finished entries, and the ledger outlives them.
+    queue_entry_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    claim_id: Mapped[int | None] = mapped_column(BigInteger)
+    priority_score: Mapped[int]
+    queue_position: Mapped[int | None]
+    queue_reason: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, server_default=text("'active'"))
+    assigned_at: Mapped[datetime] = mapped_column(TZDateTime, server_default=text("now()"))
+    lease_expires_at: Mapped[datetime] = mapped_column(TZDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    callback_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    notes: Mapped[str | None] = mapped_column(Text)
+    release_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+    __table_args__ = (
+        CheckConstraint("status IN ('active', 'completed', 'released', 'expired')", name="status"),
+        CheckConstraint("source IN ('queue', 'direct')", name="source"),
+        # The database, not the code, guarantees one live hand-out per user and per agent.
+        Index(
+            "uq_assignments_active_user",
+            "user_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index(
+            "uq_assignments_active_agent",
+            "agent_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index(
+            "ix_assignments_lease", "lease_expires_at", postgresql_where=text("status = 'active'")
+        ),
+        Index("ix_assignments_assigned_at", "assigned_at"),
+        Index("ix_assignments_agent_id_assigned_at", "agent_id", "assigned_at"),
+    )

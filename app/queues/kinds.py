@@ -1,0 +1,71 @@
+"""What differs between the two queues, as data. Every mechanism takes a QueueKind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
+
+
+class QueueType(StrEnum):
+    UNSIGNED_USERS = "unsigned_users"
+    OUTSTANDING_REQUESTS = "outstanding_requests"
+
+
+@dataclass(frozen=True)
+class QueueKind:
+    type: QueueType
+    model: type[QueueEntry]
+    reason_suffix: str
+    # Columns only this queue's table has; the classification fills them (Verdict.entry_fields).
+    detail_columns: tuple[str, ...]
+    # Second key of the per-queue swap lock: pg_advisory_xact_lock(SWAP_LOCK_KEY, swap_lock_id).
+    swap_lock_id: int
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+
+KINDS: dict[QueueType, QueueKind] = {
+    QueueType.UNSIGNED_USERS: QueueKind(
+        type=QueueType.UNSIGNED_USERS,
+        model=UnsignedUsersEntry,
+        reason_suffix=" - Missing signature",
+        detail_columns=("signature_missing_since", "signature_type"),
+        swap_lock_id=1,
+    ),
+    QueueType.OUTSTANDING_REQUESTS: QueueKind(
+        type=QueueType.OUTSTANDING_REQUESTS,
+        model=OutstandingRequestsEntry,
+        reason_suffix=" - Outstanding requirements",
+        detail_columns=(
+            "requirement_types",
+            "total_requirements",
+            "pending_requirements",
+            "completed_requirements",
+            "oldest_requirement_date",
+        ),
+        swap_lock_id=2,
+    ),
+}
+
+# The contract's key for single-flight population: 'call' in ASCII.
+POPULATION_LOCK_KEY = 1667329132
+# Refresh swap vs. claims: claims take this per-queue lock shared, the swap takes it exclusive.
+SWAP_LOCK_KEY = 1667329132
+
+
+def score_band_reason(score: int) -> str:
+    if score <= 0:
+        return "New lead"
+    if score <= 5:
+        return "High priority"
+    if score <= 10:
+        return "Medium priority"
+    return "Aged lead"
+
+
+def queue_reason(kind: QueueKind, score: int) -> str:
+    return score_band_reason(score) + kind.reason_suffix

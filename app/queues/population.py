@@ -1,0 +1,524 @@
+"""Population of the two queues (SPEC 3.2): one table-driven mechanism for both.
+
+A run, for each queue:
+
+1. **Walk** the candidates in serving order with a streaming cursor, classifying them against the
+   replica one batch at a time (a few statements per batch, never one per user), until
+   ``QUEUE_SIZE_LIMIT`` users are kept. Nothing is locked while the replica is read.
+2. **Guard** against a lagging replica: when more than 20% of the classified candidates are unknown
+   to it, the queue fails with no write at all.
+3. **Reclassify** the candidates that no longer belong, in short committed batches, each change with
+   its audit row.
+4. **Swap** the snapshot in one short transaction: stage the new entries in a temporary table,
+   take the queue's swap lock exclusively (claims hold it shared, so a claim meeting the swap
+   waits for it instead of finding every row locked and answering 204), drop the old snapshot's
+   unassigned entries and insert the new ones, leaving out users handed out meanwhile. MVCC makes
+   the switch atomic: other connections see the old set of pending entries until the commit, then
+   the new one, never an empty or partial queue.
+
+Single flight: the whole run holds the session advisory lock ``POPULATION_LOCK_KEY``; a trigger
+that cannot take it at once gets PopulationRunning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from app.errors import CallqueueError, PopulationRunning, ReplicaLagging
+from app.queues.kinds import (
+    KINDS,
+    POPULATION_LOCK_KEY,
+    SWAP_LOCK_KEY,
+    QueueKind,
+    QueueType,
+    queue_reason,
+)
+from app.queues.leases import sweep_expired_leases
+from app.queues.transitions import Reclassification, reclassify
+from app.replica.classification import Verdict
+from app.replica.reader import Replica
+
+log = logging.getLogger(__name__)
+
+MAX_MISSING_SHARE = 0.20
+RECLASSIFY_BATCH = 500
+SWAP_LOCK_TIMEOUT = "15s"
+
+
+@dataclass(frozen=True, slots=True)
+class PopulationOptions:
+    queue_size_limit: int
+    cooling_period_minutes: int
+    recheck_batch: int
+    population_interval_minutes: int
+    use_separated_queues: bool = True
+
+
+@dataclass(slots=True)
+class QueueReport:
+    status: str = "skipped"
+    eligible: int = 0
+    invalid: int = 0
+    populated: int = 0
+    removed: int = 0
+    kept_assigned: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    run_id: uuid.UUID
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: int
+    next_run_at: datetime
+    queues: dict[QueueType, QueueReport] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return all(q.status != "failed" for q in self.queues.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "run_id": str(self.run_id),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "duration_ms": self.duration_ms,
+            "next_run_at": self.next_run_at.isoformat(),
+            "queues": {str(t): asdict(self.queues[t]) for t in QueueType},
+        }
+
+
+@dataclass(slots=True)
+class _Candidate:
+    user_id: int
+    score: int
+
+
+@dataclass(slots=True)
+class _Walk:
+    kept: list[tuple[_Candidate, Verdict]] = field(default_factory=list)
+    moved: list[Reclassification] = field(default_factory=list)
+    eligible: int = 0
+    missing: int = 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line cause for the run history and the cron report: no values, no secrets."""
+    if isinstance(exc, CallqueueError):
+        return exc.detail
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+        return f"database error ({type(exc.orig).__name__}): {first_line}"[:500]
+    return f"unexpected error ({type(exc).__name__})"
+
+
+class Population:
+    def __init__(self, engine: Engine, replica: Replica, options: PopulationOptions) -> None:
+        self.engine = engine
+        self.replica = replica
+        self.options = options
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(
+        self, *, trigger: str, queue: QueueType | None = None, dry_run: bool = False
+    ) -> RunReport:
+        with self._population_lock():
+            t0 = time.monotonic()
+            run_id, started_at = self._start_run(trigger, queue, dry_run)
+            log.info(
+                "population.started",
+                extra={"run_id": str(run_id), "trigger": trigger, "dry_run": dry_run},
+            )
+            reports: dict[QueueType, QueueReport] = {}
+            for queue_type, kind in KINDS.items():
+                if not self.options.use_separated_queues or queue not in (None, queue_type):
+                    reports[queue_type] = QueueReport(status="skipped")
+                else:
+                    reports[queue_type] = self._populate(kind, run_id, started_at, dry_run)
+            run_error = None
+            if not dry_run and self.options.use_separated_queues:
+                try:
+                    self._recheck_unclassified(run_id)
+                except Exception as exc:  # the queues are already swapped; report, don't undo
+                    run_error = "re-check of unclassified leads failed: " + describe_error(exc)
+                    log.exception("population.recheck_failed", extra={"run_id": str(run_id)})
+            duration_ms = int((time.monotonic() - t0) * 1000)
+            finished_at = self._finish_run(run_id, reports, dry_run, duration_ms, run_error)
+            report = RunReport(
+                run_id=run_id,
+                started_at=started_at,
+                finished_at=finished_at,
+                duration_ms=duration_ms,
+                next_run_at=started_at
+                + timedelta(minutes=self.options.population_interval_minutes),
+                queues=reports,
+            )
+            log.info(
+                "population.finished",
+                extra={
+                    "run_id": str(run_id),
+                    "success": report.success,
+                    "duration_ms": duration_ms,
+                },
+            )
+            return report
+
+    @contextmanager
+    def _population_lock(self) -> Iterator[None]:
+        """Hold the cluster-wide population lock on a dedicated connection for the whole run."""
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": POPULATION_LOCK_KEY}
+            ).scalar_one()
+            conn.commit()
+            if not got:
+                raise PopulationRunning("another population is running; try again when it ends")
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": POPULATION_LOCK_KEY}
+                    )
+                    conn.commit()
+                except DBAPIError:
+                    # The session is gone, and its lock with it; never pool a connection that
+                    # might still hold the lock.
+                    conn.invalidate()
+        finally:
+            conn.close()
+
+    def _start_run(
+        self, trigger: str, queue: QueueType | None, dry_run: bool
+    ) -> tuple[uuid.UUID, datetime]:
+        with self.engine.begin() as conn:
+            # We hold the lock, so any run still marked running died with its process.
+            conn.execute(
+                text(
+                    "UPDATE population_runs SET status = 'failed', finished_at = now(),"
+                    " error = 'interrupted: the process running it stopped before it finished'"
+                    " WHERE status = 'running'"
+                )
+            )
+            row = conn.execute(
+                text(
+                    "INSERT INTO population_runs (trigger, dry_run, queue_filter)"
+                    " VALUES (:trigger, :dry_run, :queue) RETURNING id, started_at"
+                ),
+                {"trigger": trigger, "dry_run": dry_run, "queue": queue and str(queue)},
+            ).one()
+        return row.id, row.started_at
+
+    def _finish_run(
+        self,
+        run_id: uuid.UUID,
+        reports: dict[QueueType, QueueReport],
+        dry_run: bool,
+        duration_ms: int,
+        run_error: str | None,
+    ) -> datetime:
+        failed = [f"{t}: {r.error}" for t, r in reports.items() if r.status == "failed"]
+        errors = [*failed, *([run_error] if run_error else [])]
+        with self.engine.begin() as conn:
+            return conn.execute(
+                text(
+                    "UPDATE population_runs SET status = :status, finished_at = now(),"
+                    " duration_ms = :duration_ms, error = :error WHERE id = :id"
+                    " RETURNING finished_at"
+                ),
+                {
+                    "id": run_id,
+                    "status": "failed" if failed else "succeeded",
+                    "duration_ms": duration_ms,
+                    "error": "; ".join(errors) or None,
+                },
+            ).scalar_one()
+
+    # -- one queue -----------------------------------------------------------------------------
+
+    def _populate(
+        self, kind: QueueKind, run_id: uuid.UUID, started_at: datetime, dry_run: bool
+    ) -> QueueReport:
+        t0 = time.monotonic()
+        q_started = self._db_now()
+        report = QueueReport(status="succeeded")
+        try:
+            walk = self._walk(kind)
+            report.eligible = walk.eligible
+            report.invalid = len(walk.moved)
+            if walk.eligible and walk.missing > MAX_MISSING_SHARE * walk.eligible:
+                raise ReplicaLagging(
+                    f"{walk.missing} of {walk.eligible} candidates are missing from the replica"
+                    f" (more than {int(MAX_MISSING_SHARE * 100)}%): it may be lagging; the"
+                    " queue was left as it was"
+                )
+            if dry_run:
+                report.populated = len(walk.kept)
+                report.removed, report.kept_assigned = self._snapshot_counts(kind)
+            else:
+                self._apply_reclassifications(kind, walk.moved, run_id)
+                report.removed, report.kept_assigned, report.populated = self._swap(
+                    kind, walk.kept, started_at
+                )
+        except Exception as exc:
+            report.status = "failed"
+            report.error = describe_error(exc)
+            log.warning(
+                "population.queue_failed",
+                extra={"run_id": str(run_id), "queue_type": str(kind.type), "error": report.error},
+            )
+        report.duration_ms = int((time.monotonic() - t0) * 1000)
+        self._record_queue(run_id, kind, report, dry_run, q_started)
+        log.info(
+            "population.queue_done",
+            extra={"run_id": str(run_id), "queue_type": str(kind.type), **asdict(report)},
+        )
+        return report
+
+    def _walk(self, kind: QueueKind) -> _Walk:
+        """Classify candidates in serving order until the limit is reached.
+
+        The candidate query streams from a server-side cursor inside a read-only transaction; it
+        holds a snapshot but no row locks while the replica is consulted.
+        """
+        limit = self.options.queue_size_limit
+        walk = _Walk()
+        candidates = text(
+            """
+            SELECT s.user_id, s.current_score
+              FROM user_call_scores s
+             WHERE s.current_queue_type = :queue_type
+               AND s.is_active
+               AND (s.next_call_after IS NULL OR s.next_call_after <= now())
+               AND s.created_at <= now() - make_interval(mins => :cooling)
+               AND NOT EXISTS (SELECT 1 FROM assignments a
+                                WHERE a.user_id = s.user_id AND a.status = 'active'
+                                  AND a.lease_expires_at > now())
+             ORDER BY s.current_score, s.created_at DESC, s.user_id
+            """
+        )
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
+            result = conn.execute(
+                candidates,
+                {"queue_type": str(kind.type), "cooling": self.options.cooling_period_minutes},
+            )
+            while len(walk.kept) < limit:
+                wanted = limit - len(walk.kept)
+                batch = [
+                    _Candidate(uid, score)
+                    for uid, score in result.fetchmany(
+                        min(self.replica.batch_size, max(2 * wanted, 100))
+                    )
+                ]
+                if not batch:
+                    break
+                verdicts = self.replica.classify([c.user_id for c in batch])
+                for cand in batch:
+                    verdict = verdicts[cand.user_id]
+                    walk.eligible += 1
+                    if verdict.queue_type == kind.type:
+                        if len(walk.kept) < limit:
+                            walk.kept.append((cand, verdict))
+                    else:
+                        walk.missing += verdict.missing
+                        walk.moved.append(
+                            Reclassification(
+                                cand.user_id,
+                                verdict.queue_type and str(verdict.queue_type),
+                                verdict.reason,
+                            )
+                        )
+            result.close()
+            conn.rollback()
+        return walk
+
+    def _apply_reclassifications(
+        self, kind: QueueKind, moved: Sequence[Reclassification], run_id: uuid.UUID
+    ) -> None:
+        for start in range(0, len(moved), RECLASSIFY_BATCH):
+            with self.engine.begin() as conn:
+                reclassify(
+                    conn,
+                    str(kind.type),
+                    moved[start : start + RECLASSIFY_BATCH],
+                    source="population",
+                    run_id=run_id,
+                )
+
+    def _entry_rows(
+        self, kind: QueueKind, kept: Sequence[tuple[_Candidate, Verdict]]
+    ) -> Iterator[tuple[Any, ...]]:
+        for position, (cand, verdict) in enumerate(kept, start=1):
+            fields = verdict.entry_fields
+            details = [
+                json.dumps(fields[c]) if isinstance(fields[c], list) else fields[c]
+                for c in kind.detail_columns
+            ]
+            yield (
+                position,
+                cand.user_id,
+                fields.get("claim_id"),
+                cand.score,
+                queue_reason(kind, cand.score),
+                *details,
+            )
+
+    def _swap(
+        self, kind: QueueKind, kept: Sequence[tuple[_Candidate, Verdict]], available_from: datetime
+    ) -> tuple[int, int, int]:
+        """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated)."""
+        table = kind.table
+        details = ", ".join(kind.detail_columns)
+        columns = f"user_id, claim_id, priority_score, queue_reason, {details}"
+        with self.engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
+            conn.execute(
+                text(
+                    f"CREATE TEMP TABLE cq_stage ON COMMIT DROP AS"
+                    f" SELECT 0 AS position, {columns} FROM {table} WITH NO DATA"
+                )
+            )
+            self._copy_rows(
+                conn,
+                f"COPY cq_stage (position, {columns}) FROM STDIN",
+                self._entry_rows(kind, kept),
+            )
+            # From here on, claims on this queue wait for the commit.
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key, :id)"),
+                {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
+            )
+            sweep_expired_leases(conn)
+            removed = conn.execute(text(f"DELETE FROM {table} WHERE status <> 'assigned'")).rowcount
+            kept_assigned = conn.execute(
+                text(f"SELECT count(*) FROM {table} WHERE status = 'assigned'")
+            ).scalar_one()
+            populated = conn.execute(
+                text(
+                    f"""
+                    INSERT INTO {table} ({columns}, queue_position, status, available_from)
+                    SELECT {", ".join(f"s.{c}" for c in columns.split(", "))},
+                           row_number() OVER (ORDER BY s.position), 'pending', :available_from
+                      FROM cq_stage s
+                     WHERE NOT EXISTS (SELECT 1 FROM assignments a
+                                        WHERE a.user_id = s.user_id AND a.status = 'active')
+                       AND NOT EXISTS (SELECT 1 FROM {table} e
+                                        WHERE e.user_id = s.user_id AND e.status = 'assigned')
+                    """
+                ),
+                {"available_from": available_from},
+            ).rowcount
+        return removed, int(kept_assigned), populated
+
+    @staticmethod
+    def _copy_rows(conn: Connection, statement: str, rows: Iterator[tuple[Any, ...]]) -> None:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
+
+    def _db_now(self) -> datetime:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+    def _snapshot_counts(self, kind: QueueKind) -> tuple[int, int]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    f"SELECT count(*) FILTER (WHERE status <> 'assigned') AS removed,"
+                    f" count(*) FILTER (WHERE status = 'assigned') AS assigned FROM {kind.table}"
+                )
+            ).one()
+        return int(row.removed), int(row.assigned)
+
+    def _record_queue(
+        self,
+        run_id: uuid.UUID,
+        kind: QueueKind,
+        report: QueueReport,
+        dry_run: bool,
+        started_at: datetime,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    """
+                    INSERT INTO population_run_queues
+                        (run_id, queue_type, status, dry_run, eligible, invalid, populated,
+                         removed, kept_assigned, duration_ms, error, started_at, finished_at)
+                    VALUES (:run_id, :queue_type, :status, :dry_run, :eligible, :invalid,
+                            :populated, :removed, :kept_assigned, :duration_ms, :error,
+                            :started_at, now())
+                    """
+                ),
+                {
+                    "run_id": run_id,
+                    "queue_type": str(kind.type),
+                    "dry_run": dry_run,
+                    "started_at": started_at,
+                    **asdict(report),
+                },
+            )
+
+    # -- leads with no queue type ---------------------------------------------------------------
+
+    def _recheck_unclassified(self, run_id: uuid.UUID) -> int:
+        """Give leads that fell out of both queues a way back in (SPEC 3.2)."""
+        if self.options.recheck_batch <= 0:
+            return 0
+        with self.engine.connect() as conn:
+            user_ids = list(
+                conn.execute(
+                    text(
+                        "SELECT user_id FROM user_call_scores"
+                        " WHERE is_active AND current_queue_type IS NULL"
+                        " ORDER BY last_queue_check ASC NULLS FIRST, user_id LIMIT :n"
+                    ),
+                    {"n": self.options.recheck_batch},
+                ).scalars()
+            )
+            conn.rollback()
+        if not user_ids:
+            return 0
+        verdicts = self.replica.classify(user_ids)
+        moved = [
+            Reclassification(uid, str(v.queue_type), v.reason)
+            for uid, v in verdicts.items()
+            if v.queue_type is not None
+        ]
+        for start in range(0, len(user_ids), RECLASSIFY_BATCH):
+            chunk = user_ids[start : start + RECLASSIFY_BATCH]
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "UPDATE user_call_scores SET last_queue_check = now()"
+                        " WHERE user_id = ANY(:ids) AND current_queue_type IS NULL"
+                    ),
+                    {"ids": chunk},
+                )
+                in_chunk = set(chunk)
+                reclassify(
+                    conn,
+                    None,
+                    [m for m in moved if m.user_id in in_chunk],
+                    source="recheck",
+                    run_id=run_id,
+                )
+        return len(moved)

@@ -1,0 +1,150 @@
+"""Batched, time-bounded reads from the claims platform's replica.
+
+A population of N users costs three replica statements per batch of ``replica_batch_size`` users,
+never one per user. Every statement is bounded (PostgreSQL ``statement_timeout``, MySQL socket
+read timeout), and any driver failure surfaces as ReplicaUnavailable so callers report it as such
+instead of mistaking it for an empty result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from app.config import Settings
+from app.errors import ConfigError, ReplicaUnavailable
+from app.replica.classification import (
+    ReplicaClaim,
+    ReplicaRequirement,
+    ReplicaUser,
+    UserFacts,
+    Verdict,
+    classify,
+)
+from app.replica.schema import claim_requirements, claims, users
+
+
+def create_replica_engine(settings: Settings) -> Engine:
+    url = settings.replica_url
+    if not url:
+        raise ConfigError("REPLICA_DATABASE_URL (or DATABASE_URL) is not set")
+    timeout_ms = settings.replica_statement_timeout_ms
+    connect_args: dict[str, Any]
+    if url.startswith("mysql"):
+        seconds = max(1, round(timeout_ms / 1000))
+        connect_args = {"connect_timeout": 5, "read_timeout": seconds, "write_timeout": seconds}
+    else:
+        connect_args = {
+            "connect_timeout": 5,
+            "application_name": "callqueue-replica",
+            "options": f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on",
+        }
+    # Autocommit: every read sees the replica's latest state and no transaction is left open there.
+    return create_engine(
+        url,
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=600,
+        isolation_level="AUTOCOMMIT",
+        connect_args=connect_args,
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    # MySQL DATETIME comes back naive; the platform stores UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class Replica:
+    def __init__(self, engine: Engine, batch_size: int = 2000) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except SQLAlchemyError:
+            return False
+
+    def fetch_facts(self, user_ids: Sequence[int]) -> dict[int, UserFacts]:
+        """Facts for every id asked for; users the replica lacks get ``UserFacts(user=None)``."""
+        facts: dict[int, UserFacts] = {}
+        for start in range(0, len(user_ids), self.batch_size):
+            facts.update(self._fetch_batch(user_ids[start : start + self.batch_size]))
+        return facts
+
+    def classify(self, user_ids: Sequence[int]) -> dict[int, Verdict]:
+        return {uid: classify(f) for uid, f in self.fetch_facts(user_ids).items()}
+
+    def _fetch_batch(self, user_ids: Sequence[int]) -> dict[int, UserFacts]:
+        ids = list(dict.fromkeys(user_ids))
+        facts = {uid: UserFacts(user=None) for uid in ids}
+        if not ids:
+            return facts
+        user_q = select(
+            users.c.id, users.c.is_enabled, users.c.current_signature_file_id, users.c.created_at
+        ).where(users.c.id.in_(ids))
+        claim_q = select(claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at).where(
+            claims.c.user_id.in_(ids)
+        )
+        req_q = (
+            select(
+                claim_requirements.c.id,
+                claim_requirements.c.claim_id,
+                claims.c.user_id,
+                claim_requirements.c.type,
+                claim_requirements.c.status,
+                claim_requirements.c.claim_requirement_reason,
+                claim_requirements.c.created_at,
+            )
+            .join(claims, claims.c.id == claim_requirements.c.claim_id)
+            .where(claims.c.user_id.in_(ids))
+        )
+        try:
+            with self.engine.connect() as conn:
+                for uid, enabled, sig, created in conn.execute(user_q):
+                    facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
+                for cid, uid, status, created in conn.execute(claim_q):
+                    facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
+                for rid, cid, uid, rtype, status, reason, created in conn.execute(req_q):
+                    facts[uid].requirements.append(
+                        ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
+                    )
+        except DBAPIError as exc:
+            raise ReplicaUnavailable(
+                f"the claims replica did not answer ({type(exc.orig).__name__})"
+            ) from exc
+        return facts
+
+    def fetch_contacts(self, user_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
+        """Names, phone and email: read at claim time only, for the agent holding the user."""
+        ids = list(user_ids)
+        q = select(
+            users.c.id,
+            users.c.first_name,
+            users.c.last_name,
+            users.c.phone_number,
+            users.c.email_address,
+        ).where(users.c.id.in_(ids))
+        try:
+            with self.engine.connect() as conn:
+                return {
+                    row.id: {
+                        "first_name": row.first_name,
+                        "last_name": row.last_name,
+                        "phone_number": row.phone_number,
+                        "email_address": row.email_address,
+                    }
+                    for row in conn.execute(q)
+                }
+        except DBAPIError as exc:
+            raise ReplicaUnavailable(
+                f"the claims replica did not answer ({type(exc.orig).__name__})"
+            ) from exc

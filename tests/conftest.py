@@ -1,0 +1,150 @@
+"""Real PostgreSQL for every test: a fresh store database migrated by Alembic, and a separate
+replica database holding the claims platform's tables. Tests that need committed data across
+connections get it: each test starts from truncated tables instead of a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from alembic import command
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+
+from app.config import Settings, load_settings
+from app.health import alembic_config
+from app.main import create_app
+from app.models import metadata
+from app.replica.schema import replica_metadata
+from app.services import Services
+from tests import pg
+from tests.factories import Replica
+
+CRON_SECRET = "test-cron-secret-0123456789abcdef-XYZ"
+MYSQL_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    return pg.server_url()
+
+
+@pytest.fixture(scope="session")
+def store_url(pg_server: str) -> str:
+    url = pg.recreate_database(pg_server, f"cq_test_store_{os.getpid()}")
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+@pytest.fixture(scope="session")
+def replica_url(pg_server: str) -> str:
+    url = pg.recreate_database(pg_server, f"cq_test_replica_{os.getpid()}")
+    engine = create_engine(url)
+    replica_metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def store_engine(store_url: str) -> Iterator[Engine]:
+    engine = create_engine(store_url, pool_size=20, max_overflow=20)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def replica_engine(replica_url: str) -> Iterator[Engine]:
+    engine = create_engine(replica_url)
+    yield engine
+    engine.dispose()
+
+
+OWNED_TABLES = [t.name for t in metadata.sorted_tables]
+REPLICA_TABLES = [t.name for t in replica_metadata.sorted_tables]
+
+
+@pytest.fixture(autouse=True)
+def _clean(request: pytest.FixtureRequest) -> None:
+    """Start every database-backed test from empty tables."""
+    if "store_engine" not in request.fixturenames and "settings" not in request.fixturenames:
+        return
+    store: Engine = request.getfixturevalue("store_engine")
+    replica: Engine = request.getfixturevalue("replica_engine")
+    with store.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(OWNED_TABLES)} RESTART IDENTITY CASCADE"))
+    with replica.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(REPLICA_TABLES)}"))
+
+
+@pytest.fixture
+def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": store_url,
+            "replica_database_url": replica_url,
+            "cron_secret": CRON_SECRET,
+            "app_env": "test",
+            "cooling_period_minutes": 0,
+            "scheduler_enabled": False,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def make_services(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Services]]:
+    built: list[Services] = []
+
+    def make(**overrides: Any) -> Services:
+        services = Services.build(make_settings(**overrides))
+        built.append(services)
+        return services
+
+    yield make
+    for services in built:
+        services.dispose()
+
+
+@pytest.fixture
+def services(make_services: Callable[..., Services], settings: Settings) -> Services:
+    return make_services()
+
+
+@pytest.fixture
+def replica(replica_engine: Engine) -> Replica:
+    return Replica(replica_engine)
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient], settings: Settings) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture
+def cron_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {CRON_SECRET}"}

@@ -1,0 +1,132 @@
+"""Concise writers for replica rows and score rows, shared by tests and benchmarks' checks."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, insert, text
+
+from app.replica.schema import claim_requirements, claims, users
+
+_ids = itertools.count(1_000_000)
+
+LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def next_id() -> int:
+    return next(_ids)
+
+
+class Replica:
+    """Builds the claims platform's rows for one test, on PostgreSQL or MariaDB."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def user(
+        self,
+        user_id: int,
+        *,
+        enabled: bool = True,
+        signed: bool = True,
+        created_at: datetime = LONG_AGO,
+        phone: str | None = "07700 900123",
+        **extra: Any,
+    ) -> int:
+        row = {
+            "id": user_id,
+            "is_enabled": enabled,
+            "current_signature_file_id": 7 if signed else None,
+            "first_name": "Test",
+            "last_name": f"User{user_id}",
+            "phone_number": phone,
+            "email_address": f"user{user_id}@example.invalid",
+            "status": "active",
+            "created_at": created_at,
+            **extra,
+        }
+        with self.engine.begin() as conn:
+            conn.execute(insert(users), row)
+        return user_id
+
+    def claim(
+        self,
+        user_id: int,
+        *,
+        status: str = "open",
+        created_at: datetime = LONG_AGO,
+        claim_id: int | None = None,
+    ) -> int:
+        cid = claim_id or next_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(claims),
+                {"id": cid, "user_id": user_id, "status": status, "created_at": created_at},
+            )
+        return cid
+
+    def requirement(
+        self,
+        claim_id: int,
+        type_: str = "proof_of_address",
+        *,
+        status: str = "pending",
+        reason: str | None = None,
+        created_at: datetime = LONG_AGO,
+        requirement_id: int | None = None,
+    ) -> int:
+        rid = requirement_id or next_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(claim_requirements),
+                {
+                    "id": rid,
+                    "claim_id": claim_id,
+                    "type": type_,
+                    "status": status,
+                    "claim_requirement_reason": reason,
+                    "created_at": created_at,
+                },
+            )
+        return rid
+
+    def unsigned(self, user_id: int, **kw: Any) -> int:
+        """A user who belongs in unsigned_users: enabled, an open claim, no signature."""
+        self.user(user_id, signed=False, **kw)
+        self.claim(user_id)
+        return user_id
+
+    def outstanding(self, user_id: int, *types: str, **kw: Any) -> int:
+        """A user who belongs in outstanding_requests: signed, an open claim, pending documents."""
+        self.user(user_id, signed=True, **kw)
+        cid = self.claim(user_id)
+        for t in types or ("proof_of_address",):
+            self.requirement(cid, t)
+        return user_id
+
+
+def add_scores(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:
+    """Insert score rows; defaults make a lead callable now and past any cooling period."""
+    defaults = {
+        "current_score": 0,
+        "next_call_after": None,
+        "is_active": True,
+        "current_queue_type": None,
+        "created_at": datetime.now(UTC) - timedelta(days=1),
+    }
+    payload = [{**defaults, **row} for row in rows]
+    if not payload:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO user_call_scores"
+                " (user_id, current_score, next_call_after, is_active, current_queue_type, created_at)"
+                " VALUES (:user_id, :current_score, :next_call_after, :is_active,"
+                " :current_queue_type, :created_at)"
+            ),
+            payload,
+        )
