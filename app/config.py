@@ -120,7 +120,8 @@ class Settings(BaseSettings):
         secret = self.cron_secret.get_secret_value() if self.cron_secret else ""
         if len(secret) < MIN_CRON_SECRET_LENGTH:
             raise ConfigError(
-                f"CRON_SECRET must be set to at least {MIN_CRON_SECRET_LENGTH} characters in production"
+                f"CRON_SECRET must be set to at least {MIN_CRON_SECRET_LENGTH} characters"
+                " in production"
             )
 
 

@@ -24,7 +24,7 @@ class Base(DeclarativeBase):
 
 
 def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
-    """The service's own PostgreSQL. Every statement is bounded so a stuck lock cannot hang a worker."""
+    """The service's own PostgreSQL. Statements are bounded: a stuck lock cannot hang a worker."""
     return create_engine(
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ def health_report(
         queues = {str(t): None for t in QueueType}
     return {
         "status": ("healthy", "degraded", "unhealthy")[level],
-        "checked_at": _iso(checked_at) if checked_at else _iso(_utcnow()),
+        "checked_at": _iso(checked_at or datetime.now(UTC)),
         "issues": issues,
         "database": database,
         "replica": "ok" if replica_ok else "error",
@@ -110,12 +110,6 @@ def health_report(
         "queues": queues,
         "last_run": last_run,
     }
-
-
-def _utcnow() -> datetime:
-    from datetime import UTC
-
-    return datetime.now(UTC)
 
 
 def _queue_health(conn: Any, table: str, queue_type: str) -> dict[str, Any]:

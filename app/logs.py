@@ -1,4 +1,4 @@
-"""Logging: JSON lines in production, readable text elsewhere. Events carry their context as extras."""
+"""Logging: JSON lines in production, readable text elsewhere; context travels as extras."""
 
 from __future__ import annotations
 

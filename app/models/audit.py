@@ -12,7 +12,7 @@ from app.models.types import created_at_column
 
 
 class QueueTransition(Base):
-    """Every change of a lead's current_queue_type, written in the same transaction as the change."""
+    """Every change of a lead's current_queue_type, written in the transaction that makes it."""
 
     __tablename__ = "queue_transitions"
 

@@ -12,7 +12,7 @@ from app.models.types import TZDateTime, created_at_column, updated_at_column
 
 
 class UserCallScore(Base):
-    """One row per lead. Upstream owns the score columns; the service changes them only relatively."""
+    """One row per lead. Upstream owns the scores; the service changes them only relatively."""
 
     __tablename__ = "user_call_scores"
 

@@ -15,7 +15,7 @@ class QueueType(StrEnum):
 
 @dataclass(frozen=True)
 class QueueKind:
-    type: QueueType
+    queue_type: QueueType
     model: type[QueueEntry]
     reason_suffix: str
     # Columns only this queue's table has; the classification fills them (Verdict.entry_fields).
@@ -30,14 +30,14 @@ class QueueKind:
 
 KINDS: dict[QueueType, QueueKind] = {
     QueueType.UNSIGNED_USERS: QueueKind(
-        type=QueueType.UNSIGNED_USERS,
+        queue_type=QueueType.UNSIGNED_USERS,
         model=UnsignedUsersEntry,
         reason_suffix=" - Missing signature",
         detail_columns=("signature_missing_since", "signature_type"),
         swap_lock_id=1,
     ),
     QueueType.OUTSTANDING_REQUESTS: QueueKind(
-        type=QueueType.OUTSTANDING_REQUESTS,
+        queue_type=QueueType.OUTSTANDING_REQUESTS,
         model=OutstandingRequestsEntry,
         reason_suffix=" - Outstanding requirements",
         detail_columns=(

@@ -281,13 +281,17 @@ class Population:
             report.error = describe_error(exc)
             log.warning(
                 "population.queue_failed",
-                extra={"run_id": str(run_id), "queue_type": str(kind.type), "error": report.error},
+                extra={
+                    "run_id": str(run_id),
+                    "queue_type": str(kind.queue_type),
+                    "error": report.error,
+                },
             )
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         self._record_queue(run_id, kind, report, dry_run, q_started)
         log.info(
             "population.queue_done",
-            extra={"run_id": str(run_id), "queue_type": str(kind.type), **asdict(report)},
+            extra={"run_id": str(run_id), "queue_type": str(kind.queue_type), **asdict(report)},
         )
         return report
 
@@ -317,7 +321,10 @@ class Population:
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             result = conn.execute(
                 candidates,
-                {"queue_type": str(kind.type), "cooling": self.options.cooling_period_minutes},
+                {
+                    "queue_type": str(kind.queue_type),
+                    "cooling": self.options.cooling_period_minutes,
+                },
             )
             while len(walk.kept) < limit:
                 wanted = limit - len(walk.kept)
@@ -333,7 +340,7 @@ class Population:
                 for cand in batch:
                     verdict = verdicts[cand.user_id]
                     walk.eligible += 1
-                    if verdict.queue_type == kind.type:
+                    if verdict.queue_type == kind.queue_type:
                         if len(walk.kept) < limit:
                             walk.kept.append((cand, verdict))
                     else:
@@ -356,7 +363,7 @@ class Population:
             with self.engine.begin() as conn:
                 reclassify(
                     conn,
-                    str(kind.type),
+                    str(kind.queue_type),
                     moved[start : start + RECLASSIFY_BATCH],
                     source="population",
                     run_id=run_id,
@@ -470,7 +477,7 @@ class Population:
                 ),
                 {
                     "run_id": run_id,
-                    "queue_type": str(kind.type),
+                    "queue_type": str(kind.queue_type),
                     "dry_run": dry_run,
                     "started_at": started_at,
                     **asdict(report),
