@@ -41,3 +41,20 @@ class Forbidden(CallqueueError):
 
 class Conflict(CallqueueError):
     code = "Conflict"
+
+
+class InvalidInput(CallqueueError):
+    """Input that parsed but breaks a rule only the service can check (e.g. against its clock)."""
+
+    code = "ValidationError"
+
+    def __init__(self, detail: str, loc: list[str | int]) -> None:
+        super().__init__(detail)
+        self.fields = [{"loc": loc, "msg": detail}]
+
+
+class ServiceBusy(CallqueueError):
+    """Temporarily unable to answer; the client should retry after ``retry_after`` seconds."""
+
+    code = "ServiceBusy"
+    retry_after = 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sqlalchemy import Connection, text
+
 from app.config import MigrationMode, Settings
 
 
@@ -38,3 +40,55 @@ def default_flags(settings: Settings) -> Flags:
         MIGRATION_MODE=settings.migration_mode,
         ENABLE_QUEUE_VALIDATION=settings.enable_queue_validation,
     )
+
+
+def _parse(name: str, raw: str) -> object:
+    if name == "MIGRATION_MODE":
+        return MigrationMode(raw)
+    return raw == "true"
+
+
+def _render(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def current_flags(conn: Connection, settings: Settings) -> Flags:
+    """Environment defaults overlaid with the supervisors' run-time changes (one small read, so
+    every process applies a change on its very next request)."""
+    values = default_flags(settings).as_dict()
+    for name, raw in conn.execute(text("SELECT name, value FROM feature_flags")):
+        if name in values:
+            values[name] = _parse(name, raw)
+    values["MIGRATION_MODE"] = MigrationMode(str(values["MIGRATION_MODE"]))
+    return Flags(**values)  # type: ignore[arg-type]
+
+
+def update_flags(
+    conn: Connection, settings: Settings, changes: dict[str, object], agent_id: int | None
+) -> Flags:
+    """Apply changes and audit each one that changes something; returns the flags in force."""
+    conn.execute(text("LOCK TABLE feature_flags IN SHARE ROW EXCLUSIVE MODE"))
+    before = current_flags(conn, settings).as_dict()
+    for name, value in changes.items():
+        old, new = _render(before[name]), _render(value)
+        if old == new:
+            continue
+        conn.execute(
+            text(
+                "INSERT INTO feature_flags (name, value, updated_by, updated_at)"
+                " VALUES (:n, :v, :a, now()) ON CONFLICT (name) DO UPDATE"
+                " SET value = EXCLUDED.value, updated_by = EXCLUDED.updated_by,"
+                " updated_at = EXCLUDED.updated_at"
+            ),
+            {"n": name, "v": new, "a": agent_id},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO feature_flag_changes (name, old_value, new_value, changed_by)"
+                " VALUES (:n, :o, :v, :a)"
+            ),
+            {"n": name, "o": old, "v": new, "a": agent_id},
+        )
+    return current_flags(conn, settings)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import cron, errors, ops
+from app.api import admin, agents, cron, errors, ops
 from app.config import Settings, get_settings
 from app.logs import configure_logging
 from app.services import Services
@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(ops.router)
     app.include_router(cron.router)
+    app.include_router(agents.router)
+    app.include_router(admin.router)
     return app
 
 

@@ -6,10 +6,13 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import create_store_engine
-from app.flags import Flags, default_flags
+from app.flags import Flags, current_flags, default_flags
+from app.queues.assignments import AssignmentService
+from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions
 from app.replica.reader import Replica, create_replica_engine
 
@@ -29,7 +32,31 @@ class Services:
         )
 
     def flags(self) -> Flags:
-        return default_flags(self.settings)
+        """The flags in force, read per call so a supervisor's change reaches every process on
+        its next request. With the database down, the environment defaults apply."""
+        try:
+            with self.engine.connect() as conn:
+                return current_flags(conn, self.settings)
+        except SQLAlchemyError:
+            return default_flags(self.settings)
+
+    @cached_property
+    def claim_settings(self) -> ClaimSettings:
+        s = self.settings
+        return ClaimSettings(
+            lease_seconds=s.lease_seconds,
+            max_validation_attempts=s.max_validation_attempts,
+            cooling_period_minutes=s.cooling_period_minutes,
+            skip_cooldown_minutes=s.skip_cooldown_minutes,
+        )
+
+    @cached_property
+    def claims(self) -> ClaimService:
+        return ClaimService(self.engine, self.replica, self.claim_settings)
+
+    @cached_property
+    def assignments(self) -> AssignmentService:
+        return AssignmentService(self.engine, self.replica, self.claim_settings)
 
     @cached_property
     def population_options(self) -> PopulationOptions:

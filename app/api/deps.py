@@ -8,7 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.errors import Unauthorized
+from app.agents import AgentIdentity, authenticate
+from app.errors import Forbidden, NotFound, Unauthorized
+from app.queues.kinds import QueueType
 from app.services import Services
 
 bearer = HTTPBearer(auto_error=False)
@@ -33,3 +35,37 @@ def require_cron_secret(
     expected = secret.get_secret_value().encode()
     if not hmac.compare_digest(credentials.credentials.encode(), expected):
         raise Unauthorized("a valid cron bearer token is required")
+
+
+def current_agent(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> AgentIdentity:
+    """Missing, unknown or deactivated token: 401."""
+    if credentials is None:
+        raise Unauthorized("a valid agent bearer token is required")
+    with services.engine.connect() as conn:
+        return authenticate(conn, credentials.credentials)
+
+
+AgentDep = Annotated[AgentIdentity, Depends(current_agent)]
+
+
+def require_supervisor(agent: AgentDep) -> AgentIdentity:
+    if not agent.is_supervisor:
+        raise Forbidden("this route is for supervisors")
+    return agent
+
+
+SupervisorDep = Annotated[AgentIdentity, Depends(require_supervisor)]
+
+
+def queue_type_path(queue_type: str) -> QueueType:
+    """Any value other than the two queue names is a 404, as for any unknown resource."""
+    try:
+        return QueueType(queue_type)
+    except ValueError:
+        raise NotFound("there is no such queue") from None
+
+
+QueueTypeDep = Annotated[QueueType, Depends(queue_type_path)]

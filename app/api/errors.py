@@ -24,6 +24,8 @@ STATUS: dict[type[errors.CallqueueError], int] = {
     errors.PopulationRunning: 409,
     errors.ReplicaUnavailable: 503,
     errors.ReplicaLagging: 503,
+    errors.InvalidInput: 422,
+    errors.ServiceBusy: 503,
 }
 
 
@@ -39,6 +41,13 @@ class FieldError(BaseModel):
 
 class ValidationErrorBody(ErrorBody):
     fields: list[FieldError]
+
+
+def _status_of(exc: errors.CallqueueError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -60,7 +69,15 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CallqueueError)
     async def domain_error(_: Request, exc: errors.CallqueueError) -> JSONResponse:
-        return error_response(STATUS.get(type(exc), 500), exc.code, exc.detail)
+        extra: dict[str, Any] = {}
+        fields = getattr(exc, "fields", None)
+        if fields is not None:
+            extra["fields"] = fields
+        response = error_response(_status_of(exc), exc.code, exc.detail, **extra)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+from app.config import MigrationMode
+from app.queues.outcomes import Outcome
 
 
 class QueueFigures(BaseModel):
@@ -55,3 +58,109 @@ class Readiness(BaseModel):
     replica: Literal["ok", "error"]
 
     model_config = {"populate_by_name": True}
+
+
+class ContactOut(BaseModel):
+    first_name: str | None
+    last_name: str | None
+    phone_number: str | None
+    email_address: str | None
+
+
+class AssignmentOut(BaseModel):
+    assignment_id: str
+    status: Literal["active", "completed", "released", "expired"]
+    queue_type: Literal["unsigned_users", "outstanding_requests"]
+    source: Literal["queue", "direct"]
+    queue_entry_id: str | None
+    user_id: int
+    claim_id: int | None
+    priority_score: int
+    queue_position: int | None
+    queue_reason: str | None
+    assigned_at: datetime
+    lease_expires_at: datetime
+    resumed: bool
+    outcome: str | None
+    user: ContactOut | None
+    details: dict[str, Any]
+
+
+class ScoreOut(BaseModel):
+    current_score: int
+    next_call_after: datetime | None
+    is_active: bool
+    current_queue_type: str | None
+
+
+class CompletedOut(AssignmentOut):
+    score: ScoreOut | None
+
+
+class ReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requeue: StrictBool = True
+    reason: str | None = Field(None, max_length=500)
+
+
+class CompleteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Outcome
+    callback_at: AwareDatetime | None = None
+    notes: str | None = Field(None, max_length=2000)
+
+
+class FlagsIn(BaseModel):
+    """Any subset of the four flags, by name; null is not a value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    USE_SEPARATED_QUEUES: StrictBool | None = None
+    USE_NEW_QUEUE_SERVICES: StrictBool | None = None
+    MIGRATION_MODE: MigrationMode | None = None
+    ENABLE_QUEUE_VALIDATION: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> FlagsIn:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class FlagsOut(BaseModel):
+    USE_SEPARATED_QUEUES: bool
+    USE_NEW_QUEUE_SERVICES: bool
+    MIGRATION_MODE: MigrationMode
+    ENABLE_QUEUE_VALIDATION: bool
+    serving_mode: Literal["queues", "dual", "direct"]
+
+
+class LedgerRow(BaseModel):
+    assignment_id: str
+    agent_id: int
+    agent_name: str
+    user_id: int
+    queue_type: str
+    source: str
+    queue_entry_id: str | None
+    claim_id: int | None
+    status: str
+    assigned_at: datetime
+    lease_expires_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    callback_at: datetime | None
+    release_reason: str | None
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerRow]
+    limit: int
+    offset: int
+    total: int

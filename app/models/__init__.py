@@ -3,6 +3,7 @@
 from app.db import Base
 from app.models.agents import Agent, Assignment
 from app.models.audit import QueueTransition
+from app.models.flags import FeatureFlag, FeatureFlagChange
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
 from app.models.runs import PopulationRun, PopulationRunQueue
 from app.models.scores import UserCallScore
@@ -12,6 +13,8 @@ metadata = Base.metadata
 __all__ = [
     "Agent",
     "Assignment",
+    "FeatureFlag",
+    "FeatureFlagChange",
     "OutstandingRequestsEntry",
     "PopulationRun",
     "PopulationRunQueue",

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Text, text
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -53,6 +54,8 @@ class Assignment(Base):
     callback_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     notes: Mapped[str | None] = mapped_column(Text)
     release_reason: Mapped[str | None] = mapped_column(Text)
+    # Queue-specific details frozen at hand-out (claim, signature or requirement figures).
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -77,4 +80,5 @@ class Assignment(Base):
         ),
         Index("ix_assignments_assigned_at", "assigned_at"),
         Index("ix_assignments_agent_id_assigned_at", "agent_id", "assigned_at"),
+        Index("ix_assignments_user_id_assigned_at", "user_id", "assigned_at"),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, text
 
 from app.queues.kinds import KINDS, QueueType
@@ -9,12 +11,12 @@ from app.queues.kinds import KINDS, QueueType
 SWEEP_BATCH = 1000
 
 
-def sweep_expired_leases(conn: Connection) -> int:
+def sweep_expired_leases(conn: Connection, limit: int = SWEEP_BATCH) -> int:
     """Mark overdue assignments ``expired`` and put their entries back to ``pending``.
 
-    Locks follow the service-wide order (entry, then ledger): entries are locked first, then the
-    ledger rows are re-checked under lock, so a sweep never deadlocks with a claim or an outcome.
-    Returns the number of assignments expired.
+    Locks follow the service-wide order (entry, then ledger). Entries are locked with SKIP LOCKED:
+    when many claims sweep at once, each expires what it could lock and none queues behind
+    another; whatever one skips, the next sweep takes. Returns the number of assignments expired.
     """
     overdue = conn.execute(
         text(
@@ -22,29 +24,42 @@ def sweep_expired_leases(conn: Connection) -> int:
             " WHERE status = 'active' AND lease_expires_at <= now()"
             " ORDER BY lease_expires_at LIMIT :n"
         ),
-        {"n": SWEEP_BATCH},
+        {"n": limit},
     ).all()
     if not overdue:
         return 0
-    entry_ids: dict[str, list[object]] = {}
+    by_queue: dict[str, list[Any]] = {}
     for row in overdue:
         if row.queue_entry_id is not None:
-            entry_ids.setdefault(row.queue_type, []).append(row.queue_entry_id)
-    for queue_type, ids in entry_ids.items():
+            by_queue.setdefault(row.queue_type, []).append(row.queue_entry_id)
+    skipped: set[Any] = set()
+    for queue_type, ids in by_queue.items():
         table = KINDS[QueueType(queue_type)].table
-        conn.execute(
-            text(f"SELECT id FROM {table} WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
-            {"ids": ids},
+        locked = set(
+            conn.execute(
+                text(
+                    f"SELECT id FROM {table} WHERE id = ANY(:ids)"
+                    " ORDER BY id FOR UPDATE SKIP LOCKED"
+                ),
+                {"ids": ids},
+            ).scalars()
         )
+        if len(locked) < len(ids):
+            existing = set(
+                conn.execute(
+                    text(f"SELECT id FROM {table} WHERE id = ANY(:ids)"), {"ids": ids}
+                ).scalars()
+            )
+            skipped |= existing - locked
     expired = conn.execute(
         text(
             "UPDATE assignments SET status = 'expired', finished_at = now(), updated_at = now()"
             " WHERE id = ANY(:ids) AND status = 'active' AND lease_expires_at <= now()"
             " RETURNING queue_type, queue_entry_id"
         ),
-        {"ids": [row.id for row in overdue]},
+        {"ids": [row.id for row in overdue if row.queue_entry_id not in skipped]},
     ).all()
-    back: dict[str, list[object]] = {}
+    back: dict[str, list[Any]] = {}
     for row in expired:
         if row.queue_entry_id is not None:
             back.setdefault(row.queue_type, []).append(row.queue_entry_id)

@@ -8,7 +8,8 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,30 @@ def create_replica_engine(settings: Settings) -> Engine:
     )
 
 
+CONTACT_COLUMNS = (
+    users.c.first_name,
+    users.c.last_name,
+    users.c.phone_number,
+    users.c.email_address,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    first_name: str | None
+    last_name: str | None
+    phone_number: str | None
+    email_address: str | None
+
+    @property
+    def callable(self) -> bool:
+        return bool(self.phone_number and self.phone_number.strip())
+
+
+def _unavailable(exc: DBAPIError) -> ReplicaUnavailable:
+    return ReplicaUnavailable(f"the claims replica did not answer ({type(exc.orig).__name__})")
+
+
 def _utc(value: datetime) -> datetime:
     # MySQL DATETIME comes back naive; the platform stores UTC.
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -83,13 +108,26 @@ class Replica:
     def classify(self, user_ids: Sequence[int]) -> dict[int, Verdict]:
         return {uid: classify(f) for uid, f in self.fetch_facts(user_ids).items()}
 
-    def _fetch_batch(self, user_ids: Sequence[int]) -> dict[int, UserFacts]:
+    def fetch_claim_facts(self, user_id: int) -> tuple[UserFacts, Contact | None]:
+        """One user's facts and contact details in the same three statements."""
+        contacts: dict[int, Contact] = {}
+        facts = self._fetch_batch([user_id], contacts)
+        return facts[user_id], contacts.get(user_id)
+
+    def _fetch_batch(
+        self, user_ids: Sequence[int], contacts: dict[int, Contact] | None = None
+    ) -> dict[int, UserFacts]:
         ids = list(dict.fromkeys(user_ids))
         facts = {uid: UserFacts(user=None) for uid in ids}
         if not ids:
             return facts
+        extra = CONTACT_COLUMNS if contacts is not None else ()
         user_q = select(
-            users.c.id, users.c.is_enabled, users.c.current_signature_file_id, users.c.created_at
+            users.c.id,
+            users.c.is_enabled,
+            users.c.current_signature_file_id,
+            users.c.created_at,
+            *extra,
         ).where(users.c.id.in_(ids))
         claim_q = select(claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at).where(
             claims.c.user_id.in_(ids)
@@ -109,8 +147,10 @@ class Replica:
         )
         try:
             with self.engine.connect() as conn:
-                for uid, enabled, sig, created in conn.execute(user_q):
+                for uid, enabled, sig, created, *contact in conn.execute(user_q):
                     facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
+                    if contacts is not None:
+                        contacts[uid] = Contact(*contact)
                 for cid, uid, status, created in conn.execute(claim_q):
                     facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
                 for rid, cid, uid, rtype, status, reason, created in conn.execute(req_q):
@@ -118,33 +158,15 @@ class Replica:
                         ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
                     )
         except DBAPIError as exc:
-            raise ReplicaUnavailable(
-                f"the claims replica did not answer ({type(exc.orig).__name__})"
-            ) from exc
+            raise _unavailable(exc) from exc
         return facts
 
-    def fetch_contacts(self, user_ids: Iterable[int]) -> dict[int, dict[str, str | None]]:
+    def fetch_contacts(self, user_id: int) -> Contact | None:
         """Names, phone and email: read at claim time only, for the agent holding the user."""
-        ids = list(user_ids)
-        q = select(
-            users.c.id,
-            users.c.first_name,
-            users.c.last_name,
-            users.c.phone_number,
-            users.c.email_address,
-        ).where(users.c.id.in_(ids))
+        q = select(*CONTACT_COLUMNS).where(users.c.id == user_id)
         try:
             with self.engine.connect() as conn:
-                return {
-                    row.id: {
-                        "first_name": row.first_name,
-                        "last_name": row.last_name,
-                        "phone_number": row.phone_number,
-                        "email_address": row.email_address,
-                    }
-                    for row in conn.execute(q)
-                }
+                row = conn.execute(q).one_or_none()
         except DBAPIError as exc:
-            raise ReplicaUnavailable(
-                f"the claims replica did not answer ({type(exc.orig).__name__})"
-            ) from exc
+            raise _unavailable(exc) from exc
+        return Contact(*row) if row else None

@@ -1,0 +1,89 @@
+"""Agents and their API tokens.
+
+Tokens are 256-bit random strings, so a single SHA-256 is the right way to store them: there is
+nothing to brute-force, and a slow password hash on every request would dominate a claim's cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, NotFound, Unauthorized
+
+ROLES = ("agent", "supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    id: int
+    name: str
+    role: str
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.role == "supervisor"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
+    """Create an agent and return its token; only the hash is kept."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    token = "cq_" + secrets.token_urlsafe(32)
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                text("INSERT INTO agents (name, role, token_hash) VALUES (:n, :r, :h)"),
+                {"n": name, "r": role, "h": hash_token(token)},
+            )
+    except IntegrityError:
+        raise Conflict("an agent with that name already exists") from None
+    return token
+
+
+def authenticate(conn: Connection, token: str) -> AgentIdentity:
+    row = conn.execute(
+        text("SELECT id, name, role FROM agents WHERE token_hash = :h AND is_active"),
+        {"h": hash_token(token)},
+    ).one_or_none()
+    if row is None:
+        raise Unauthorized("a valid agent bearer token is required")
+    return AgentIdentity(row.id, row.name, row.role)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    id: int
+    name: str
+    role: str
+    is_active: bool
+    created_at: datetime
+    deactivated_at: datetime | None
+
+
+def list_agents(conn: Connection) -> list[AgentRecord]:
+    rows = conn.execute(
+        text("SELECT id, name, role, is_active, created_at, deactivated_at FROM agents ORDER BY id")
+    )
+    return [AgentRecord(*row) for row in rows]
+
+
+def deactivate_agent(conn: Connection, name: str) -> None:
+    done = conn.execute(
+        text(
+            "UPDATE agents SET is_active = false, deactivated_at = coalesce(deactivated_at, now())"
+            " WHERE name = :n"
+        ),
+        {"n": name},
+    ).rowcount
+    if not done:
+        raise NotFound("no agent has that name")

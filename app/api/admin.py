@@ -1,0 +1,76 @@
+"""Supervisor routes: flags, forced release and the assignment ledger."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+
+from app.api.deps import ServicesDep, SupervisorDep
+from app.api.errors import responses
+from app.api.schemas import AssignmentOut, FlagsIn, FlagsOut, LedgerPage, ReleaseIn
+from app.flags import Flags, update_flags
+from app.queues.ledger import LedgerFilter, list_ledger
+from app.queues.views import assignment_view
+
+router = APIRouter(prefix="/api", tags=["supervisors"])
+
+
+def _flags_out(flags: Flags) -> dict[str, Any]:
+    return {**flags.as_dict(), "serving_mode": flags.serving_mode}
+
+
+@router.get("/admin/flags", response_model=FlagsOut, responses=responses(401, 403))
+def get_flags(_: SupervisorDep, services: ServicesDep) -> Any:
+    return _flags_out(services.flags())
+
+
+@router.put("/admin/flags", response_model=FlagsOut, responses=responses(401, 403, 422))
+def put_flags(body: FlagsIn, supervisor: SupervisorDep, services: ServicesDep) -> Any:
+    with services.engine.begin() as conn:
+        flags = update_flags(conn, services.settings, body.changes(), supervisor.id)
+    return _flags_out(flags)
+
+
+@router.post(
+    "/admin/assignments/{assignment_id}/release",
+    response_model=AssignmentOut,
+    responses=responses(401, 403, 404, 409, 422),
+)
+def force_release(
+    assignment_id: uuid.UUID,
+    supervisor: SupervisorDep,
+    services: ServicesDep,
+    body: Annotated[ReleaseIn | None, Body()] = None,
+) -> Any:
+    reason = body.reason if body else None
+    row = services.assignments.release(
+        supervisor, assignment_id, requeue=True, reason=reason, forced=True
+    )
+    return assignment_view(row, None)
+
+
+@router.get("/assignments", response_model=LedgerPage, responses=responses(401, 403, 422))
+def ledger(
+    _: SupervisorDep,
+    services: ServicesDep,
+    agent_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+    queue_type: Annotated[
+        str | None, Query(pattern="^(unsigned_users|outstanding_requests)$")
+    ] = None,
+    status: Annotated[str | None, Query(pattern="^(active|completed|released|expired)$")] = None,
+    since: Annotated[datetime | None, Query(description="assigned at or after")] = None,
+    until: Annotated[datetime | None, Query(description="assigned before")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    with services.engine.connect() as conn:
+        return list_ledger(
+            conn,
+            LedgerFilter(agent_id, user_id, queue_type, status, since, until),
+            limit=limit,
+            offset=offset,
+        )

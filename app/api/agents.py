@@ -1,0 +1,80 @@
+"""The agent dashboard's routes (SPEC 4.2)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+
+from app.api.deps import AgentDep, QueueTypeDep, ServicesDep
+from app.api.errors import responses
+from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn
+from app.queues.views import assignment_view
+
+router = APIRouter(prefix="/api", tags=["agents"])
+
+
+@router.post(
+    "/queues/{queue_type}/next-user",
+    response_model=AssignmentOut,
+    responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
+)
+def next_user(queue_type: QueueTypeDep, agent: AgentDep, services: ServicesDep) -> Any:
+    claimed = services.claims.next_user(agent, queue_type, services.flags())
+    if claimed is None:
+        return Response(status_code=204)
+    return assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed)
+
+
+@router.get(
+    "/assignments/current",
+    response_model=AssignmentOut,
+    responses={204: {"description": "no active assignment"}, **responses(401, 503)},
+)
+def current(agent: AgentDep, services: ServicesDep) -> Any:
+    held = services.assignments.current(agent)
+    if held is None:
+        return Response(status_code=204)
+    return assignment_view(*held)
+
+
+@router.post(
+    "/assignments/{assignment_id}/extend",
+    response_model=AssignmentOut,
+    responses=responses(401, 404, 409, 422),
+)
+def extend(assignment_id: uuid.UUID, agent: AgentDep, services: ServicesDep) -> Any:
+    return assignment_view(*services.assignments.extend(agent, assignment_id))
+
+
+@router.post(
+    "/assignments/{assignment_id}/release",
+    response_model=AssignmentOut,
+    responses=responses(401, 404, 409, 422),
+)
+def release(
+    assignment_id: uuid.UUID,
+    agent: AgentDep,
+    services: ServicesDep,
+    body: Annotated[ReleaseIn | None, Body()] = None,
+) -> Any:
+    body = body or ReleaseIn(requeue=True, reason=None)
+    row = services.assignments.release(
+        agent, assignment_id, requeue=body.requeue, reason=body.reason
+    )
+    return assignment_view(row, None)
+
+
+@router.post(
+    "/assignments/{assignment_id}/complete",
+    response_model=CompletedOut,
+    responses=responses(401, 404, 409, 422),
+)
+def complete(
+    assignment_id: uuid.UUID, body: CompleteIn, agent: AgentDep, services: ServicesDep
+) -> Any:
+    done = services.assignments.complete(
+        agent, assignment_id, body.outcome, body.callback_at, body.notes
+    )
+    return {**assignment_view(done.assignment, None), "score": done.score}

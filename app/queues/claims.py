@@ -1,0 +1,427 @@
+"""Handing the next valid user to an agent (SPEC 3.3), from a queue or straight from the scores.
+
+Each attempt is its own short transaction:
+
+* the queue's swap lock is taken *shared*, so a claim that meets a refresh waits for the swap to
+  commit instead of finding every pending row locked and answering 204;
+* the first pending entry in serving order is taken with ``FOR UPDATE SKIP LOCKED`` on the partial
+  index ``(queue_position, id) WHERE status = 'pending'``: concurrent agents each get a different
+  row without queueing behind one another;
+* the score row and (when validation is on) the replica are checked; a failing entry is marked
+  ``invalid`` and committed, and the next attempt starts;
+* the ledger row is inserted under the partial unique indexes that make "one active assignment
+  per user" and "per agent" the database's guarantee, not the code's.
+
+The replica is read with the entry locked for at most one bounded statement round; a replica
+error rolls back only the attempt in progress, leaving the entry pending.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy.exc import IntegrityError
+
+from app.agents import AgentIdentity
+from app.errors import Conflict, ServiceBusy
+from app.flags import Flags
+from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueKind, QueueType, queue_reason
+from app.queues.leases import sweep_expired_leases
+from app.queues.transitions import Reclassification, reclassify
+from app.queues.views import details_json
+from app.replica.classification import UserFacts, Verdict, classify
+from app.replica.reader import Contact, Replica
+
+log = logging.getLogger(__name__)
+
+CLAIM_LOCK_TIMEOUT = "5s"
+RETRY_AFTER_SECONDS = 2
+
+
+class ValidationAttemptsExhausted(ServiceBusy):
+    code = "ValidationAttemptsExhausted"
+    retry_after = RETRY_AFTER_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimSettings:
+    lease_seconds: int
+    max_validation_attempts: int
+    cooling_period_minutes: int
+    skip_cooldown_minutes: int
+
+
+@dataclass(slots=True)
+class Claimed:
+    assignment: Row[Any]
+    contact: Contact | None
+    resumed: bool
+
+
+class _AgentBusy(Exception):
+    """The agent got an assignment from a concurrent request (a double click)."""
+
+
+class _Empty(Exception):
+    pass
+
+
+_INSERT_ASSIGNMENT = text(
+    """
+    INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id, claim_id,
+                             priority_score, queue_position, queue_reason, details,
+                             lease_expires_at)
+    VALUES (:agent_id, :user_id, :queue_type, :source, :entry_id, :claim_id, :priority_score,
+            :queue_position, :queue_reason, CAST(:details AS jsonb),
+            now() + make_interval(secs => :lease))
+    RETURNING *
+    """
+)
+
+
+class ClaimService:
+    def __init__(self, engine: Engine, replica: Replica, settings: ClaimSettings) -> None:
+        self.engine = engine
+        self.replica = replica
+        self.settings = settings
+
+    def next_user(
+        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
+    ) -> Claimed | None:
+        """The agent's next user, their current assignment again, or None when nobody is left."""
+        kind = KINDS[queue_type]
+        with self.engine.begin() as conn:
+            sweep_expired_leases(conn)
+        held = self._resume(agent, kind)
+        if held is not None:
+            return held
+        mode = flags.serving_mode
+        validate = flags.ENABLE_QUEUE_VALIDATION
+        try:
+            if mode in ("queues", "dual"):
+                try:
+                    found = self._claim_from_queue(agent, kind, validate)
+                except ValidationAttemptsExhausted:
+                    if mode != "dual":
+                        raise
+                    found = None
+                if found is not None or mode == "queues":
+                    return found
+            return self._claim_direct(agent, kind, validate)
+        except _AgentBusy:
+            held = self._resume(agent, kind)
+            if held is None:  # the concurrent assignment ended in between; let the agent retry
+                raise Conflict("a concurrent request changed this agent's assignment") from None
+            return held
+
+    # -- an assignment the agent already holds -------------------------------------------------
+
+    def _resume(self, agent: AgentIdentity, kind: QueueKind) -> Claimed | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT * FROM assignments WHERE agent_id = :a AND status = 'active'"
+                    " AND lease_expires_at > now()"
+                ),
+                {"a": agent.id},
+            ).one_or_none()
+        if row is None:
+            return None
+        if row.queue_type != kind.queue_type:
+            raise Conflict(
+                f"the agent holds an active assignment in {row.queue_type}; finish or release it"
+            )
+        return Claimed(row, self.replica.fetch_contacts(row.user_id), resumed=True)
+
+    # -- queue path ----------------------------------------------------------------------------
+
+    def _claim_from_queue(
+        self, agent: AgentIdentity, kind: QueueKind, validate: bool
+    ) -> Claimed | None:
+        for _ in range(self.settings.max_validation_attempts):
+            try:
+                result = self._queue_attempt(agent, kind, validate)
+            except _Empty:
+                return None
+            if result is not None:
+                return result
+        if self._pending_left(kind):
+            raise ValidationAttemptsExhausted(
+                f"{self.settings.max_validation_attempts} entries in a row failed validation;"
+                " more remain, retry shortly"
+            )
+        return None
+
+    def _queue_attempt(
+        self, agent: AgentIdentity, kind: QueueKind, validate: bool
+    ) -> Claimed | None:
+        details = ", ".join(kind.detail_columns)
+        with self.engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock_shared(:key, :id)"),
+                {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
+            )
+            entry = conn.execute(
+                text(
+                    f"SELECT id, user_id, claim_id, priority_score, queue_position, queue_reason,"
+                    f" {details} FROM {kind.table} WHERE status = 'pending'"
+                    f" ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                )
+            ).one_or_none()
+            if entry is None:
+                raise _Empty
+            problem = self._score_problem(conn, entry.user_id, kind)
+            if problem is not None:
+                self._mark_invalid(conn, kind, entry.id, problem)
+                return None
+            facts, contact = self._replica_check(entry.user_id, validate)
+            if facts is not None:
+                verdict = classify(facts)
+                if verdict.queue_type != kind.queue_type:
+                    self._mark_invalid(conn, kind, entry.id, f"reclassified: {verdict.reason}")
+                    self._reclassify(conn, kind, entry.user_id, verdict, agent)
+                    return None
+            if contact is None or not contact.callable:
+                self._mark_invalid(conn, kind, entry.id, "no_phone_number")
+                return None
+            entry_details = {c: getattr(entry, c) for c in kind.detail_columns}
+            assignment = self._insert_assignment(
+                conn,
+                agent,
+                kind,
+                source="queue",
+                entry_id=entry.id,
+                user_id=entry.user_id,
+                claim_id=entry.claim_id,
+                priority_score=entry.priority_score,
+                queue_position=entry.queue_position,
+                queue_reason=entry.queue_reason,
+                details=entry_details,
+            )
+            if assignment is None:
+                self._mark_invalid(conn, kind, entry.id, "already_assigned")
+                return None
+            conn.execute(
+                text(
+                    f"UPDATE {kind.table} SET status = 'assigned', assigned_to_agent = :a,"
+                    " assigned_at = now(), updated_at = now() WHERE id = :id"
+                ),
+                {"a": agent.id, "id": entry.id},
+            )
+        log.info(
+            "claim.assigned",
+            extra={
+                "queue_type": str(kind.queue_type),
+                "agent_id": agent.id,
+                "user_id": entry.user_id,
+            },
+        )
+        return Claimed(assignment, contact, resumed=False)
+
+    def _pending_left(self, kind: QueueKind) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
+                ).scalar()
+            )
+
+    # -- direct mode ---------------------------------------------------------------------------
+
+    def _claim_direct(
+        self, agent: AgentIdentity, kind: QueueKind, validate: bool
+    ) -> Claimed | None:
+        for _ in range(self.settings.max_validation_attempts):
+            try:
+                result = self._direct_attempt(agent, kind, validate)
+            except _Empty:
+                return None
+            if result is not None:
+                return result
+        raise ValidationAttemptsExhausted(
+            f"{self.settings.max_validation_attempts} leads in a row failed validation;"
+            " more remain, retry shortly"
+        )
+
+    def _direct_attempt(
+        self, agent: AgentIdentity, kind: QueueKind, validate: bool
+    ) -> Claimed | None:
+        """Claim straight from user_call_scores with the population's eligibility and order.
+
+        The score row is taken with SKIP LOCKED, so this path never waits on a row lock and cannot
+        join a wait cycle with the entry -> ledger -> score order used elsewhere.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
+            lead = conn.execute(
+                text(
+                    """
+                    SELECT s.user_id, s.current_score
+                      FROM user_call_scores s
+                     WHERE s.current_queue_type = :queue_type
+                       AND s.is_active
+                       AND (s.next_call_after IS NULL OR s.next_call_after <= now())
+                       AND s.created_at <= now() - make_interval(mins => :cooling)
+                       AND NOT EXISTS (SELECT 1 FROM assignments a
+                                        WHERE a.user_id = s.user_id AND a.status = 'active')
+                     ORDER BY s.current_score, s.created_at DESC, s.user_id
+                     LIMIT 1
+                       FOR UPDATE OF s SKIP LOCKED
+                    """
+                ),
+                {
+                    "queue_type": str(kind.queue_type),
+                    "cooling": self.settings.cooling_period_minutes,
+                },
+            ).one_or_none()
+            if lead is None:
+                raise _Empty
+            # Details (claim, requirements) come from the replica in direct mode whatever the
+            # validation flag, since there is no entry to carry them.
+            facts, contact = self._replica_check(lead.user_id, validate=True)
+            assert facts is not None
+            verdict = classify(facts)
+            if validate and verdict.queue_type != kind.queue_type:
+                self._reclassify(conn, kind, lead.user_id, verdict, agent)
+                return None
+            if contact is None or not contact.callable:
+                # Nothing to mark in direct mode: hold the lead back like a skip, so the next
+                # claim does not find the same uncallable person again.
+                conn.execute(
+                    text(
+                        "UPDATE user_call_scores SET next_call_after = now()"
+                        " + make_interval(mins => :m), updated_at = now() WHERE user_id = :u"
+                    ),
+                    {"m": max(self.settings.skip_cooldown_minutes, 60), "u": lead.user_id},
+                )
+                return None
+            fields = verdict.entry_fields if verdict.queue_type == kind.queue_type else {}
+            assignment = self._insert_assignment(
+                conn,
+                agent,
+                kind,
+                source="direct",
+                entry_id=None,
+                user_id=lead.user_id,
+                claim_id=fields.get("claim_id"),
+                priority_score=lead.current_score,
+                queue_position=None,
+                queue_reason=queue_reason(kind, lead.current_score),
+                details={c: fields.get(c) for c in kind.detail_columns},
+            )
+            if assignment is None:
+                return None
+        log.info(
+            "claim.assigned_direct",
+            extra={
+                "queue_type": str(kind.queue_type),
+                "agent_id": agent.id,
+                "user_id": lead.user_id,
+            },
+        )
+        return Claimed(assignment, contact, resumed=False)
+
+    # -- shared steps --------------------------------------------------------------------------
+
+    @staticmethod
+    def _score_problem(conn: Connection, user_id: int, kind: QueueKind) -> str | None:
+        row = conn.execute(
+            text(
+                "SELECT is_active, current_queue_type,"
+                " coalesce(next_call_after > now(), false) AS not_due"
+                " FROM user_call_scores WHERE user_id = :u"
+            ),
+            {"u": user_id},
+        ).one_or_none()
+        if row is None:
+            return "score_row_missing"
+        if not row.is_active:
+            return "inactive"
+        if row.current_queue_type != kind.queue_type:
+            return "queue_type_changed"
+        if row.not_due:
+            return "not_due"
+        return None
+
+    def _replica_check(
+        self, user_id: int, validate: bool
+    ) -> tuple[UserFacts | None, Contact | None]:
+        if validate:
+            return self.replica.fetch_claim_facts(user_id)
+        return None, self.replica.fetch_contacts(user_id)
+
+    @staticmethod
+    def _mark_invalid(conn: Connection, kind: QueueKind, entry_id: Any, reason: str) -> None:
+        conn.execute(
+            text(
+                f"UPDATE {kind.table} SET status = 'invalid', invalid_reason = :r,"
+                " updated_at = now() WHERE id = :id"
+            ),
+            {"r": reason, "id": entry_id},
+        )
+
+    @staticmethod
+    def _reclassify(
+        conn: Connection, kind: QueueKind, user_id: int, verdict: Verdict, agent: AgentIdentity
+    ) -> None:
+        reclassify(
+            conn,
+            str(kind.queue_type),
+            [
+                Reclassification(
+                    user_id, verdict.queue_type and str(verdict.queue_type), verdict.reason
+                )
+            ],
+            source="claim",
+            agent_id=agent.id,
+        )
+
+    def _insert_assignment(
+        self,
+        conn: Connection,
+        agent: AgentIdentity,
+        kind: QueueKind,
+        *,
+        source: str,
+        entry_id: Any,
+        user_id: int,
+        claim_id: int | None,
+        priority_score: int,
+        queue_position: int | None,
+        queue_reason: str | None,
+        details: dict[str, Any],
+    ) -> Row[Any] | None:
+        """The ledger row, or None when another agent holds this user (a lost race, not an error).
+
+        Raises _AgentBusy when this agent already holds an assignment: a concurrent request of
+        the same agent won, and the caller returns that assignment instead.
+        """
+        try:
+            with conn.begin_nested():
+                return conn.execute(
+                    _INSERT_ASSIGNMENT,
+                    {
+                        "agent_id": agent.id,
+                        "user_id": user_id,
+                        "queue_type": str(kind.queue_type),
+                        "source": source,
+                        "entry_id": entry_id,
+                        "claim_id": claim_id,
+                        "priority_score": priority_score,
+                        "queue_position": queue_position,
+                        "queue_reason": queue_reason,
+                        "details": details_json(details),
+                        "lease": self.settings.lease_seconds,
+                    },
+                ).one()
+        except IntegrityError as exc:
+            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+            if constraint == "uq_assignments_active_agent":
+                raise _AgentBusy from None
+            if constraint == "uq_assignments_active_user":
+                return None
+            raise

@@ -1,0 +1,64 @@
+"""The assignment ledger as supervisors read it: who was given whom, and when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFilter:
+    agent_id: int | None = None
+    user_id: int | None = None
+    queue_type: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -> dict[str, Any]:
+    """Newest first. Contact details and notes never appear here."""
+    where = ["true"]
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    for column, value in (
+        ("a.agent_id", f.agent_id),
+        ("a.user_id", f.user_id),
+        ("a.queue_type", f.queue_type),
+        ("a.status", f.status),
+    ):
+        if value is not None:
+            key = column.split(".")[1]
+            where.append(f"{column} = :{key}")
+            params[key] = value
+    if f.since is not None:
+        where.append("a.assigned_at >= :since")
+        params["since"] = f.since
+    if f.until is not None:
+        where.append("a.assigned_at < :until")
+        params["until"] = f.until
+    clause = " AND ".join(where)
+    total = conn.execute(
+        text(f"SELECT count(*) FROM assignments a WHERE {clause}"), params
+    ).scalar_one()
+    rows = conn.execute(
+        text(
+            "SELECT a.id, a.agent_id, g.name AS agent_name, a.user_id, a.queue_type, a.source,"
+            " a.queue_entry_id, a.claim_id, a.status, a.assigned_at, a.lease_expires_at,"
+            " a.finished_at, a.outcome, a.callback_at, a.release_reason"
+            f" FROM assignments a JOIN agents g ON g.id = a.agent_id WHERE {clause}"
+            " ORDER BY a.assigned_at DESC, a.id LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    )
+    items = [
+        {
+            **row._mapping,
+            "assignment_id": str(row.id),
+            "queue_entry_id": str(row.queue_entry_id) if row.queue_entry_id else None,
+        }
+        for row in rows
+    ]
+    return {"items": items, "limit": limit, "offset": offset, "total": total}

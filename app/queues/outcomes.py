@@ -1,0 +1,75 @@
+"""The outcome table (SPEC 3.4) as data, and its single-statement application to a score row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    NO_ANSWER = "no_answer"
+    HUNG_UP = "hung_up"
+    MIGHT_COMPLETE = "might_complete"
+    GOING_TO_COMPLETE = "going_to_complete"
+    CALL_BACK = "call_back"
+    COMPLETED_FORM = "completed_form"
+    MISSED_CALL = "missed_call"
+    BAD_NUMBER = "bad_number"
+    NOT_INTERESTED = "not_interested"
+    DO_NOT_CONTACT = "do_not_contact"
+    NO_CLAIM = "no_claim"
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRule:
+    score_change: int
+    # None: next_call_after becomes null (callable now, or never when deactivating).
+    delay: timedelta | None
+    successful: bool = False
+    deactivates: bool = False
+    accepts_callback: bool = False
+
+
+HOURS = timedelta(hours=1)
+DAYS = timedelta(days=1)
+
+RULES: dict[Outcome, OutcomeRule] = {
+    Outcome.NO_ANSWER: OutcomeRule(1, 4 * HOURS),
+    Outcome.HUNG_UP: OutcomeRule(2, 4 * HOURS),
+    Outcome.MIGHT_COMPLETE: OutcomeRule(2, 24 * HOURS, accepts_callback=True),
+    Outcome.GOING_TO_COMPLETE: OutcomeRule(0, 72 * HOURS, successful=True, accepts_callback=True),
+    Outcome.CALL_BACK: OutcomeRule(0, 24 * HOURS, successful=True, accepts_callback=True),
+    Outcome.COMPLETED_FORM: OutcomeRule(0, 24 * HOURS, successful=True),
+    Outcome.MISSED_CALL: OutcomeRule(0, None),
+    Outcome.BAD_NUMBER: OutcomeRule(50, 28 * DAYS),
+    Outcome.NOT_INTERESTED: OutcomeRule(100, 28 * DAYS),
+    Outcome.DO_NOT_CONTACT: OutcomeRule(200, None, deactivates=True),
+    Outcome.NO_CLAIM: OutcomeRule(200, None, deactivates=True),
+}
+
+MAX_CALLBACK_AHEAD = 30 * DAYS
+MIN_SCORE, MAX_SCORE = 0, 200
+
+# One statement, relative and clamped, so a concurrent upstream write to the score is never lost.
+# The attempt penalty looks at total_attempts after this completion's increment.
+APPLY_OUTCOME_SQL = """
+UPDATE user_call_scores
+   SET total_attempts = total_attempts + 1,
+       successful_calls = successful_calls + CASE WHEN :successful THEN 1 ELSE 0 END,
+       last_call_at = now(),
+       last_outcome = :outcome,
+       last_queue_check = now(),
+       current_score = LEAST(:max_score, GREATEST(:min_score, current_score + :change
+           + CASE WHEN total_attempts + 1 > 10 THEN 3
+                  WHEN total_attempts + 1 > 5 THEN 1
+                  ELSE 0 END)),
+       next_call_after = CASE
+           WHEN CAST(:callback_at AS timestamptz) IS NOT NULL THEN CAST(:callback_at AS timestamptz)
+           WHEN CAST(:delay_seconds AS integer) IS NULL THEN NULL
+           ELSE now() + make_interval(secs => CAST(:delay_seconds AS integer)) END,
+       is_active = is_active AND NOT :deactivates,
+       updated_at = now()
+ WHERE user_id = :user_id
+RETURNING current_score, next_call_after, is_active, current_queue_type
+"""

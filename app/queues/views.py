@@ -1,0 +1,56 @@
+"""The Assignment document agents receive (SPEC 4.2), built from a ledger row."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from app.replica.reader import Contact
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def details_json(details: dict[str, Any]) -> str:
+    """Queue-specific details, frozen on the ledger row at hand-out (no personal data)."""
+    return json.dumps(details, default=_default)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False) -> dict[str, Any]:
+    """Contact details go only to the agent while it holds the user: ``user`` is null otherwise."""
+    holding = row.status == "active"
+    return {
+        "assignment_id": str(row.id),
+        "status": row.status,
+        "queue_type": row.queue_type,
+        "source": row.source,
+        "queue_entry_id": str(row.queue_entry_id) if row.queue_entry_id else None,
+        "user_id": row.user_id,
+        "claim_id": row.claim_id,
+        "priority_score": row.priority_score,
+        "queue_position": row.queue_position,
+        "queue_reason": row.queue_reason,
+        "assigned_at": _iso(row.assigned_at),
+        "lease_expires_at": _iso(row.lease_expires_at),
+        "resumed": resumed,
+        "outcome": row.outcome,
+        "user": (
+            {
+                "first_name": contact.first_name,
+                "last_name": contact.last_name,
+                "phone_number": contact.phone_number,
+                "email_address": contact.email_address,
+            }
+            if holding and contact is not None
+            else None
+        ),
+        "details": dict(row.details or {}),
+    }
