@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import metrics
 from app.api import admin, agents, cron, errors, ops
 from app.config import Settings, get_settings
-from app.logs import configure_logging
+from app.logs import configure_logging, request_id
 from app.services import Services
 
 
@@ -40,6 +44,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
         )
     errors.install(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        """Request id for the logs, and request metrics by route template (not raw path)."""
+        rid = request.headers.get("x-request-id")
+        token = request_id.set(rid if rid and len(rid) <= 64 and rid.isprintable() else uuid4().hex)
+        started = time.perf_counter()
+        try:
+            response: Response = await call_next(request)
+        finally:
+            request_id.reset(token)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
     app.include_router(ops.router)
     app.include_router(cron.router)
     app.include_router(agents.router)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
+from app import metrics
 from app.api.deps import ServicesDep
 from app.health import readiness
 
@@ -25,3 +26,10 @@ def readyz(services: ServicesDep) -> Any:
     state is reported but never fails readiness: a replica blip must not empty the load balancer."""
     body = readiness(services.engine, services.replica)
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus_metrics(services: ServicesDep) -> Response:
+    """Prometheus text format: every worker's counters plus queue depth read at scrape time."""
+    body, content_type = metrics.render(services.engine)
+    return Response(body, media_type=content_type)

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, text
 
+from app import metrics
 from app.agents import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
@@ -182,6 +183,7 @@ class AssignmentService:
             raise Conflict(
                 "the assignment is no longer active; the user was still marked not to be called"
             )
+        metrics.OUTCOMES.labels(row.queue_type, str(outcome)).inc()
         log.info(
             "assignment.completed",
             extra={"agent_id": agent.id, "user_id": row.user_id, "outcome": str(outcome)},

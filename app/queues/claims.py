@@ -19,14 +19,16 @@ error rolls back only the attempt in progress, leaving the entry pending.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import IntegrityError
 
+from app import metrics
 from app.agents import AgentIdentity
-from app.errors import Conflict, ServiceBusy
+from app.errors import Conflict, ReplicaUnavailable, ServiceBusy
 from app.flags import Flags
 from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueKind, QueueType, queue_reason
 from app.queues.leases import sweep_expired_leases
@@ -92,6 +94,32 @@ class ClaimService:
         self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
     ) -> Claimed | None:
         """The agent's next user, their current assignment again, or None when nobody is left."""
+        started = time.perf_counter()
+        result, source = "error", "none"
+        try:
+            claimed = self._next_user(agent, queue_type, flags)
+            if claimed is None:
+                result = "empty"
+            else:
+                result = "resumed" if claimed.resumed else "assigned"
+                source = claimed.assignment.source
+            return claimed
+        except ValidationAttemptsExhausted:
+            result = "exhausted"
+            raise
+        except Conflict:
+            result = "conflict"
+            raise
+        except ReplicaUnavailable:
+            result = "replica_error"
+            raise
+        finally:
+            metrics.CLAIMS.labels(str(queue_type), source, result).inc()
+            metrics.NEXT_USER_SECONDS.labels(str(queue_type)).observe(time.perf_counter() - started)
+
+    def _next_user(
+        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
+    ) -> Claimed | None:
         kind = KINDS[queue_type]
         with self.engine.begin() as conn:
             sweep_expired_leases(conn)
@@ -286,11 +314,15 @@ class ClaimService:
             assert facts is not None
             verdict = classify(facts)
             if validate and verdict.queue_type != kind.queue_type:
+                metrics.INVALID_ENTRIES.labels(
+                    str(kind.queue_type), f"reclassified: {verdict.reason}"
+                ).inc()
                 self._reclassify(conn, kind, lead.user_id, verdict, agent)
                 return None
             if contact is None or not contact.callable:
                 # Nothing to mark in direct mode: hold the lead back like a skip, so the next
                 # claim does not find the same uncallable person again.
+                metrics.INVALID_ENTRIES.labels(str(kind.queue_type), "no_phone_number").inc()
                 conn.execute(
                     text(
                         "UPDATE user_call_scores SET next_call_after = now()"
@@ -356,6 +388,7 @@ class ClaimService:
 
     @staticmethod
     def _mark_invalid(conn: Connection, kind: QueueKind, entry_id: Any, reason: str) -> None:
+        metrics.INVALID_ENTRIES.labels(str(kind.queue_type), reason).inc()
         conn.execute(
             text(
                 f"UPDATE {kind.table} SET status = 'invalid', invalid_reason = :r,"

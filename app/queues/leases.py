@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app import metrics
 from app.queues.kinds import KINDS, QueueType
 
 SWEEP_BATCH = 1000
@@ -61,6 +62,7 @@ def sweep_expired_leases(conn: Connection, limit: int = SWEEP_BATCH) -> int:
     ).all()
     back: dict[str, list[Any]] = {}
     for row in expired:
+        metrics.LEASE_EXPIRIES.labels(row.queue_type).inc()
         if row.queue_entry_id is not None:
             back.setdefault(row.queue_type, []).append(row.queue_entry_id)
     for queue_type, ids in back.items():

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from app import metrics
 from app.errors import CallqueueError, PopulationRunning, ReplicaLagging
 from app.queues.kinds import (
     KINDS,
@@ -124,6 +125,15 @@ def describe_error(exc: BaseException) -> str:
         first_line = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
         return f"database error ({type(exc.orig).__name__}): {first_line}"[:500]
     return f"unexpected error ({type(exc).__name__})"
+
+
+def _observe(kind: QueueKind, report: QueueReport, dry_run: bool) -> None:
+    queue_type = str(kind.queue_type)
+    metrics.POPULATIONS.labels(queue_type, report.status, str(dry_run).lower()).inc()
+    metrics.POPULATION_SECONDS.labels(queue_type).observe(report.duration_ms / 1000)
+    if not dry_run:
+        for figure in ("eligible", "invalid", "populated", "removed", "kept_assigned"):
+            metrics.POPULATION_ROWS.labels(queue_type, figure).inc(getattr(report, figure))
 
 
 class Population:
@@ -289,6 +299,7 @@ class Population:
             )
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         self._record_queue(run_id, kind, report, dry_run, q_started)
+        _observe(kind, report, dry_run)
         log.info(
             "population.queue_done",
             extra={"run_id": str(run_id), "queue_type": str(kind.queue_type), **asdict(report)},

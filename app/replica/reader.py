@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from app import metrics
 from app.config import Settings
 from app.errors import ConfigError, ReplicaUnavailable
 from app.replica.classification import (
@@ -76,7 +77,8 @@ class Contact:
         return bool(self.phone_number and self.phone_number.strip())
 
 
-def _unavailable(exc: DBAPIError) -> ReplicaUnavailable:
+def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
+    metrics.REPLICA_ERRORS.labels(operation).inc()
     return ReplicaUnavailable(f"the claims replica did not answer ({type(exc.orig).__name__})")
 
 
@@ -158,7 +160,7 @@ class Replica:
                         ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
                     )
         except DBAPIError as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "facts") from exc
         return facts
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
@@ -168,5 +170,5 @@ class Replica:
             with self.engine.connect() as conn:
                 row = conn.execute(q).one_or_none()
         except DBAPIError as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "contacts") from exc
         return Contact(*row) if row else None
