@@ -124,7 +124,8 @@ def add_scores(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:
         conn.execute(
             text(
                 "INSERT INTO user_call_scores"
-                " (user_id, current_score, next_call_after, is_active, current_queue_type, created_at)"
+                " (user_id, current_score, next_call_after, is_active, current_queue_type,"
+                " created_at)"
                 " VALUES (:user_id, :current_score, :next_call_after, :is_active,"
                 " :current_queue_type, :created_at)"
             ),

