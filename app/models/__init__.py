@@ -4,6 +4,7 @@ from app.db import Base
 from app.models.agents import Agent, Assignment
 from app.models.audit import QueueTransition
 from app.models.flags import FeatureFlag, FeatureFlagChange
+from app.models.ops import EntryInvalidation, SchedulerTick
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
 from app.models.runs import PopulationRun, PopulationRunQueue
 from app.models.scores import UserCallScore
@@ -13,6 +14,7 @@ metadata = Base.metadata
 __all__ = [
     "Agent",
     "Assignment",
+    "EntryInvalidation",
     "FeatureFlag",
     "FeatureFlagChange",
     "OutstandingRequestsEntry",
@@ -20,6 +22,7 @@ __all__ = [
     "PopulationRunQueue",
     "QueueEntry",
     "QueueTransition",
+    "SchedulerTick",
     "UnsignedUsersEntry",
     "UserCallScore",
     "metadata",

@@ -56,6 +56,8 @@ class Assignment(Base):
     release_reason: Mapped[str | None] = mapped_column(Text)
     # Queue-specific details frozen at hand-out (claim, signature or requirement figures).
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Time from the next-user request to this hand-out, for the supervisors' latency figures.
+    claim_ms: Mapped[int | None]
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,16 @@ class Claimed:
     resumed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One next-user request, as every attempt sees it."""
+
+    agent: AgentIdentity
+    kind: QueueKind
+    validate: bool
+    started: float
+
+
 class _AgentBusy(Exception):
     """The agent got an assignment from a concurrent request (a double click)."""
 
@@ -75,10 +86,10 @@ _INSERT_ASSIGNMENT = text(
     """
     INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id, claim_id,
                              priority_score, queue_position, queue_reason, details,
-                             lease_expires_at)
+                             lease_expires_at, claim_ms)
     VALUES (:agent_id, :user_id, :queue_type, :source, :entry_id, :claim_id, :priority_score,
             :queue_position, :queue_reason, CAST(:details AS jsonb),
-            now() + make_interval(secs => :lease))
+            now() + make_interval(secs => :lease), :claim_ms)
     RETURNING *
     """
 )
@@ -97,7 +108,7 @@ class ClaimService:
         started = time.perf_counter()
         result, source = "error", "none"
         try:
-            claimed = self._next_user(agent, queue_type, flags)
+            claimed = self._next_user(agent, queue_type, flags, started)
             if claimed is None:
                 result = "empty"
             else:
@@ -118,7 +129,7 @@ class ClaimService:
             metrics.NEXT_USER_SECONDS.labels(str(queue_type)).observe(time.perf_counter() - started)
 
     def _next_user(
-        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
+        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags, started: float
     ) -> Claimed | None:
         kind = KINDS[queue_type]
         with self.engine.begin() as conn:
@@ -127,18 +138,18 @@ class ClaimService:
         if held is not None:
             return held
         mode = flags.serving_mode
-        validate = flags.ENABLE_QUEUE_VALIDATION
+        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started)
         try:
             if mode in ("queues", "dual"):
                 try:
-                    found = self._claim_from_queue(agent, kind, validate)
+                    found = self._attempts(ask, self._queue_attempt)
                 except ValidationAttemptsExhausted:
                     if mode != "dual":
                         raise
                     found = None
                 if found is not None or mode == "queues":
                     return found
-            return self._claim_direct(agent, kind, validate)
+            return self._attempts(ask, self._direct_attempt)
         except _AgentBusy:
             held = self._resume(agent, kind)
             if held is None:  # the concurrent assignment ended in between; let the agent retry
@@ -166,26 +177,22 @@ class ClaimService:
 
     # -- queue path ----------------------------------------------------------------------------
 
-    def _claim_from_queue(
-        self, agent: AgentIdentity, kind: QueueKind, validate: bool
-    ) -> Claimed | None:
+    def _attempts(self, ask: _Ask, attempt: Callable[[_Ask], Claimed | None]) -> Claimed | None:
+        """Up to MAX_VALIDATION_ATTEMPTS attempts, each its own transaction."""
         for _ in range(self.settings.max_validation_attempts):
             try:
-                result = self._queue_attempt(agent, kind, validate)
+                result = attempt(ask)
             except _Empty:
                 return None
             if result is not None:
                 return result
-        if self._pending_left(kind):
-            raise ValidationAttemptsExhausted(
-                f"{self.settings.max_validation_attempts} entries in a row failed validation;"
-                " more remain, retry shortly"
-            )
-        return None
+        raise ValidationAttemptsExhausted(
+            f"{self.settings.max_validation_attempts} users in a row failed validation;"
+            " more remain, retry shortly"
+        )
 
-    def _queue_attempt(
-        self, agent: AgentIdentity, kind: QueueKind, validate: bool
-    ) -> Claimed | None:
+    def _queue_attempt(self, ask: _Ask) -> Claimed | None:
+        agent, kind = ask.agent, ask.kind
         details = ", ".join(kind.detail_columns)
         with self.engine.begin() as conn:
             conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
@@ -204,23 +211,23 @@ class ClaimService:
                 raise _Empty
             problem = self._score_problem(conn, entry.user_id, kind)
             if problem is not None:
-                self._mark_invalid(conn, kind, entry.id, problem)
+                self._invalidate(conn, ask, entry.user_id, problem, entry.id)
                 return None
-            facts, contact = self._replica_check(entry.user_id, validate)
+            facts, contact = self._replica_check(entry.user_id, ask.validate)
             if facts is not None:
                 verdict = classify(facts)
                 if verdict.queue_type != kind.queue_type:
-                    self._mark_invalid(conn, kind, entry.id, f"reclassified: {verdict.reason}")
+                    reason = f"reclassified: {verdict.reason}"
+                    self._invalidate(conn, ask, entry.user_id, reason, entry.id)
                     self._reclassify(conn, kind, entry.user_id, verdict, agent)
                     return None
             if contact is None or not contact.callable:
-                self._mark_invalid(conn, kind, entry.id, "no_phone_number")
+                self._invalidate(conn, ask, entry.user_id, "no_phone_number", entry.id)
                 return None
             entry_details = {c: getattr(entry, c) for c in kind.detail_columns}
             assignment = self._insert_assignment(
                 conn,
-                agent,
-                kind,
+                ask,
                 source="queue",
                 entry_id=entry.id,
                 user_id=entry.user_id,
@@ -231,7 +238,7 @@ class ClaimService:
                 details=entry_details,
             )
             if assignment is None:
-                self._mark_invalid(conn, kind, entry.id, "already_assigned")
+                self._invalidate(conn, ask, entry.user_id, "already_assigned", entry.id)
                 return None
             conn.execute(
                 text(
@@ -250,39 +257,15 @@ class ClaimService:
         )
         return Claimed(assignment, contact, resumed=False)
 
-    def _pending_left(self, kind: QueueKind) -> bool:
-        with self.engine.connect() as conn:
-            return bool(
-                conn.execute(
-                    text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
-                ).scalar()
-            )
-
     # -- direct mode ---------------------------------------------------------------------------
 
-    def _claim_direct(
-        self, agent: AgentIdentity, kind: QueueKind, validate: bool
-    ) -> Claimed | None:
-        for _ in range(self.settings.max_validation_attempts):
-            try:
-                result = self._direct_attempt(agent, kind, validate)
-            except _Empty:
-                return None
-            if result is not None:
-                return result
-        raise ValidationAttemptsExhausted(
-            f"{self.settings.max_validation_attempts} leads in a row failed validation;"
-            " more remain, retry shortly"
-        )
-
-    def _direct_attempt(
-        self, agent: AgentIdentity, kind: QueueKind, validate: bool
-    ) -> Claimed | None:
+    def _direct_attempt(self, ask: _Ask) -> Claimed | None:
         """Claim straight from user_call_scores with the population's eligibility and order.
 
         The score row is taken with SKIP LOCKED, so this path never waits on a row lock and cannot
         join a wait cycle with the entry -> ledger -> score order used elsewhere.
         """
+        agent, kind = ask.agent, ask.kind
         with self.engine.begin() as conn:
             conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
             lead = conn.execute(
@@ -313,16 +296,14 @@ class ClaimService:
             facts, contact = self._replica_check(lead.user_id, validate=True)
             assert facts is not None
             verdict = classify(facts)
-            if validate and verdict.queue_type != kind.queue_type:
-                metrics.INVALID_ENTRIES.labels(
-                    str(kind.queue_type), f"reclassified: {verdict.reason}"
-                ).inc()
+            if ask.validate and verdict.queue_type != kind.queue_type:
+                self._invalidate(conn, ask, lead.user_id, f"reclassified: {verdict.reason}")
                 self._reclassify(conn, kind, lead.user_id, verdict, agent)
                 return None
             if contact is None or not contact.callable:
                 # Nothing to mark in direct mode: hold the lead back like a skip, so the next
                 # claim does not find the same uncallable person again.
-                metrics.INVALID_ENTRIES.labels(str(kind.queue_type), "no_phone_number").inc()
+                self._invalidate(conn, ask, lead.user_id, "no_phone_number")
                 conn.execute(
                     text(
                         "UPDATE user_call_scores SET next_call_after = now()"
@@ -334,8 +315,7 @@ class ClaimService:
             fields = verdict.entry_fields if verdict.queue_type == kind.queue_type else {}
             assignment = self._insert_assignment(
                 conn,
-                agent,
-                kind,
+                ask,
                 source="direct",
                 entry_id=None,
                 user_id=lead.user_id,
@@ -387,14 +367,34 @@ class ClaimService:
         return None, self.replica.fetch_contacts(user_id)
 
     @staticmethod
-    def _mark_invalid(conn: Connection, kind: QueueKind, entry_id: Any, reason: str) -> None:
+    def _invalidate(
+        conn: Connection, ask: _Ask, user_id: int, reason: str, entry_id: Any = None
+    ) -> None:
+        """Mark the entry (queue mode) invalid and keep the record, which outlives refreshes."""
+        kind = ask.kind
         metrics.INVALID_ENTRIES.labels(str(kind.queue_type), reason).inc()
+        if entry_id is not None:
+            conn.execute(
+                text(
+                    f"UPDATE {kind.table} SET status = 'invalid', invalid_reason = :r,"
+                    " updated_at = now() WHERE id = :id"
+                ),
+                {"r": reason, "id": entry_id},
+            )
         conn.execute(
             text(
-                f"UPDATE {kind.table} SET status = 'invalid', invalid_reason = :r,"
-                " updated_at = now() WHERE id = :id"
+                "INSERT INTO entry_invalidations"
+                " (queue_type, source, entry_id, user_id, reason, agent_id)"
+                " VALUES (:q, :s, :e, :u, :r, :a)"
             ),
-            {"r": reason, "id": entry_id},
+            {
+                "q": str(kind.queue_type),
+                "s": "queue" if entry_id is not None else "direct",
+                "e": entry_id,
+                "u": user_id,
+                "r": reason,
+                "a": ask.agent.id,
+            },
         )
 
     @staticmethod
@@ -416,8 +416,7 @@ class ClaimService:
     def _insert_assignment(
         self,
         conn: Connection,
-        agent: AgentIdentity,
-        kind: QueueKind,
+        ask: _Ask,
         *,
         source: str,
         entry_id: Any,
@@ -438,9 +437,9 @@ class ClaimService:
                 return conn.execute(
                     _INSERT_ASSIGNMENT,
                     {
-                        "agent_id": agent.id,
+                        "agent_id": ask.agent.id,
                         "user_id": user_id,
-                        "queue_type": str(kind.queue_type),
+                        "queue_type": str(ask.kind.queue_type),
                         "source": source,
                         "entry_id": entry_id,
                         "claim_id": claim_id,
@@ -449,6 +448,7 @@ class ClaimService:
                         "queue_reason": queue_reason,
                         "details": details_json(details),
                         "lease": self.settings.lease_seconds,
+                        "claim_ms": int((time.perf_counter() - ask.started) * 1000),
                     },
                 ).one()
         except IntegrityError as exc:
