@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from app.api.deps import ServicesDep, SupervisorDep
+from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, FlagsIn, FlagsOut, LedgerPage, ReleaseIn
 from app.flags import Flags, update_flags
 from app.queues.ledger import LedgerFilter, list_ledger
+from app.queues.reports import list_entries, list_runs
 from app.queues.views import assignment_view
 
 router = APIRouter(prefix="/api", tags=["supervisors"])
@@ -74,3 +75,29 @@ def ledger(
             limit=limit,
             offset=offset,
         )
+
+
+@router.get("/queues/{queue_type}", responses=responses(401, 403, 404, 422))
+def queue_listing(
+    queue_type: QueueTypeDep,
+    _: SupervisorDep,
+    services: ServicesDep,
+    status: Annotated[
+        str | None, Query(pattern="^(pending|assigned|completed|skipped|invalid)$")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> Any:
+    with services.engine.connect() as conn:
+        return list_entries(conn, queue_type, status, limit=limit, offset=offset)
+
+
+@router.get("/population-runs", responses=responses(401, 403, 422))
+def population_runs(
+    _: SupervisorDep,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Any:
+    with services.engine.connect() as conn:
+        return list_runs(conn, limit=limit, offset=offset)

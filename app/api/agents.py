@@ -5,14 +5,26 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from app.api.deps import AgentDep, QueueTypeDep, ServicesDep
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn
+from app.queues.reports import queue_stats
 from app.queues.views import assignment_view
 
 router = APIRouter(prefix="/api", tags=["agents"])
+
+
+@router.get("/queues/stats", responses=responses(401, 422))
+def stats(
+    _: AgentDep,
+    services: ServicesDep,
+    window_minutes: Annotated[int, Query(ge=1, le=1440)] = 15,
+) -> Any:
+    """Live figures per queue and activity over the last ``window_minutes``; open to agents."""
+    with services.engine.connect() as conn:
+        return queue_stats(conn, window_minutes)
 
 
 @router.post(

@@ -83,4 +83,5 @@ class Assignment(Base):
         Index("ix_assignments_assigned_at", "assigned_at"),
         Index("ix_assignments_agent_id_assigned_at", "agent_id", "assigned_at"),
         Index("ix_assignments_user_id_assigned_at", "user_id", "assigned_at"),
+        Index("ix_assignments_finished_at", "finished_at"),
     )

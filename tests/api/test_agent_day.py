@@ -55,3 +55,22 @@ def test_claim_complete_next(client, services, replica, store_engine, cron_heade
     assert empty_release.status_code == 200
     assert client.post("/api/queues/unsigned_users/next-user", headers=auth).status_code == 204
     assert client.get("/api/assignments/current", headers=auth).status_code == 204
+
+
+def test_stats_after_a_day(client, services, replica, store_engine, cron_headers):
+    test_claim_complete_next(client, services, replica, store_engine, cron_headers)
+    with store_engine.begin() as conn:
+        token = create_agent(conn, "sup", "supervisor")
+    auth = {"Authorization": f"Bearer {token}"}
+    stats = client.get("/api/queues/stats", headers=auth).json()
+    unsigned = stats["queues"]["unsigned_users"]
+    assert unsigned["pending"] == 0
+    assert unsigned["window"]["claims"] == 2
+    assert unsigned["window"]["completions"] == {"no_answer": 1}
+    assert unsigned["window"]["releases"] == 1
+    assert unsigned["last_population"]["populated"] == 2
+    listing = client.get("/api/queues/unsigned_users?status=completed", headers=auth).json()
+    assert [e["user_id"] for e in listing["items"]] == [1]
+    runs = client.get("/api/population-runs", headers=auth).json()
+    assert runs["total"] == 1
+    assert runs["items"][0]["queues"]["unsigned_users"]["populated"] == 2
