@@ -15,6 +15,7 @@ from app import metrics
 from app.api import admin, agents, cron, errors, ops
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
+from app.scheduler import Scheduler
 from app.services import Services
 
 
@@ -24,11 +25,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.check_server_ready()
-        app.state.services = Services.build(settings)
+        services = Services.build(settings)
+        app.state.services = services
+        scheduler = Scheduler(services) if settings.scheduler_on else None
+        if scheduler:
+            scheduler.start()
         try:
             yield
         finally:
-            app.state.services.dispose()
+            if scheduler:
+                scheduler.stop()
+            services.dispose()
 
     app = FastAPI(
         title="callqueue",

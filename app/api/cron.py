@@ -38,3 +38,17 @@ def populate(
 def health(services: ServicesDep) -> Any:
     body = health_report(services.engine, services.replica, services.settings, services.flags())
     return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
+
+
+@router.get(
+    "/queue-level-check", responses={**responses(401, 409), 500: {"description": "a refill failed"}}
+)
+def queue_level_check(services: ServicesDep) -> Any:
+    """Refill any queue below QUEUE_LOW_WATERMARK, at most once per REPLENISH_MIN_INTERVAL_MINUTES
+    (an empty queue: once a minute). Says what it did for each queue and why."""
+    s = services.settings
+    body = services.population().replenish(
+        watermark=s.queue_low_watermark, min_interval_minutes=s.replenish_min_interval_minutes
+    )
+    failed = body["run"] is not None and not body["run"]["success"]
+    return JSONResponse(body, status_code=500 if failed else 200)

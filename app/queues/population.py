@@ -53,6 +53,7 @@ from app.replica.reader import Replica
 log = logging.getLogger(__name__)
 
 MAX_MISSING_SHARE = 0.20
+EMPTY_REFILL_SECONDS = 60
 RECLASSIFY_BATCH = 500
 SWAP_LOCK_TIMEOUT = "15s"
 
@@ -148,50 +149,120 @@ class Population:
         self, *, trigger: str, queue: QueueType | None = None, dry_run: bool = False
     ) -> RunReport:
         with self._population_lock():
-            t0 = time.monotonic()
-            run_id, started_at = self._start_run(trigger, queue, dry_run)
-            log.info(
-                "population.started",
-                extra={"run_id": str(run_id), "trigger": trigger, "dry_run": dry_run},
-            )
-            reports: dict[QueueType, QueueReport] = {}
-            # Leads this run moves between queues become candidates from the next run on, as
-            # the re-checked ones do; it also keeps a dry run's figures equal to a real run's.
-            moved_this_run: set[int] = set()
+            selected = {queue} if queue else set(KINDS)
+            return self._run_locked(trigger, queue, selected, dry_run)
+
+    def replenish(
+        self, *, watermark: int, min_interval_minutes: int, trigger: str = "queue-level-check"
+    ) -> dict[str, Any]:
+        """Repopulate the queues running low (SPEC: queue-level check).
+
+        The decision is taken under the population lock, from the run history in the database,
+        so two processes checking at once cannot both refill, and the interval holds across
+        restarts. A queue with no pending entry at all may be refilled once a minute regardless.
+        """
+        with self._population_lock():
+            decisions = self._replenish_decisions(watermark, min_interval_minutes)
+            selected = {q for q, d in decisions.items() if d["action"] == "populate"}
+            run = None
+            if selected and self.options.use_separated_queues:
+                only = next(iter(selected)) if len(selected) == 1 else None
+                run = self._run_locked(trigger, only, selected, dry_run=False)
+            return {
+                "queues": {str(q): d for q, d in decisions.items()},
+                "run": run.as_dict() if run else None,
+            }
+
+    def _replenish_decisions(
+        self, watermark: int, min_interval_minutes: int
+    ) -> dict[QueueType, dict[str, Any]]:
+        decisions: dict[QueueType, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
             for queue_type, kind in KINDS.items():
-                if not self.options.use_separated_queues or queue not in (None, queue_type):
-                    reports[queue_type] = QueueReport(status="skipped")
-                else:
-                    reports[queue_type] = self._populate(
-                        kind, run_id, started_at, dry_run, moved_this_run
-                    )
-            run_error = None
-            if not dry_run and self.options.use_separated_queues:
-                try:
-                    self._recheck_unclassified(run_id)
-                except Exception as exc:  # the queues are already swapped; report, don't undo
-                    run_error = "re-check of unclassified leads failed: " + describe_error(exc)
-                    log.exception("population.recheck_failed", extra={"run_id": str(run_id)})
-            duration_ms = int((time.monotonic() - t0) * 1000)
-            finished_at = self._finish_run(run_id, reports, dry_run, duration_ms, run_error)
-            report = RunReport(
-                run_id=run_id,
-                started_at=started_at,
-                finished_at=finished_at,
-                duration_ms=duration_ms,
-                next_run_at=started_at
-                + timedelta(minutes=self.options.population_interval_minutes),
-                queues=reports,
-            )
-            log.info(
-                "population.finished",
-                extra={
-                    "run_id": str(run_id),
-                    "success": report.success,
-                    "duration_ms": duration_ms,
-                },
-            )
-            return report
+                row = conn.execute(
+                    text(
+                        f"SELECT (SELECT count(*) FROM {kind.table} WHERE status = 'pending')"
+                        " AS pending,"
+                        " (SELECT extract(epoch FROM now() - max(started_at))"
+                        "    FROM population_run_queues WHERE queue_type = :q AND NOT dry_run"
+                        "     AND status <> 'skipped') AS since_last"
+                    ),
+                    {"q": str(queue_type)},
+                ).one()
+                pending = int(row.pending)
+                since = None if row.since_last is None else float(row.since_last)
+                action, reason = "none", "at or above the low watermark"
+                if not self.options.use_separated_queues:
+                    reason = "USE_SEPARATED_QUEUES is off"
+                elif pending < watermark:
+                    if pending == 0 and (since is None or since >= EMPTY_REFILL_SECONDS):
+                        action, reason = "populate", "the queue is empty"
+                    elif since is not None and since < min_interval_minutes * 60:
+                        reason = (
+                            f"below the low watermark, but populated {int(since)} s ago, within"
+                            f" REPLENISH_MIN_INTERVAL_MINUTES ({min_interval_minutes})"
+                        )
+                    else:
+                        action, reason = "populate", "below the low watermark"
+                decisions[queue_type] = {
+                    "pending": pending,
+                    "watermark": watermark,
+                    "seconds_since_last_population": None if since is None else int(since),
+                    "action": action,
+                    "reason": reason,
+                }
+        return decisions
+
+    def _run_locked(
+        self,
+        trigger: str,
+        queue: QueueType | None,
+        selected: set[QueueType],
+        dry_run: bool,
+    ) -> RunReport:
+        t0 = time.monotonic()
+        run_id, started_at = self._start_run(trigger, queue, dry_run)
+        log.info(
+            "population.started",
+            extra={"run_id": str(run_id), "trigger": trigger, "dry_run": dry_run},
+        )
+        reports: dict[QueueType, QueueReport] = {}
+        # Leads this run moves between queues become candidates from the next run on, as
+        # the re-checked ones do; it also keeps a dry run's figures equal to a real run's.
+        moved_this_run: set[int] = set()
+        for queue_type, kind in KINDS.items():
+            if not self.options.use_separated_queues or queue_type not in selected:
+                reports[queue_type] = QueueReport(status="skipped")
+            else:
+                reports[queue_type] = self._populate(
+                    kind, run_id, started_at, dry_run, moved_this_run
+                )
+        run_error = None
+        if not dry_run and self.options.use_separated_queues:
+            try:
+                self._recheck_unclassified(run_id)
+            except Exception as exc:  # the queues are already swapped; report, don't undo
+                run_error = "re-check of unclassified leads failed: " + describe_error(exc)
+                log.exception("population.recheck_failed", extra={"run_id": str(run_id)})
+        duration_ms = int((time.monotonic() - t0) * 1000)
+        finished_at = self._finish_run(run_id, reports, dry_run, duration_ms, run_error)
+        report = RunReport(
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_ms=duration_ms,
+            next_run_at=started_at + timedelta(minutes=self.options.population_interval_minutes),
+            queues=reports,
+        )
+        log.info(
+            "population.finished",
+            extra={
+                "run_id": str(run_id),
+                "success": report.success,
+                "duration_ms": duration_ms,
+            },
+        )
+        return report
 
     @contextmanager
     def _population_lock(self) -> Iterator[None]:
