@@ -16,7 +16,9 @@ def test_claim_complete_next(client, services, replica, store_engine, cron_heade
     )
     with store_engine.begin() as conn:
         token = create_agent(conn, "alice")
-    assert client.get("/api/cron/populate-separated-queues", headers=cron_headers).status_code == 200
+    assert (
+        client.get("/api/cron/populate-separated-queues", headers=cron_headers).status_code == 200
+    )
     auth = {"Authorization": f"Bearer {token}"}
 
     first = client.post("/api/queues/unsigned_users/next-user", headers=auth)
