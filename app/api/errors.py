@@ -10,11 +10,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
 
 log = logging.getLogger(__name__)
+
+# lock_not_available (lock_timeout), query_canceled (statement_timeout), deadlock_detected,
+# serialization_failure: transient, the client should retry.
+BUSY_SQLSTATES = {"55P03", "57014", "40P01", "40001"}
 
 STATUS: dict[type[errors.CallqueueError], int] = {
     errors.Unauthorized: 401,
@@ -96,6 +101,25 @@ def install(app: FastAPI) -> None:
             exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
         )
         return error_response(exc.status_code, code, detail)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
+        """A lock or statement timeout, or a lost database: 503 and retry, never a bare 500."""
+        sqlstate = getattr(exc.orig, "sqlstate", None)
+        if sqlstate in BUSY_SQLSTATES:
+            response = error_response(
+                503, "ServiceBusy", "the database is busy (a queue refresh?); retry shortly"
+            )
+        elif isinstance(exc, OperationalError) or exc.connection_invalidated:
+            log.warning("request.database_unavailable", extra={"sqlstate": sqlstate})
+            response = error_response(
+                503, "DatabaseUnavailable", "the database is unreachable; retry shortly"
+            )
+        else:
+            log.error("request.database_error", exc_info=exc)
+            return error_response(500, "InternalError", "the server failed to handle the request")
+        response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -186,6 +186,8 @@ class ClaimService:
                 return None
             if result is not None:
                 return result
+        if attempt == self._queue_attempt and not self._pending_left(ask.kind):
+            return None  # the attempts used up the last entries: the queue is empty, not busy
         raise ValidationAttemptsExhausted(
             f"{self.settings.max_validation_attempts} users in a row failed validation;"
             " more remain, retry shortly"
@@ -257,6 +259,14 @@ class ClaimService:
         )
         return Claimed(assignment, contact, resumed=False)
 
+    def _pending_left(self, kind: QueueKind) -> bool:
+        with self.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
+                ).scalar()
+            )
+
     # -- direct mode ---------------------------------------------------------------------------
 
     def _direct_attempt(self, ask: _Ask) -> Claimed | None:
@@ -291,6 +301,18 @@ class ClaimService:
             ).one_or_none()
             if lead is None:
                 raise _Empty
+            # The candidate query's snapshot predates the lock: another claim may have handed
+            # this user out and committed in between. Seeing that now (a fresh snapshot) avoids
+            # inserting a ledger row that would wait on an outcome being recorded for the same
+            # user, which itself waits on the score row we hold: a deadlock.
+            if conn.execute(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM assignments"
+                    " WHERE user_id = :u AND status = 'active')"
+                ),
+                {"u": lead.user_id},
+            ).scalar():
+                return None
             # Details (claim, requirements) come from the replica in direct mode whatever the
             # validation flag, since there is no entry to carry them.
             facts, contact = self._replica_check(lead.user_id, validate=True)

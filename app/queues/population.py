@@ -116,6 +116,8 @@ class _Walk:
     moved: list[Reclassification] = field(default_factory=list)
     eligible: int = 0
     missing: int = 0
+    # The walk's snapshot time: anyone handed out since then is left out at the swap.
+    started: datetime | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -365,7 +367,7 @@ class Population:
             else:
                 self._apply_reclassifications(kind, walk.moved, run_id)
                 report.removed, report.kept_assigned, report.populated = self._swap(
-                    kind, walk.kept, started_at
+                    kind, walk, started_at
                 )
         except Exception as exc:
             report.status = "failed"
@@ -411,6 +413,7 @@ class Population:
         )
         with self.engine.connect() as conn:
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
+            walk.started = conn.execute(text("SELECT now()")).scalar_one()
             result = conn.execute(
                 candidates,
                 {
@@ -476,10 +479,13 @@ class Population:
                 *details,
             )
 
-    def _swap(
-        self, kind: QueueKind, kept: Sequence[tuple[_Candidate, Verdict]], available_from: datetime
-    ) -> tuple[int, int, int]:
-        """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated)."""
+    def _swap(self, kind: QueueKind, walk: _Walk, available_from: datetime) -> tuple[int, int, int]:
+        """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated).
+
+        Users who got an assignment since the walk began (still active, or already finished) are
+        left out: the walk saw them as candidates, but they have been dealt with since.
+        """
+        kept = walk.kept
         table = kind.table
         details = ", ".join(kind.detail_columns)
         columns = f"user_id, claim_id, priority_score, queue_reason, {details}"
@@ -514,12 +520,14 @@ class Population:
                            row_number() OVER (ORDER BY s.position), 'pending', :available_from
                       FROM cq_stage s
                      WHERE NOT EXISTS (SELECT 1 FROM assignments a
-                                        WHERE a.user_id = s.user_id AND a.status = 'active')
+                                        WHERE a.user_id = s.user_id
+                                          AND (a.status = 'active'
+                                               OR a.assigned_at >= :built_since))
                        AND NOT EXISTS (SELECT 1 FROM {table} e
                                         WHERE e.user_id = s.user_id AND e.status = 'assigned')
                     """
                 ),
-                {"available_from": available_from},
+                {"available_from": available_from, "built_since": walk.started},
             ).rowcount
         return removed, int(kept_assigned), populated
 
