@@ -1,0 +1,305 @@
+"""The ``callqueue`` command (SPEC 6). Every command reads the same settings as the server.
+
+Without DATABASE_URL the commands use the embedded PostgreSQL in DATA_DIR (started, created and
+migrated on demand, stopped on exit unless another process still uses it), in development mode.
+Human-facing messages and logs go to standard error; standard output carries only a command's
+result (the population report), so it can be piped.
+
+Exit codes: 0 success, 1 failure, 2 bad configuration, 75 (EX_TEMPFAIL) another population is
+running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.config import MIN_CRON_SECRET_LENGTH, Settings, get_settings
+from app.errors import CallqueueError, ConfigError, PopulationRunning
+from app.logs import configure_logging
+from app.queues.kinds import QueueType
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_POPULATION_RUNNING = 75
+CRON_SECRET_FILE = "cron_secret"
+CRON_PATH = "/api/cron/populate-separated-queues"
+
+cli = typer.Typer(
+    name="callqueue",
+    help="Prioritised outbound call queues: run the service and operate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def main() -> None:
+    """Console entry point: configuration and domain errors become one line and an exit code."""
+    # SIGTERM stops a command like Ctrl-C does, so `finally` blocks run and the embedded
+    # PostgreSQL is always let go of.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        cli()
+    except ConfigError as exc:
+        typer.echo(f"callqueue: {exc.detail}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except CallqueueError as exc:
+        typer.echo(f"callqueue: {exc.detail}", err=True)
+        sys.exit(EXIT_FAILED)
+    except SQLAlchemyError as exc:
+        typer.echo(f"callqueue: database error: {_first_line(exc)}", err=True)
+        sys.exit(EXIT_FAILED)
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+
+
+# -- settings and the database -------------------------------------------------------------------
+
+
+def command_settings() -> Settings:
+    """The process's settings, as the server reads them, with logging configured from them.
+
+    Without DATABASE_URL the embedded database is used, which implies APP_ENV=development unless
+    APP_ENV says otherwise; asking for production there is refused (no database of convenience).
+    """
+    settings = get_settings()
+    if not settings.database_url:
+        if "app_env" in settings.model_fields_set:
+            if settings.app_env == "production":
+                settings.require_database()
+        else:
+            settings = settings.model_copy(update={"app_env": "development"})
+    configure_logging(settings.log_level, json_lines=settings.app_env == "production")
+    return settings
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Settings]:
+    """Settings pointing at a database: DATABASE_URL as it is, else the embedded PostgreSQL,
+    created and migrated, and stopped on the way out unless another process still holds it."""
+    if settings.database_url:
+        yield settings
+        return
+    from app.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir)
+    try:
+        url = embedded.start()
+        migrate_database(url)
+        yield settings.model_copy(update={"database_url": url})
+    finally:
+        embedded.stop()
+
+
+def migrate_database(url: str) -> None:
+    # Alembic announces each of its plugins at INFO when first imported: noise for an operator.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    from alembic import command
+
+    from app.health import alembic_config
+
+    log.info("migrate.started", extra={"database": _display_url(url)})
+    command.upgrade(alembic_config(url), "head")
+    log.info("migrate.finished")
+
+
+def _display_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _dev_cron_secret(data_dir: Path) -> str:
+    """A development secret kept in DATA_DIR (mode 0600), so restarts keep the curl working."""
+    path = data_dir / CRON_SECRET_FILE
+    if path.exists():
+        secret = path.read_text().strip()
+        if len(secret) >= MIN_CRON_SECRET_LENGTH:
+            return secret
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    tmp = path.with_name(f".{CRON_SECRET_FILE}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    os.replace(tmp, path)
+    log.info("serve.cron_secret_generated", extra={"path": str(path)})
+    return secret
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="migrate DATABASE_URL before starting")
+    ] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="seed a demo data set into an empty database")
+    ] = False,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Run the HTTP service (embedded PostgreSQL in DATA_DIR when DATABASE_URL is not set)."""
+    settings = command_settings()
+    # Production fails closed before anything is touched: no migration, no seeding.
+    settings.check_server_ready()
+    try:
+        with database(settings) as effective:
+            if settings.database_url and migrate:
+                migrate_database(effective.require_database())
+            if effective.app_env != "production" and effective.cron_secret is None:
+                secret = _dev_cron_secret(effective.data_dir.expanduser().resolve())
+                effective = effective.model_copy(update={"cron_secret": SecretStr(secret)})
+            if demo:
+                _seed_demo(effective)
+            _export(effective)
+            _banner(effective, host, port)
+            _run_uvicorn(host, port, workers)
+    except KeyboardInterrupt:
+        pass
+    log.info("serve.stopped")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _export(settings: Settings) -> None:
+    """Hand the effective settings to uvicorn's app (and its worker processes) via the
+    environment, the one channel every worker reads."""
+    assert settings.database_url is not None
+    os.environ["DATABASE_URL"] = settings.database_url
+    os.environ["APP_ENV"] = settings.app_env
+    if settings.cron_secret is not None:
+        os.environ["CRON_SECRET"] = settings.cron_secret.get_secret_value()
+    get_settings.cache_clear()
+
+
+def _seed_demo(settings: Settings) -> None:
+    from app.demo import seed_demo
+
+    if settings.app_env == "production":
+        raise ConfigError("--demo writes made-up people: it needs APP_ENV=development")
+    store = create_engine(settings.require_database())
+    replica_url = settings.replica_url
+    assert replica_url is not None
+    replica = create_engine(replica_url)
+    try:
+        with store.connect() as conn:
+            if not conn.execute(
+                text("SELECT to_regclass('user_call_scores') IS NOT NULL")
+            ).scalar():
+                raise ConfigError(
+                    "the database is not migrated: run `callqueue migrate` or `serve --migrate`"
+                )
+            leads = conn.execute(text("SELECT count(*) FROM user_call_scores")).scalar_one()
+        if leads:
+            log.info(
+                "demo.skipped", extra={"reason": "user_call_scores is not empty", "leads": leads}
+            )
+            return
+        log.info("demo.seeding")
+        counts = seed_demo(store, replica)
+        log.info("demo.seeded", extra=counts.as_dict())
+    finally:
+        store.dispose()
+        replica.dispose()
+
+
+def _banner(settings: Settings, host: str, port: int) -> None:
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{shown_host}:{port}"
+    if settings.app_env == "production":
+        bearer = '"Authorization: Bearer $CRON_SECRET"'
+        secret_line = "  cron secret:  (CRON_SECRET from the environment)"
+    else:
+        assert settings.cron_secret is not None
+        secret = settings.cron_secret.get_secret_value()
+        bearer = f'"Authorization: Bearer {secret}"'
+        secret_line = f"  cron secret:  {secret}"
+    lines = [
+        "",
+        f"callqueue ({settings.app_env}) listening on {base}",
+        f"  database:     {_display_url(settings.require_database())}",
+        secret_line,
+        f"  API docs:     {base}/docs",
+        "",
+        "  populate both queues now (the hourly scheduler's call):",
+        f"    curl -sS -H {bearer} {base}{CRON_PATH}",
+        "  health check:",
+        f"    curl -sS -X POST -H {bearer} {base}{CRON_PATH}",
+        "",
+    ]
+    typer.echo("\n".join(lines), err=True)
+
+
+def _run_uvicorn(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    # log_config=None: uvicorn's loggers propagate to the root handler the app configures, so
+    # access and error lines share the app's format (JSON lines in production).
+    uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=None)
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the database to the latest schema (the embedded one when DATABASE_URL is unset)."""
+    settings = command_settings()
+    if settings.database_url:
+        migrate_database(settings.database_url)
+        return
+    with database(settings):
+        pass  # database() migrates the embedded database on the way in
+
+
+@cli.command()
+def populate(
+    queue: Annotated[
+        QueueType | None, typer.Option(help="populate only this queue", case_sensitive=False)
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report what a run would do, write nothing")
+    ] = False,
+) -> None:
+    """Populate the queues now; prints the cron route's JSON report on standard output.
+
+    Exits 0 when every queue succeeded or was skipped, 1 when one failed, 75 when another
+    population is running.
+    """
+    from app.services import Services
+
+    with database(command_settings()) as settings:
+        services = Services.build(settings)
+        try:
+            report = services.population().run(trigger="cli", queue=queue, dry_run=dry_run)
+        except PopulationRunning as exc:
+            typer.echo(f"callqueue: {exc.detail}", err=True)
+            raise typer.Exit(EXIT_POPULATION_RUNNING) from None
+        finally:
+            services.dispose()
+    # Serialised as the route's JSONResponse does, so scripts can treat both alike.
+    typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, separators=(",", ":")))
+    raise typer.Exit(0 if report.success else EXIT_FAILED)

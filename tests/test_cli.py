@@ -1,0 +1,347 @@
+"""The ``callqueue`` command, run as an operator runs it: a real process against real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+
+from app.config import Settings
+from app.health import schema_head
+from app.queues.kinds import POPULATION_LOCK_KEY
+from tests import pg
+from tests.conftest import CRON_SECRET
+from tests.factories import Replica, add_scores
+
+SETTING_VARIABLES = {name.upper() for name in Settings.model_fields}
+CRON_PATH = "/api/cron/populate-separated-queues"
+
+
+def command() -> list[str]:
+    script = Path(sys.executable).with_name("callqueue")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def clean_env(**variables: str) -> dict[str, str]:
+    """The caller's environment without any callqueue setting, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_VARIABLES}
+    env.update(variables)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*command(), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def cli_env(store_url: str, replica_url: str) -> dict[str, str]:
+    return clean_env(
+        DATABASE_URL=store_url,
+        REPLICA_DATABASE_URL=replica_url,
+        APP_ENV="test",
+        CRON_SECRET=CRON_SECRET,
+        COOLING_PERIOD_MINUTES="0",
+    )
+
+
+@pytest.fixture
+def two_leads(replica: Replica, store_engine: Engine) -> None:
+    """One lead per queue, plus one whose score row says outstanding but has no claim."""
+    replica.unsigned(1)
+    replica.outstanding(2, "proof_of_address", "bank_statement")
+    replica.user(3)
+    add_scores(
+        store_engine,
+        [
+            {"user_id": 1, "current_queue_type": "unsigned_users"},
+            {"user_id": 2, "current_queue_type": "outstanding_requests", "current_score": 3},
+            {"user_id": 3, "current_queue_type": "outstanding_requests"},
+        ],
+    )
+
+
+def shape(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "keys": sorted(report),
+        "queues": {name: sorted(q) for name, q in report["queues"].items()},
+    }
+
+
+def test_populate_prints_the_cron_report_and_exits_0(
+    cli_env: dict[str, str],
+    two_leads: None,
+    store_engine: Engine,
+    client: TestClient,
+    cron_headers: dict[str, str],
+) -> None:
+    result = run_cli("populate", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, "standard output carries the report and nothing else"
+    report = json.loads(lines[0])
+    assert report["success"] is True
+    assert {name: q["status"] for name, q in report["queues"].items()} == {
+        "unsigned_users": "succeeded",
+        "outstanding_requests": "succeeded",
+    }
+    unsigned, outstanding = (
+        report["queues"]["unsigned_users"],
+        report["queues"]["outstanding_requests"],
+    )
+    assert (unsigned["eligible"], unsigned["invalid"], unsigned["populated"]) == (1, 0, 1)
+    assert (outstanding["eligible"], outstanding["invalid"], outstanding["populated"]) == (2, 1, 1)
+    assert "population.finished" in result.stderr, "logs go to standard error"
+    with store_engine.connect() as conn:
+        runs = conn.execute(text("SELECT id::text, trigger, status FROM population_runs")).all()
+    assert [tuple(r) for r in runs] == [(report["run_id"], "cli", "succeeded")]
+
+    # Same document as the scheduler's route.
+    route = client.get(CRON_PATH, headers=cron_headers)
+    assert route.status_code == 200
+    assert shape(route.json()) == shape(report)
+
+
+def test_populate_one_queue_dry_run_writes_nothing(
+    cli_env: dict[str, str], two_leads: None, store_engine: Engine
+) -> None:
+    result = run_cli("populate", "--queue", "outstanding_requests", "--dry-run", env=cli_env)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queues"]["unsigned_users"]["status"] == "skipped"
+    assert report["queues"]["outstanding_requests"]["populated"] == 1
+    with store_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM outstanding_requests_queue")).scalar() == 0
+        assert conn.execute(
+            text("SELECT current_queue_type FROM user_call_scores WHERE user_id = 3")
+        ).scalar() == ("outstanding_requests")
+
+
+def test_populate_exits_75_while_another_population_holds_the_lock(
+    cli_env: dict[str, str], two_leads: None, store_engine: Engine
+) -> None:
+    with store_engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": POPULATION_LOCK_KEY})
+        holder.commit()
+        try:
+            result = run_cli("populate", env=cli_env)
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": POPULATION_LOCK_KEY})
+            holder.commit()
+
+    assert result.returncode == 75, result.stderr
+    assert result.stdout == ""
+    assert "another population is running" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def failing_outstanding_queue(store_engine: Engine) -> Iterator[None]:
+    """A fault injected from outside the application: inserts into one queue table fail."""
+    with store_engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION cq_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER cq_test_refuse BEFORE INSERT ON outstanding_requests_queue"
+                " FOR EACH ROW EXECUTE FUNCTION cq_test_refuse()"
+            )
+        )
+    try:
+        yield
+    finally:
+        with store_engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER cq_test_refuse ON outstanding_requests_queue"))
+            conn.execute(text("DROP FUNCTION cq_test_refuse()"))
+
+
+def test_populate_exits_1_when_a_queue_fails(
+    cli_env: dict[str, str], two_leads: None, failing_outstanding_queue: None
+) -> None:
+    result = run_cli("populate", env=cli_env)
+
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["success"] is False
+    assert report["queues"]["unsigned_users"]["status"] == "succeeded"
+    assert report["queues"]["unsigned_users"]["populated"] == 1
+    failed = report["queues"]["outstanding_requests"]
+    assert failed["status"] == "failed"
+    assert "injected fault" in failed["error"]
+
+
+def test_migrate_builds_a_fresh_database(pg_server: str) -> None:
+    name = f"cq_test_cli_migrate_{os.getpid()}"
+    url = pg.recreate_database(pg_server, name)
+    try:
+        result = run_cli("migrate", env=clean_env(DATABASE_URL=url))
+        assert result.returncode == 0, result.stderr
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+                schema_head()
+            )
+            assert conn.execute(text("SELECT count(*) FROM user_call_scores")).scalar() == 0
+        engine.dispose()
+        again = run_cli("migrate", env=clean_env(DATABASE_URL=url))
+        assert again.returncode == 0, again.stderr
+    finally:
+        admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("args", [["populate"], ["migrate"], ["serve"]])
+def test_an_invalid_setting_stops_the_command_naming_it(
+    args: list[str], cli_env: dict[str, str]
+) -> None:
+    result = run_cli(*args, env={**cli_env, "QUEUE_SIZE_LIMIT": "abc"})
+
+    assert result.returncode == 2
+    assert "QUEUE_SIZE_LIMIT" in result.stderr
+    assert "abc" not in result.stderr, "error messages never echo input values"
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_production_serve_refuses_to_start_without_cron_secret(
+    store_url: str, tmp_path: Path
+) -> None:
+    env = clean_env(DATABASE_URL=store_url, APP_ENV="production", DATA_DIR=str(tmp_path))
+    result = run_cli("serve", "--port", str(free_port()), env=env, timeout=60)
+
+    assert result.returncode == 2
+    assert "CRON_SECRET" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [], "production never generates a secret"
+
+
+def test_production_serve_refuses_the_embedded_database(tmp_path: Path) -> None:
+    env = clean_env(APP_ENV="production", CRON_SECRET="x" * 40, DATA_DIR=str(tmp_path / "data"))
+    result = run_cli("serve", "--port", str(free_port()), env=env, timeout=60)
+
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists(), "no embedded database was started"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 120) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}")
+        try:
+            response = httpx.get(f"{base}/readyz", timeout=2)
+            if response.status_code == 200:
+                return response
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("serve did not become ready")
+
+
+def get_population(url: str, headers: dict[str, str]) -> httpx.Response:
+    """GET the population, waiting out a run the development scheduler started (409)."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(url, headers=headers, timeout=60)
+        if response.status_code != 409 or time.monotonic() > deadline:
+            return response
+        time.sleep(0.5)
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError("serve did not stop on SIGTERM") from None
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = clean_env(DATA_DIR=str(data_dir))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    proc = subprocess.Popen(
+        [*command(), "serve", "--demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ready = wait_ready(base, proc)
+        assert ready.json()["schema"] == "current"
+        secret_file = data_dir / "cron_secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        secret = secret_file.read_text().strip()
+        auth = {"Authorization": f"Bearer {secret}"}
+
+        populated = get_population(f"{base}{CRON_PATH}", auth)
+        assert populated.status_code == 200
+        assert populated.json()["success"] is True
+        assert {q["populated"] for q in populated.json()["queues"].values()} == {100}
+        assert httpx.post(f"{base}{CRON_PATH}", headers=auth, timeout=30).status_code == 200
+        assert (data_dir / "pgdata" / "postmaster.pid").exists()
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert secret in err, "development mode prints the secret and the curl"
+    assert "embedded.stopped" in err
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was stopped"
+
+    # A restart keeps the secret and does not seed a second time.
+    proc = subprocess.Popen(
+        [*command(), "serve", "--demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_ready(base, proc)
+        auth = {"Authorization": f"Bearer {secret}"}
+        assert httpx.post(f"{base}{CRON_PATH}", headers=auth, timeout=30).status_code == 200
+    finally:
+        code, err = stop(proc)
+    assert code == 0, err
+    assert "demo.skipped" in err
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()

@@ -1,0 +1,228 @@
+"""The demo book of ``callqueue serve --demo``: realistic, fictional, deterministic, and a book the
+population can actually work (on a PostgreSQL replica and on MariaDB)."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.demo import DemoCounts, build_book, seed_demo
+from app.errors import Conflict
+from app.replica.classification import BASE_ID_DOCUMENT_REASON, EXCLUDED_REQUIREMENT_TYPES
+from app.replica.reader import Replica
+from app.replica.schema import replica_metadata
+from app.services import Services
+
+FICTION_PHONE = re.compile(r"^07700 900\d{3}$")
+NOW = datetime(2025, 6, 2, 8, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def seeded(store_engine: Engine, replica_engine: Engine) -> DemoCounts:
+    return seed_demo(store_engine, replica_engine)
+
+
+def column(engine: Engine, sql: str) -> list[object]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql)).scalars())
+
+
+def scored_types(store_engine: Engine) -> dict[int, str | None]:
+    with store_engine.connect() as conn:
+        rows = conn.execute(text("SELECT user_id, current_queue_type FROM user_call_scores"))
+        return {int(uid): qtype for uid, qtype in rows}
+
+
+def test_the_book_is_large_and_covers_every_case(
+    seeded: DemoCounts, store_engine: Engine, replica_engine: Engine
+) -> None:
+    assert seeded.users == column(replica_engine, "SELECT count(*) FROM users")[0]
+    assert seeded.users >= 5000
+    assert seeded.claims == column(replica_engine, "SELECT count(*) FROM claims")[0]
+    assert (
+        seeded.requirements == column(replica_engine, "SELECT count(*) FROM claim_requirements")[0]
+    )
+    assert seeded.scores == column(store_engine, "SELECT count(*) FROM user_call_scores")[0]
+    assert min(seeded.unsigned_users, seeded.outstanding_requests, seeded.no_queue) >= 1000
+
+    types = set(column(replica_engine, "SELECT DISTINCT type FROM claim_requirements"))
+    assert types >= EXCLUDED_REQUIREMENT_TYPES
+    assert {"proof_of_address", "bank_statement", "payslip", "id_document"} <= types
+    id_reasons = set(
+        column(
+            replica_engine,
+            "SELECT DISTINCT claim_requirement_reason FROM claim_requirements"
+            " WHERE type = 'id_document'",
+        )
+    )
+    assert BASE_ID_DOCUMENT_REASON in id_reasons
+    assert len(id_reasons - {BASE_ID_DOCUMENT_REASON}) >= 3
+
+    claim_statuses = set(column(replica_engine, "SELECT DISTINCT status FROM claims"))
+    assert {"cancelled", "CANCELLED", "Pending", "completed"} <= claim_statuses
+    requirement_statuses = set(
+        column(replica_engine, "SELECT DISTINCT status FROM claim_requirements")
+    )
+    assert {"pending", "Pending", "PENDING", "completed", "COMPLETED"} <= requirement_statuses
+    assert column(replica_engine, "SELECT count(*) FROM users WHERE NOT is_enabled")[0] > 100
+
+
+def test_contact_details_are_fiction(seeded: DemoCounts, replica_engine: Engine) -> None:
+    phones = column(replica_engine, "SELECT phone_number FROM users")
+    present = [p for p in phones if p is not None]
+    assert all(isinstance(p, str) and FICTION_PHONE.match(p) for p in present)
+    assert len(phones) - len(present) < len(phones) * 0.01, "only a handful lack a number"
+    emails = [e for e in column(replica_engine, "SELECT email_address FROM users") if e]
+    assert all(str(e).endswith(("@example.com", "@example.org")) for e in emails)
+    names = column(replica_engine, "SELECT first_name || ' ' || last_name FROM users")
+    assert len(set(names)) > 500
+
+
+def test_score_rows_mostly_match_the_replica(
+    seeded: DemoCounts, store_engine: Engine, replica_engine: Engine
+) -> None:
+    stored = scored_types(store_engine)
+    replica_ids = {int(u) for u in column(replica_engine, "SELECT id FROM users")}
+    assert set(stored) <= replica_ids, "every lead is a user the replica knows"
+
+    verdicts = Replica(replica_engine).classify(sorted(stored))
+    truth = Counter(str(v.queue_type) if v.queue_type else None for v in verdicts.values())
+    assert truth == Counter(
+        {
+            "unsigned_users": seeded.unsigned_users,
+            "outstanding_requests": seeded.outstanding_requests,
+            None: seeded.no_queue,
+        }
+    )
+    stale = sum(
+        1
+        for uid, qtype in stored.items()
+        if qtype != (str(verdicts[uid].queue_type) if verdicts[uid].queue_type else None)
+    )
+    assert stale == seeded.stale
+    assert 0.05 <= stale / len(stored) <= 0.10
+    assert sum(1 for t in stored.values() if t is None) > 1000
+
+
+def test_scores_times_and_activity_are_spread(seeded: DemoCounts, store_engine: Engine) -> None:
+    with store_engine.connect() as conn:
+        scores = list(conn.execute(text("SELECT current_score FROM user_call_scores")).scalars())
+        figures = conn.execute(
+            text(
+                "SELECT count(*) FILTER (WHERE next_call_after > now()) AS waiting,"
+                " count(*) FILTER (WHERE NOT is_active) AS inactive,"
+                " count(*) FILTER (WHERE created_at > now() - interval '2 hours') AS cooling,"
+                " min(created_at) < now() - interval '150 days' AS months_old"
+                " FROM user_call_scores"
+            )
+        ).one()
+    assert min(scores) == 0 and max(scores) == 200
+    assert statistics.median(scores) <= 10, "skewed low: most leads are fresh or barely tried"
+    assert figures.waiting > 100
+    assert figures.inactive == seeded.inactive > 50
+    assert figures.cooling > 10
+    assert figures.months_old is True
+
+
+def test_a_population_after_seeding_fills_both_queues(
+    seeded: DemoCounts, services: Services, store_engine: Engine
+) -> None:
+    report = services.population().run(trigger="test").as_dict()
+
+    assert report["success"] is True
+    for name in ("unsigned_users", "outstanding_requests"):
+        assert report["queues"][name]["populated"] == 100
+    assert (
+        report["queues"]["unsigned_users"]["invalid"]
+        + (report["queues"]["outstanding_requests"]["invalid"])
+        > 0
+    ), "the stale share gives the population something to reclassify"
+    with store_engine.connect() as conn:
+        pending = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM unsigned_users_queue WHERE status = 'pending'),"
+                " (SELECT count(*) FROM outstanding_requests_queue WHERE status = 'pending')"
+            )
+        ).one()
+    assert tuple(pending) == (100, 100)
+
+
+def test_seeding_twice_is_refused(
+    seeded: DemoCounts, store_engine: Engine, replica_engine: Engine
+) -> None:
+    with pytest.raises(Conflict):
+        seed_demo(store_engine, replica_engine, users=10)
+    assert column(store_engine, "SELECT count(*) FROM user_call_scores")[0] == seeded.scores
+
+
+def test_the_book_is_deterministic() -> None:
+    first = build_book(users=300, seed=7, now=NOW)
+    again = build_book(users=300, seed=7, now=NOW)
+    other = build_book(users=300, seed=8, now=NOW)
+    assert (first.users, first.claims, first.requirements, first.scores) == (
+        again.users,
+        again.claims,
+        again.requirements,
+        again.scores,
+    )
+    assert first.users != other.users
+
+
+MYSQL_ADMIN_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
+MYSQL_DATABASE = f"cq_test_demo_mysql_{os.getpid()}"
+
+
+@pytest.fixture
+def mysql_replica() -> Iterator[Engine]:
+    admin_url = os.environ.get("REPLICA_TEST_MYSQL_URL", MYSQL_ADMIN_DEFAULT)
+    admin = create_engine(admin_url, connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{MYSQL_DATABASE}`"))
+            conn.execute(text(f"CREATE DATABASE `{MYSQL_DATABASE}` CHARACTER SET utf8mb4"))
+    except SQLAlchemyError as exc:
+        reason = f"MariaDB/MySQL unreachable ({type(getattr(exc, 'orig', None) or exc).__name__})"
+        if os.environ.get("CALLQUEUE_REQUIRE_MYSQL") == "1":
+            pytest.fail(reason + " and CALLQUEUE_REQUIRE_MYSQL=1", pytrace=False)
+        pytest.skip(reason)
+    engine = create_engine(make_url(admin_url).set(database=MYSQL_DATABASE))
+    yield engine
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{MYSQL_DATABASE}`"))
+    admin.dispose()
+
+
+@pytest.mark.mysql
+def test_the_book_seeds_a_mariadb_replica(store_engine: Engine, mysql_replica: Engine) -> None:
+    """The claims platform's replica is usually MySQL: the demo writes it there too (creating
+    its tables), and classifies there exactly as on PostgreSQL."""
+    counts = seed_demo(store_engine, mysql_replica, users=1500)
+
+    assert replica_metadata.tables.keys() <= set(
+        column(
+            mysql_replica,
+            "SELECT table_name FROM information_schema.tables"
+            f" WHERE table_schema = '{MYSQL_DATABASE}'",
+        )
+    )
+    assert column(mysql_replica, "SELECT count(*) FROM users")[0] == counts.users == 1500
+    stored = scored_types(store_engine)
+    verdicts = Replica(mysql_replica).classify(sorted(stored))
+    truth = Counter(str(v.queue_type) if v.queue_type else None for v in verdicts.values())
+    assert truth == Counter(
+        {
+            "unsigned_users": counts.unsigned_users,
+            "outstanding_requests": counts.outstanding_requests,
+            None: counts.no_queue,
+        }
+    )
