@@ -19,13 +19,14 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import typer
 from pydantic import SecretStr
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,6 +36,12 @@ from app.logs import configure_logging
 from app.queues.kinds import QueueType
 
 log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    AGENT = "agent"
+    SUPERVISOR = "supervisor"
+
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -173,10 +180,12 @@ def serve(
             if effective.app_env != "production" and effective.cron_secret is None:
                 secret = _dev_cron_secret(effective.data_dir.expanduser().resolve())
                 effective = effective.model_copy(update={"cron_secret": SecretStr(secret)})
+            tokens: dict[str, str] = {}
             if demo:
                 _seed_demo(effective)
+                tokens = _demo_agents(effective)
             _export(effective)
-            _banner(effective, host, port)
+            _banner(effective, host, port, tokens)
             _run_uvicorn(host, port, workers)
     except KeyboardInterrupt:
         pass
@@ -229,7 +238,38 @@ def _seed_demo(settings: Settings) -> None:
         replica.dispose()
 
 
-def _banner(settings: Settings, host: str, port: int) -> None:
+DEMO_AGENTS = (
+    ("demo-supervisor", "supervisor"),
+    ("demo-agent-1", "agent"),
+    ("demo-agent-2", "agent"),
+)
+DEMO_TOKENS_FILE = "demo_tokens.json"
+
+
+def _demo_agents(settings: Settings) -> dict[str, str]:
+    """Demo agents' tokens, kept in DATA_DIR (mode 0600) so a restart can print them again:
+    only a token's hash is in the database."""
+    from app.agents import create_agent
+
+    path = settings.data_dir.expanduser().resolve() / DEMO_TOKENS_FILE
+    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    engine = create_engine(settings.require_database())
+    try:
+        with engine.begin() as conn:
+            existing = set(conn.execute(text("SELECT name FROM agents")).scalars())
+            for name, role in DEMO_AGENTS:
+                if name not in existing:
+                    tokens[name] = create_agent(conn, name, role)
+    finally:
+        engine.dispose()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(tokens, handle)
+    return tokens
+
+
+def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{shown_host}:{port}"
     if settings.app_env == "production":
@@ -253,6 +293,17 @@ def _banner(settings: Settings, host: str, port: int) -> None:
         f"    curl -sS -X POST -H {bearer} {base}{CRON_PATH}",
         "",
     ]
+    if tokens and settings.app_env != "production":
+        lines += ["  demo tokens (also in DATA_DIR/demo_tokens.json):"]
+        lines += [f"    {name}: {token}" for name, token in tokens.items()]
+        agent = tokens.get("demo-agent-1")
+        if agent:
+            lines += [
+                "  the next user to call, as demo-agent-1:",
+                f'    curl -sS -X POST -H "Authorization: Bearer {agent}"'
+                f" {base}/api/queues/unsigned_users/next-user",
+                "",
+            ]
     typer.echo("\n".join(lines), err=True)
 
 
@@ -303,3 +354,75 @@ def populate(
     # Serialised as the route's JSONResponse does, so scripts can treat both alike.
     typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, separators=(",", ":")))
     raise typer.Exit(0 if report.success else EXIT_FAILED)
+
+
+@cli.command()
+def sweep() -> None:
+    """Expire overdue leases now: their entries go back to pending. Prints how many expired."""
+    from app.queues.leases import sweep_expired_leases
+
+    with database(command_settings()) as settings:
+        engine = create_engine(settings.require_database())
+        expired = 0
+        try:
+            while True:
+                with engine.begin() as conn:
+                    batch = sweep_expired_leases(conn)
+                expired += batch
+                if batch == 0:
+                    break
+        finally:
+            engine.dispose()
+    typer.echo(str(expired))
+
+
+agents_cli = typer.Typer(help="Manage agents and their API tokens.", no_args_is_help=True)
+cli.add_typer(agents_cli, name="agents")
+
+
+@contextmanager
+def _store() -> Iterator[Engine]:
+    with database(command_settings()) as settings:
+        engine = create_engine(settings.require_database())
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
+
+@agents_cli.command("create")
+def agents_create(
+    name: Annotated[str, typer.Option(help="a unique name, e.g. the person's login")],
+    role: Annotated[Role, typer.Option(help="agent or supervisor")] = Role.AGENT,
+) -> None:
+    """Create an agent; prints its token, alone, on standard output (it is not shown again)."""
+    from app.agents import create_agent
+
+    if not name.strip() or len(name) > 200:
+        raise ConfigError("--name must be 1 to 200 characters")
+    with _store() as engine, engine.begin() as conn:
+        token = create_agent(conn, name.strip(), role.value)
+    typer.echo(token)
+
+
+@agents_cli.command("list")
+def agents_list() -> None:
+    """Agents, one per line: id, name, role, active or deactivated, creation time."""
+    from app.agents import list_agents
+
+    with _store() as engine, engine.connect() as conn:
+        for agent in list_agents(conn):
+            state = "active" if agent.is_active else "deactivated"
+            typer.echo(
+                f"{agent.id}\t{agent.name}\t{agent.role}\t{state}\t{agent.created_at.isoformat()}"
+            )
+
+
+@agents_cli.command("deactivate")
+def agents_deactivate(name: Annotated[str, typer.Argument(help="the agent's name")]) -> None:
+    """Deactivate an agent: its token stops working at once; its history stays."""
+    from app.agents import deactivate_agent
+
+    with _store() as engine, engine.begin() as conn:
+        deactivate_agent(conn, name)
+    typer.echo(f"deactivated {name}", err=True)

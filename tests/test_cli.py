@@ -345,3 +345,60 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
     assert code == 0, err
     assert "demo.skipped" in err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+
+
+def test_agents_create_list_deactivate(cli_env: dict[str, str], store_engine: Engine) -> None:
+    created = run_cli("agents", "create", "--name", "maria", "--role", "supervisor", env=cli_env)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert created.stdout == token + "\n"  # the token, alone
+    assert token.startswith("cq_") and len(token) > 40
+    with store_engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT role, token_hash FROM agents WHERE name = 'maria'")
+        ).one()
+    assert stored.role == "supervisor"
+    assert token not in stored.token_hash  # only the hash is kept
+
+    duplicate = run_cli("agents", "create", "--name", "maria", env=cli_env)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr
+
+    listed = run_cli("agents", "list", env=cli_env)
+    assert listed.returncode == 0
+    assert listed.stdout.split("\t")[1:4] == ["maria", "supervisor", "active"]
+    assert token not in listed.stdout
+
+    gone = run_cli("agents", "deactivate", "maria", env=cli_env)
+    assert gone.returncode == 0
+    assert "\tdeactivated\t" in run_cli("agents", "list", env=cli_env).stdout
+    missing = run_cli("agents", "deactivate", "nobody", env=cli_env)
+    assert missing.returncode == 1
+
+
+def test_sweep_expires_overdue_leases(
+    cli_env: dict[str, str], two_leads: None, store_engine: Engine
+) -> None:
+    assert run_cli("populate", env=cli_env).returncode == 0
+    created = run_cli("agents", "create", "--name", "ann", env=cli_env)
+    assert created.returncode == 0
+    with store_engine.begin() as conn:
+        entry = conn.execute(text("SELECT id FROM unsigned_users_queue")).scalar_one()
+        conn.execute(
+            text("UPDATE unsigned_users_queue SET status = 'assigned' WHERE id = :e"), {"e": entry}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id,"
+                " priority_score, lease_expires_at) SELECT id, 1, 'unsigned_users', 'queue', :e,"
+                " 0, now() - interval '1 second' FROM agents WHERE name = 'ann'"
+            ),
+            {"e": entry},
+        )
+    swept = run_cli("sweep", env=cli_env)
+    assert swept.returncode == 0, swept.stderr
+    assert swept.stdout == "1\n"
+    with store_engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM assignments")).scalar() == "expired"
+        assert conn.execute(text("SELECT status FROM unsigned_users_queue")).scalar() == "pending"
+    assert run_cli("sweep", env=cli_env).stdout == "0\n"
