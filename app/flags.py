@@ -73,8 +73,8 @@ def update_flags(
     before = current_flags(conn, settings).as_dict()
     for name, value in changes.items():
         old, new = _render(before[name]), _render(value)
-        if old == new:
-            continue
+        # Always stored, even when it equals this process's default: another process may have
+        # another environment default, and the supervisor's value must win there too.
         conn.execute(
             text(
                 "INSERT INTO feature_flags (name, value, updated_by, updated_at)"
@@ -84,6 +84,8 @@ def update_flags(
             ),
             {"n": name, "v": new, "a": agent_id},
         )
+        if old == new:
+            continue
         conn.execute(
             text(
                 "INSERT INTO feature_flag_changes (name, old_value, new_value, changed_by)"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
+from pydantic import AwareDatetime
 
 from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
@@ -63,8 +63,8 @@ def ledger(
         str | None, Query(pattern="^(unsigned_users|outstanding_requests)$")
     ] = None,
     status: Annotated[str | None, Query(pattern="^(active|completed|released|expired)$")] = None,
-    since: Annotated[datetime | None, Query(description="assigned at or after")] = None,
-    until: Annotated[datetime | None, Query(description="assigned before")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="assigned at or after")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="assigned before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:

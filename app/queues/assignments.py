@@ -166,13 +166,17 @@ class AssignmentService:
                 self._check_callback(conn, callback_at)
             row = self._lock(conn, assignment_id, agent.id)
             if not row.live:
+                if row.status == "completed":
+                    raise Conflict("the assignment is already completed")
                 # A lapsed lease may still be completed while nobody else has had the user.
-                if row.status not in ("active", "expired"):
-                    raise Conflict("the assignment is no longer active")
-                if self._handed_out_since(conn, row):
+                reopenable = row.status in ("active", "expired") and not self._handed_out_since(
+                    conn, row
+                )
+                if not reopenable:
                     if not rule.deactivates:
-                        raise Conflict("the lease expired and the user was handed out again")
-                    # Someone asked never to be called again: that must stick, even late.
+                        raise Conflict("the assignment is no longer active")
+                    # Someone asked never to be called again: that must stick, even after the
+                    # lease ran out or a supervisor released the user.
                     self._late_deactivation(conn, row, outcome)
                     late_deactivation = True
             if not late_deactivation:
