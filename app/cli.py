@@ -11,12 +11,15 @@ running.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -170,6 +173,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes")] = 1,
 ) -> None:
     """Run the HTTP service (embedded PostgreSQL in DATA_DIR when DATABASE_URL is not set)."""
+    _metrics_dir()
     settings = command_settings()
     # Production fails closed before anything is touched: no migration, no seeding.
     settings.check_server_ready()
@@ -190,6 +194,16 @@ def serve(
     except KeyboardInterrupt:
         pass
     log.info("serve.stopped")
+
+
+def _metrics_dir() -> None:
+    """Give the workers one fresh directory for prometheus-client's multiprocess files, so
+    /metrics sums every worker. Set before app.metrics is imported anywhere in this process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    path = Path(tempfile.mkdtemp(prefix="callqueue-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -31,6 +31,8 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Errors never carry statement parameters into logs or reports.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": 5,
             "application_name": "callqueue",

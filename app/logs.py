@@ -55,3 +55,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # At DEBUG, SQLAlchemy would log statement parameters and result rows (phone numbers, token
+    # hashes), and HTTP clients their headers: they stay at WARNING whatever LOG_LEVEL says.
+    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool", "httpx", "httpcore", "multipart"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -50,7 +50,8 @@ def replica_url(pg_server: str) -> str:
 
 @pytest.fixture(scope="session")
 def store_engine(store_url: str) -> Iterator[Engine]:
-    engine = create_engine(store_url, pool_size=20, max_overflow=20)
+    # Small: concurrency tests open their own pools, and the server allows 100 connections.
+    engine = create_engine(store_url, pool_size=5, max_overflow=10)
     yield engine
     engine.dispose()
 

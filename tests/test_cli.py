@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,29 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
-from app.config import Settings
 from app.health import schema_head
 from app.queues.kinds import POPULATION_LOCK_KEY
 from tests import pg
 from tests.conftest import CRON_SECRET
 from tests.factories import Replica, add_scores
+from tests.processes import clean_env, command, free_port, stop, wait_ready
 
-SETTING_VARIABLES = {name.upper() for name in Settings.model_fields}
 CRON_PATH = "/api/cron/populate-separated-queues"
-
-
-def command() -> list[str]:
-    script = Path(sys.executable).with_name("callqueue")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "from app.cli import main; main()"]
-
-
-def clean_env(**variables: str) -> dict[str, str]:
-    """The caller's environment without any callqueue setting, plus ``variables``."""
-    env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_VARIABLES}
-    env.update(variables)
-    return env
 
 
 def run_cli(
@@ -251,27 +233,6 @@ def test_production_serve_refuses_the_embedded_database(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists(), "no embedded database was started"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(base: str, proc: subprocess.Popen[str], timeout: float = 120) -> httpx.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}")
-        try:
-            response = httpx.get(f"{base}/readyz", timeout=2)
-            if response.status_code == 200:
-                return response
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("serve did not become ready")
-
-
 def get_population(url: str, headers: dict[str, str]) -> httpx.Response:
     """GET the population, waiting out a run the development scheduler started (409)."""
     deadline = time.monotonic() + 30
@@ -280,17 +241,6 @@ def get_population(url: str, headers: dict[str, str]) -> httpx.Response:
         if response.status_code != 409 or time.monotonic() > deadline:
             return response
         time.sleep(0.5)
-
-
-def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-        raise AssertionError("serve did not stop on SIGTERM") from None
-    return proc.returncode, err
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ def create_replica_engine(settings: Settings) -> Engine:
         pool_pre_ping=True,
         pool_recycle=600,
         isolation_level="AUTOCOMMIT",
+        hide_parameters=True,
         connect_args=connect_args,
     )
 
