@@ -40,7 +40,9 @@ FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    APP_ENV=production
+    APP_ENV=production \
+    WEB_CONCURRENCY=2 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/callqueue-metrics
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app callqueue
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
@@ -55,4 +57,6 @@ EXPOSE 8000
 # Readiness: the database answers and the schema is at head (the replica never fails it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4).status != 200)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# Workers share prometheus-client's multiprocess directory, emptied at each start so /metrics
+# sums this container's workers only.
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec uvicorn app.main:app --host 0.0.0.0 --port 8000"]

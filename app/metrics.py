@@ -32,6 +32,11 @@ from app.queues.kinds import KINDS
 # The *_created series double every counter's exposition for no alerting value.
 disable_created_metrics()
 
+# A configured but missing directory (a fresh container's tmpfs) is created rather than failing
+# the first metric update; `callqueue serve` hands its workers a fresh one.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 CLAIMS = Counter(
     "callqueue_claims_total",
     "next-user requests by result: assigned, resumed, empty, exhausted, conflict, replica_error",
