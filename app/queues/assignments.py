@@ -20,6 +20,7 @@ from app.agents import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.kinds import KINDS, QueueType
+from app.queues.ledger import held_by
 from app.queues.outcomes import (
     APPLY_OUTCOME_SQL,
     MAX_CALLBACK_AHEAD,
@@ -54,13 +55,7 @@ class AssignmentService:
 
     def current(self, agent: AgentIdentity) -> tuple[Row[Any], Contact | None] | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT * FROM assignments WHERE agent_id = :a AND status = 'active'"
-                    " AND lease_expires_at > now()"
-                ),
-                {"a": agent.id},
-            ).one_or_none()
+            row = held_by(conn, agent.id)
         if row is None:
             return None
         return row, self.replica.fetch_contacts(row.user_id)

@@ -33,6 +33,7 @@ from app.errors import Conflict, ReplicaUnavailable, ServiceBusy
 from app.flags import Flags
 from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueKind, QueueType, queue_reason
 from app.queues.leases import sweep_expired_leases
+from app.queues.ledger import held_by
 from app.queues.transitions import Reclassification, reclassify
 from app.queues.views import details_json
 from app.replica.classification import UserFacts, Verdict, classify
@@ -160,13 +161,7 @@ class ClaimService:
 
     def _resume(self, agent: AgentIdentity, kind: QueueKind) -> Claimed | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT * FROM assignments WHERE agent_id = :a AND status = 'active'"
-                    " AND lease_expires_at > now()"
-                ),
-                {"a": agent.id},
-            ).one_or_none()
+            row = held_by(conn, agent.id)
         if row is None:
             return None
         if row.queue_type != kind.queue_type:

@@ -6,7 +6,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
+
+
+def held_by(conn: Connection, agent_id: int) -> Row[Any] | None:
+    """The agent's live assignment, if any (the unique index allows at most one)."""
+    return conn.execute(
+        text(
+            "SELECT * FROM assignments WHERE agent_id = :a AND status = 'active'"
+            " AND lease_expires_at > now()"
+        ),
+        {"a": agent_id},
+    ).one_or_none()
 
 
 @dataclass(frozen=True, slots=True)
