@@ -244,14 +244,6 @@ class ClaimService:
                 ),
                 {"a": agent.id, "id": entry.id},
             )
-        log.info(
-            "claim.assigned",
-            extra={
-                "queue_type": str(kind.queue_type),
-                "agent_id": agent.id,
-                "user_id": entry.user_id,
-            },
-        )
         return Claimed(assignment, contact, resumed=False)
 
     def _pending_left(self, kind: QueueKind) -> bool:
@@ -344,14 +336,6 @@ class ClaimService:
             )
             if assignment is None:
                 return None
-        log.info(
-            "claim.assigned_direct",
-            extra={
-                "queue_type": str(kind.queue_type),
-                "agent_id": agent.id,
-                "user_id": lead.user_id,
-            },
-        )
         return Claimed(assignment, contact, resumed=False)
 
     # -- shared steps --------------------------------------------------------------------------
@@ -451,7 +435,7 @@ class ClaimService:
         """
         try:
             with conn.begin_nested():
-                return conn.execute(
+                row = conn.execute(
                     _INSERT_ASSIGNMENT,
                     {
                         "agent_id": ask.agent.id,
@@ -475,3 +459,13 @@ class ClaimService:
             if constraint == "uq_assignments_active_user":
                 return None
             raise
+        log.info(
+            "claim.assigned",
+            extra={
+                "queue_type": str(ask.kind.queue_type),
+                "source": source,
+                "agent_id": ask.agent.id,
+                "user_id": user_id,
+            },
+        )
+        return row
