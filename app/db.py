@@ -36,7 +36,9 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         connect_args={
             "connect_timeout": 5,
             "application_name": "callqueue",
-            "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=120000",
+            # UTC sessions: times are stored and returned in UTC whatever the server's zone.
+            "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=120000"
+            " -c timezone=UTC",
         },
     )
 

@@ -43,7 +43,8 @@ def create_replica_engine(settings: Settings) -> Engine:
         connect_args = {
             "connect_timeout": 5,
             "application_name": "callqueue-replica",
-            "options": f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on",
+            "options": f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on"
+            " -c timezone=UTC",
         }
     # Autocommit: every read sees the replica's latest state and no transaction is left open there.
     return create_engine(
@@ -85,7 +86,7 @@ def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
 
 def _utc(value: datetime) -> datetime:
     # MySQL DATETIME comes back naive; the platform stores UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Replica:
