@@ -16,7 +16,8 @@ from app.services import Services
 bearer = HTTPBearer(auto_error=False)
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async on purpose (no I/O): a sync dependency costs a threadpool hop per request."""
     services: Services = request.app.state.services
     return services
 
@@ -60,7 +61,7 @@ def require_supervisor(agent: AgentDep) -> AgentIdentity:
 SupervisorDep = Annotated[AgentIdentity, Depends(require_supervisor)]
 
 
-def queue_type_path(queue_type: str) -> QueueType:
+async def queue_type_path(queue_type: str) -> QueueType:
     """Any value other than the two queue names is a 404, as for any unknown resource."""
     try:
         return QueueType(queue_type)

@@ -54,3 +54,9 @@ def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False)
         ),
         "details": dict(row.details or {}),
     }
+
+
+def score_view(score: dict[str, Any] | None) -> dict[str, Any] | None:
+    if score is None:
+        return None
+    return {**score, "next_call_after": _iso(score["next_call_after"])}
