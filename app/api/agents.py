@@ -97,9 +97,4 @@ def complete(
     done = services.assignments.complete(
         agent, assignment_id, body.outcome, body.callback_at, body.notes
     )
-    score = done.score and {
-        **done.score,
-        "next_call_after": done.score["next_call_after"]
-        and done.score["next_call_after"].isoformat(),
-    }
-    return _json({**assignment_view(done.assignment, None), "score": score})
+    return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
