@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, text
@@ -24,6 +25,9 @@ class AgentIdentity:
     id: int
     name: str
     role: str
+    # The supervisors' flag overrides, read in the same round trip as the token, so a claim
+    # applies a flag change on its very next request without another query.
+    flag_overrides: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_supervisor(self) -> bool:
@@ -52,12 +56,15 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
 
 def authenticate(conn: Connection, token: str) -> AgentIdentity:
     row = conn.execute(
-        text("SELECT id, name, role FROM agents WHERE token_hash = :h AND is_active"),
+        text(
+            "SELECT id, name, role, (SELECT coalesce(json_object_agg(f.name, f.value), '{}')"
+            " FROM feature_flags f) AS flags FROM agents WHERE token_hash = :h AND is_active"
+        ),
         {"h": hash_token(token)},
     ).one_or_none()
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return AgentIdentity(row.id, row.name, row.role)
+    return AgentIdentity(row.id, row.name, row.role, row.flags)
 
 
 @dataclass(frozen=True, slots=True)

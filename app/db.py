@@ -29,7 +29,9 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping: it would add a round trip to every checkout, several per claim. A
+        # connection lost to a restart fails one request (503, Retry-After), and SQLAlchemy then
+        # invalidates the whole pool, so the next request reconnects.
         pool_recycle=1800,
         # Errors never carry statement parameters into logs or reports.
         hide_parameters=True,
@@ -37,8 +39,10 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
             "connect_timeout": 5,
             "application_name": "callqueue",
             # UTC sessions: times are stored and returned in UTC whatever the server's zone.
+            # No statement waits on a lock for more than 5 s (the refresh swap allows itself
+            # 15 s with SET LOCAL); callers answer 503 with Retry-After instead of hanging.
             "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=120000"
-            " -c timezone=UTC",
+            " -c lock_timeout=5000 -c timezone=UTC",
         },
     )
 

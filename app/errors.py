@@ -19,6 +19,10 @@ class PopulationRunning(CallqueueError):
     code = "PopulationRunning"
 
 
+class PopulationLockLost(CallqueueError):
+    code = "PopulationLockLost"
+
+
 class ReplicaUnavailable(CallqueueError):
     code = "ReplicaUnavailable"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import Connection, text
@@ -57,8 +58,15 @@ def _render(value: object) -> str:
 def current_flags(conn: Connection, settings: Settings) -> Flags:
     """Environment defaults overlaid with the supervisors' run-time changes (one small read, so
     every process applies a change on its very next request)."""
+    overrides = {
+        name: value for name, value in conn.execute(text("SELECT name, value FROM feature_flags"))
+    }
+    return flags_with(settings, overrides)
+
+
+def flags_with(settings: Settings, overrides: Mapping[str, str]) -> Flags:
     values = default_flags(settings).as_dict()
-    for name, raw in conn.execute(text("SELECT name, value FROM feature_flags")):
+    for name, raw in overrides.items():
         if name in values:
             values[name] = _parse(name, raw)
     values["MIGRATION_MODE"] = MigrationMode(str(values["MIGRATION_MODE"]))

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from app.api.deps import AgentDep, QueueTypeDep, ServicesDep
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn
+from app.flags import flags_with
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
 
@@ -41,7 +42,8 @@ def stats(
     responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
 )
 def next_user(queue_type: QueueTypeDep, agent: AgentDep, services: ServicesDep) -> Any:
-    claimed = services.claims.next_user(agent, queue_type, services.flags())
+    flags = flags_with(services.settings, agent.flag_overrides)
+    claimed = services.claims.next_user(agent, queue_type, flags)
     if claimed is None:
         return Response(status_code=204)
     return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))

@@ -24,8 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, Row, TextClause, text
 
 from app import metrics
 from app.agents import AgentIdentity
@@ -41,7 +40,6 @@ from app.replica.reader import Contact, Replica
 
 log = logging.getLogger(__name__)
 
-CLAIM_LOCK_TIMEOUT = "5s"
 RETRY_AFTER_SECONDS = 2
 
 
@@ -75,6 +73,18 @@ class _Ask:
     started: float
 
 
+def _score_problem(entry: Row[Any], kind: QueueKind) -> str | None:
+    if not entry.scored:
+        return "score_row_missing"
+    if not entry.is_active:
+        return "inactive"
+    if entry.current_queue_type != kind.queue_type:
+        return "queue_type_changed"
+    if entry.not_due:
+        return "not_due"
+    return None
+
+
 class _AgentBusy(Exception):
     """The agent got an assignment from a concurrent request (a double click)."""
 
@@ -83,17 +93,40 @@ class _Empty(Exception):
     pass
 
 
-_INSERT_ASSIGNMENT = text(
-    """
+class _Retry(Exception):
+    """The attempt lost a race that has resolved itself since; it changed nothing."""
+
+
+# ON CONFLICT DO NOTHING covers both partial unique indexes (one active assignment per user,
+# one per agent): losing the race returns no row instead of raising, so no savepoint is needed.
+_INSERT_ASSIGNMENT = """
     INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id, claim_id,
                              priority_score, queue_position, queue_reason, details,
                              lease_expires_at, claim_ms)
     VALUES (:agent_id, :user_id, :queue_type, :source, :entry_id, :claim_id, :priority_score,
             :queue_position, :queue_reason, CAST(:details AS jsonb),
             now() + make_interval(secs => :lease), :claim_ms)
+    ON CONFLICT DO NOTHING
     RETURNING *
-    """
-)
+"""
+
+
+def _insert_statement(entry_table: str | None) -> TextClause:
+    if entry_table is None:
+        return text(_INSERT_ASSIGNMENT)
+    # The entry becomes 'assigned' in the same statement, only if the ledger row went in.
+    return text(
+        f"WITH ins AS ({_INSERT_ASSIGNMENT}),"
+        f" upd AS (UPDATE {entry_table} SET status = 'assigned', assigned_to_agent = :agent_id,"
+        f"  assigned_at = now(), updated_at = now()"
+        f"  WHERE id = :entry_id AND EXISTS (SELECT 1 FROM ins))"
+        f" SELECT * FROM ins"
+    )
+
+
+_INSERTS = {None: _insert_statement(None)} | {
+    kind.table: _insert_statement(kind.table) for kind in KINDS.values()
+}
 
 
 class ClaimService:
@@ -135,7 +168,7 @@ class ClaimService:
         kind = KINDS[queue_type]
         with self.engine.begin() as conn:
             sweep_expired_leases(conn)
-        held = self._resume(agent, kind)
+            held = self._resume(held_by(conn, agent.id), kind)
         if held is not None:
             return held
         mode = flags.serving_mode
@@ -152,16 +185,15 @@ class ClaimService:
                     return found
             return self._attempts(ask, self._direct_attempt)
         except _AgentBusy:
-            held = self._resume(agent, kind)
+            with self.engine.connect() as conn:
+                held = self._resume(held_by(conn, agent.id), kind)
             if held is None:  # the concurrent assignment ended in between; let the agent retry
                 raise Conflict("a concurrent request changed this agent's assignment") from None
             return held
 
     # -- an assignment the agent already holds -------------------------------------------------
 
-    def _resume(self, agent: AgentIdentity, kind: QueueKind) -> Claimed | None:
-        with self.engine.connect() as conn:
-            row = held_by(conn, agent.id)
+    def _resume(self, row: Row[Any] | None, kind: QueueKind) -> Claimed | None:
         if row is None:
             return None
         if row.queue_type != kind.queue_type:
@@ -179,6 +211,8 @@ class ClaimService:
                 result = attempt(ask)
             except _Empty:
                 return None
+            except _Retry:
+                continue
             if result is not None:
                 return result
         if attempt == self._queue_attempt and not self._pending_left(ask.kind):
@@ -192,21 +226,25 @@ class ClaimService:
         agent, kind = ask.agent, ask.kind
         details = ", ".join(kind.detail_columns)
         with self.engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
             conn.execute(
                 text("SELECT pg_advisory_xact_lock_shared(:key, :id)"),
                 {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
             )
+            # The score row is read, not locked (lock order: entry, ledger, score row).
             entry = conn.execute(
                 text(
-                    f"SELECT id, user_id, claim_id, priority_score, queue_position, queue_reason,"
-                    f" {details} FROM {kind.table} WHERE status = 'pending'"
-                    f" ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                    f"SELECT e.id, e.user_id, e.claim_id, e.priority_score, e.queue_position,"
+                    f" e.queue_reason, {details}, s.user_id IS NOT NULL AS scored,"
+                    f" s.is_active, s.current_queue_type,"
+                    f" coalesce(s.next_call_after > now(), false) AS not_due"
+                    f" FROM (SELECT * FROM {kind.table} WHERE status = 'pending'"
+                    f"       ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED) e"
+                    f" LEFT JOIN user_call_scores s ON s.user_id = e.user_id"
                 )
             ).one_or_none()
             if entry is None:
                 raise _Empty
-            problem = self._score_problem(conn, entry.user_id, kind)
+            problem = _score_problem(entry, kind)
             if problem is not None:
                 self._invalidate(conn, ask, entry.user_id, problem, entry.id)
                 return None
@@ -225,7 +263,7 @@ class ClaimService:
             assignment = self._insert_assignment(
                 conn,
                 ask,
-                source="queue",
+                entry_table=kind.table,
                 entry_id=entry.id,
                 user_id=entry.user_id,
                 claim_id=entry.claim_id,
@@ -237,13 +275,6 @@ class ClaimService:
             if assignment is None:
                 self._invalidate(conn, ask, entry.user_id, "already_assigned", entry.id)
                 return None
-            conn.execute(
-                text(
-                    f"UPDATE {kind.table} SET status = 'assigned', assigned_to_agent = :a,"
-                    " assigned_at = now(), updated_at = now() WHERE id = :id"
-                ),
-                {"a": agent.id, "id": entry.id},
-            )
         return Claimed(assignment, contact, resumed=False)
 
     def _pending_left(self, kind: QueueKind) -> bool:
@@ -264,7 +295,6 @@ class ClaimService:
         """
         agent, kind = ask.agent, ask.kind
         with self.engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{CLAIM_LOCK_TIMEOUT}'"))
             lead = conn.execute(
                 text(
                     """
@@ -325,7 +355,7 @@ class ClaimService:
             assignment = self._insert_assignment(
                 conn,
                 ask,
-                source="direct",
+                entry_table=None,
                 entry_id=None,
                 user_id=lead.user_id,
                 claim_id=fields.get("claim_id"),
@@ -339,26 +369,6 @@ class ClaimService:
         return Claimed(assignment, contact, resumed=False)
 
     # -- shared steps --------------------------------------------------------------------------
-
-    @staticmethod
-    def _score_problem(conn: Connection, user_id: int, kind: QueueKind) -> str | None:
-        row = conn.execute(
-            text(
-                "SELECT is_active, current_queue_type,"
-                " coalesce(next_call_after > now(), false) AS not_due"
-                " FROM user_call_scores WHERE user_id = :u"
-            ),
-            {"u": user_id},
-        ).one_or_none()
-        if row is None:
-            return "score_row_missing"
-        if not row.is_active:
-            return "inactive"
-        if row.current_queue_type != kind.queue_type:
-            return "queue_type_changed"
-        if row.not_due:
-            return "not_due"
-        return None
 
     def _replica_check(
         self, user_id: int, validate: bool
@@ -419,7 +429,7 @@ class ClaimService:
         conn: Connection,
         ask: _Ask,
         *,
-        source: str,
+        entry_table: str | None,
         entry_id: Any,
         user_id: int,
         claim_id: int | None,
@@ -433,32 +443,41 @@ class ClaimService:
         Raises _AgentBusy when this agent already holds an assignment: a concurrent request of
         the same agent won, and the caller returns that assignment instead.
         """
-        try:
-            with conn.begin_nested():
-                row = conn.execute(
-                    _INSERT_ASSIGNMENT,
-                    {
-                        "agent_id": ask.agent.id,
-                        "user_id": user_id,
-                        "queue_type": str(ask.kind.queue_type),
-                        "source": source,
-                        "entry_id": entry_id,
-                        "claim_id": claim_id,
-                        "priority_score": priority_score,
-                        "queue_position": queue_position,
-                        "queue_reason": queue_reason,
-                        "details": details_json(details),
-                        "lease": self.settings.lease_seconds,
-                        "claim_ms": int((time.perf_counter() - ask.started) * 1000),
-                    },
-                ).one()
-        except IntegrityError as exc:
-            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
-            if constraint == "uq_assignments_active_agent":
-                raise _AgentBusy from None
-            if constraint == "uq_assignments_active_user":
+        source = "direct" if entry_table is None else "queue"
+        row = conn.execute(
+            _INSERTS[entry_table],
+            {
+                "agent_id": ask.agent.id,
+                "user_id": user_id,
+                "queue_type": str(ask.kind.queue_type),
+                "source": source,
+                "entry_id": entry_id,
+                "claim_id": claim_id,
+                "priority_score": priority_score,
+                "queue_position": queue_position,
+                "queue_reason": queue_reason,
+                "details": details_json(details),
+                "lease": self.settings.lease_seconds,
+                "claim_ms": int((time.perf_counter() - ask.started) * 1000),
+            },
+        ).one_or_none()
+        if row is None:
+            # Which index said no? The user's (another agent holds them) or this agent's (a
+            # concurrent request of the same agent won). Both rows are committed by now: the
+            # insert waited for the other transaction before giving up.
+            taken = conn.execute(
+                text(
+                    "SELECT bool_or(user_id = :u) AS user_taken,"
+                    " bool_or(agent_id = :a) AS agent_busy FROM assignments"
+                    " WHERE status = 'active' AND (user_id = :u OR agent_id = :a)"
+                ),
+                {"u": user_id, "a": ask.agent.id},
+            ).one()
+            if taken.agent_busy:
+                raise _AgentBusy
+            if taken.user_taken:
                 return None
-            raise
+            raise _Retry  # both finished in between: try again, marking nothing
         log.info(
             "claim.assigned",
             extra={

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app import metrics
-from app.errors import CallqueueError, PopulationRunning, ReplicaLagging
+from app.errors import CallqueueError, PopulationLockLost, PopulationRunning, ReplicaLagging
 from app.queues.kinds import (
     KINDS,
     POPULATION_LOCK_KEY,
@@ -144,6 +144,7 @@ class Population:
         self.engine = engine
         self.replica = replica
         self.options = options
+        self._lock_holder: int | None = None
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -271,9 +272,10 @@ class Population:
         """Hold the cluster-wide population lock on a dedicated connection for the whole run."""
         conn = self.engine.connect()
         try:
-            got = conn.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": POPULATION_LOCK_KEY}
-            ).scalar_one()
+            got, self._lock_holder = conn.execute(
+                text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()"),
+                {"key": POPULATION_LOCK_KEY},
+            ).one()
             conn.commit()
             if not got:
                 raise PopulationRunning("another population is running; try again when it ends")
@@ -291,6 +293,23 @@ class Population:
                     conn.invalidate()
         finally:
             conn.close()
+
+    def _assert_lock_held(self, conn: Connection) -> None:
+        """Before any write: if the lock's connection died, another run may have started, and
+        this one must not write anything more."""
+        held = conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = :pid AND objsubid = 1"
+                " AND ((classid::bigint << 32) | objid::bigint) = :key)"
+            ),
+            {"pid": self._lock_holder, "key": POPULATION_LOCK_KEY},
+        ).scalar()
+        if not held:
+            raise PopulationLockLost(
+                "the population lock was lost (its database connection ended); this run stopped"
+                " writing"
+            )
 
     def _start_run(
         self, trigger: str, queue: QueueType | None, dry_run: bool
@@ -324,10 +343,12 @@ class Population:
         failed = [f"{t}: {r.error}" for t, r in reports.items() if r.status == "failed"]
         errors = [*failed, *([run_error] if run_error else [])]
         with self.engine.begin() as conn:
-            return conn.execute(
+            finished: datetime | None = conn.execute(
                 text(
                     "UPDATE population_runs SET status = :status, finished_at = now(),"
-                    " duration_ms = :duration_ms, error = :error WHERE id = :id"
+                    " duration_ms = :duration_ms, error = :error"
+                    # A run another process already marked interrupted keeps that mark.
+                    " WHERE id = :id AND status = 'running'"
                     " RETURNING finished_at"
                 ),
                 {
@@ -336,7 +357,10 @@ class Population:
                     "duration_ms": duration_ms,
                     "error": "; ".join(errors) or None,
                 },
-            ).scalar_one()
+            ).scalar()
+            if finished is None:
+                finished = conn.execute(text("SELECT now()")).scalar_one()
+            return finished
 
     # -- one queue -----------------------------------------------------------------------------
 
@@ -455,6 +479,7 @@ class Population:
     ) -> None:
         for start in range(0, len(moved), RECLASSIFY_BATCH):
             with self.engine.begin() as conn:
+                self._assert_lock_held(conn)
                 reclassify(
                     conn,
                     str(kind.queue_type),
@@ -509,6 +534,7 @@ class Population:
                 text("SELECT pg_advisory_xact_lock(:key, :id)"),
                 {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
             )
+            self._assert_lock_held(conn)
             sweep_expired_leases(conn)
             removed = conn.execute(text(f"DELETE FROM {table} WHERE status <> 'assigned'")).rowcount
             kept_assigned = conn.execute(
@@ -621,6 +647,7 @@ class Population:
         for start in range(0, len(user_ids), RECLASSIFY_BATCH):
             chunk = user_ids[start : start + RECLASSIFY_BATCH]
             with self.engine.begin() as conn:
+                self._assert_lock_held(conn)
                 conn.execute(
                     text(
                         "UPDATE user_call_scores SET last_queue_check = now()"

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, bindparam, create_engine, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.sql.elements import BindParameter
 
 from app import metrics
 from app.config import Settings
@@ -47,11 +48,12 @@ def create_replica_engine(settings: Settings) -> Engine:
             " -c timezone=UTC",
         }
     # Autocommit: every read sees the replica's latest state and no transaction is left open there.
+    # Sized like the store's pool: every claim reads the replica, and an overflow connection
+    # opened and closed per request costs more than the read. No pre-ping (see app/db.py).
     return create_engine(
         url,
-        pool_size=5,
-        max_overflow=10,
-        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
         pool_recycle=600,
         isolation_level="AUTOCOMMIT",
         hide_parameters=True,
@@ -77,6 +79,36 @@ class Contact:
     @property
     def callable(self) -> bool:
         return bool(self.phone_number and self.phone_number.strip())
+
+
+# Built once: the batch's ids go in one expanding parameter, so the statements compile the same
+# way for PostgreSQL and MySQL and are not rebuilt on every claim.
+_IDS: BindParameter[int] = bindparam("ids", expanding=True)
+_USER_FACT_COLUMNS = (
+    users.c.id,
+    users.c.is_enabled,
+    users.c.current_signature_file_id,
+    users.c.created_at,
+)
+_USERS = select(*_USER_FACT_COLUMNS).where(users.c.id.in_(_IDS))
+_USERS_WITH_CONTACTS = select(*_USER_FACT_COLUMNS, *CONTACT_COLUMNS).where(users.c.id.in_(_IDS))
+_CLAIMS = select(claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at).where(
+    claims.c.user_id.in_(_IDS)
+)
+_REQUIREMENTS = (
+    select(
+        claim_requirements.c.id,
+        claim_requirements.c.claim_id,
+        claims.c.user_id,
+        claim_requirements.c.type,
+        claim_requirements.c.status,
+        claim_requirements.c.claim_requirement_reason,
+        claim_requirements.c.created_at,
+    )
+    .join(claims, claims.c.id == claim_requirements.c.claim_id)
+    .where(claims.c.user_id.in_(_IDS))
+)
+_CONTACT = select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id"))
 
 
 def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
@@ -125,39 +157,19 @@ class Replica:
         facts = {uid: UserFacts(user=None) for uid in ids}
         if not ids:
             return facts
-        extra = CONTACT_COLUMNS if contacts is not None else ()
-        user_q = select(
-            users.c.id,
-            users.c.is_enabled,
-            users.c.current_signature_file_id,
-            users.c.created_at,
-            *extra,
-        ).where(users.c.id.in_(ids))
-        claim_q = select(claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at).where(
-            claims.c.user_id.in_(ids)
-        )
-        req_q = (
-            select(
-                claim_requirements.c.id,
-                claim_requirements.c.claim_id,
-                claims.c.user_id,
-                claim_requirements.c.type,
-                claim_requirements.c.status,
-                claim_requirements.c.claim_requirement_reason,
-                claim_requirements.c.created_at,
-            )
-            .join(claims, claims.c.id == claim_requirements.c.claim_id)
-            .where(claims.c.user_id.in_(ids))
-        )
+        user_q = _USERS_WITH_CONTACTS if contacts is not None else _USERS
         try:
             with self.engine.connect() as conn:
-                for uid, enabled, sig, created, *contact in conn.execute(user_q):
+                params = {"ids": ids}
+                for uid, enabled, sig, created, *contact in conn.execute(user_q, params):
                     facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
                     if contacts is not None:
                         contacts[uid] = Contact(*contact)
-                for cid, uid, status, created in conn.execute(claim_q):
+                for cid, uid, status, created in conn.execute(_CLAIMS, params):
                     facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
-                for rid, cid, uid, rtype, status, reason, created in conn.execute(req_q):
+                for rid, cid, uid, rtype, status, reason, created in conn.execute(
+                    _REQUIREMENTS, params
+                ):
                     facts[uid].requirements.append(
                         ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
                     )
@@ -167,10 +179,9 @@ class Replica:
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
         """Names, phone and email: read at claim time only, for the agent holding the user."""
-        q = select(*CONTACT_COLUMNS).where(users.c.id == user_id)
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(q).one_or_none()
+                row = conn.execute(_CONTACT, {"user_id": user_id}).one_or_none()
         except DBAPIError as exc:
             raise _unavailable(exc, "contacts") from exc
         return Contact(*row) if row else None
