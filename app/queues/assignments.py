@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, text
+from sqlalchemy import Connection, Engine, Row, TextClause, text
 
 from app import metrics
 from app.agents import AgentIdentity
@@ -36,7 +36,33 @@ from app.replica.reader import Contact, Replica
 
 log = logging.getLogger(__name__)
 
-ACTION_LOCK_TIMEOUT = "5s"
+_HEAD = text("SELECT agent_id, user_id, queue_type, queue_entry_id FROM assignments WHERE id = :id")
+
+
+def _complete_statement(entry_table: str | None) -> TextClause:
+    """Ledger row, entry and score row in one statement: the entry and the ledger row are
+    already locked (in that order) by the caller, so only the score row is locked here, last."""
+    entry = (
+        f", e AS (UPDATE {entry_table} SET status = 'completed', updated_at = now()"
+        "  WHERE id = :entry_id AND status IN ('assigned', 'pending'))"
+        if entry_table
+        else ""
+    )
+    return text(
+        "WITH a AS (UPDATE assignments SET status = 'completed', outcome = :outcome,"
+        " callback_at = CAST(:callback_at AS timestamptz), notes = :notes,"
+        " finished_at = now(), updated_at = now() WHERE id = :id RETURNING *)"
+        f"{entry}, s AS ({APPLY_OUTCOME_SQL})"
+        " SELECT a.*, s.current_score IS NOT NULL AS scored,"
+        " s.current_score AS score_current_score,"
+        " s.next_call_after AS score_next_call_after, s.is_active AS score_is_active,"
+        " s.current_queue_type AS score_current_queue_type FROM a LEFT JOIN s ON true"
+    )
+
+
+_COMPLETE = {None: _complete_statement(None)} | {
+    kind.table: _complete_statement(kind.table) for kind in KINDS.values()
+}
 
 
 @dataclass(slots=True)
@@ -153,13 +179,12 @@ class AssignmentService:
                 f" call_back, not {outcome}",
                 ["body", "callback_at"],
             )
-        verdict = self._reclassification_facts(agent, assignment_id)
+        head, verdict = self._reclassification_facts(agent, assignment_id)
         late_deactivation = False
         with self.engine.begin() as conn:
-            conn.execute(text(f"SET LOCAL lock_timeout = '{ACTION_LOCK_TIMEOUT}'"))
             if callback_at is not None:
                 self._check_callback(conn, callback_at)
-            row = self._lock(conn, assignment_id, agent.id)
+            row = self._lock(conn, assignment_id, agent.id, head)
             if not row.live:
                 if row.status == "completed":
                     raise Conflict("the assignment is already completed")
@@ -193,21 +218,19 @@ class AssignmentService:
 
     def _reclassification_facts(
         self, agent: AgentIdentity, assignment_id: uuid.UUID
-    ) -> Verdict | None:
-        """Read the replica before any lock is taken. If it is down the outcome still counts;
-        the user is reclassified by the next population or claim instead."""
+    ) -> tuple[Row[Any], Verdict | None]:
+        """The assignment's head row, and the replica's verdict read before any lock is taken.
+        If the replica is down the outcome still counts; the user is reclassified by the next
+        population or claim instead."""
         with self.engine.connect() as conn:
-            user_id = conn.execute(
-                text("SELECT user_id FROM assignments WHERE id = :id AND agent_id = :a"),
-                {"id": assignment_id, "a": agent.id},
-            ).scalar()
-        if user_id is None:
+            head = conn.execute(_HEAD, {"id": assignment_id}).one_or_none()
+        if head is None or head.agent_id != agent.id:
             raise NotFound("no such assignment for this agent")
         try:
-            return self.replica.classify([user_id])[user_id]
+            return head, self.replica.classify([head.user_id])[head.user_id]
         except ReplicaUnavailable:
-            log.warning("assignment.reclassify_skipped", extra={"user_id": user_id})
-            return None
+            log.warning("assignment.reclassify_skipped", extra={"user_id": head.user_id})
+            return head, None
 
     @staticmethod
     def _check_callback(conn: Connection, callback_at: datetime) -> None:
@@ -226,12 +249,20 @@ class AssignmentService:
     def _table(row: Any) -> str:
         return KINDS[QueueType(row.queue_type)].table
 
-    def _lock(self, conn: Connection, assignment_id: uuid.UUID, agent_id: int | None) -> Row[Any]:
-        """Lock the entry, then the ledger row; NotFound for someone else's assignment."""
-        head = conn.execute(
-            text("SELECT agent_id, queue_type, queue_entry_id FROM assignments WHERE id = :id"),
-            {"id": assignment_id},
-        ).one_or_none()
+    def _lock(
+        self,
+        conn: Connection,
+        assignment_id: uuid.UUID,
+        agent_id: int | None,
+        head: Row[Any] | None = None,
+    ) -> Row[Any]:
+        """Lock the entry, then the ledger row; NotFound for someone else's assignment.
+
+        ``head`` (agent, queue, entry) may come from an earlier read: those columns never change
+        once the assignment exists.
+        """
+        if head is None:
+            head = conn.execute(_HEAD, {"id": assignment_id}).one_or_none()
         if head is None or (agent_id is not None and head.agent_id != agent_id):
             raise NotFound("no such assignment for this agent")
         if head.queue_entry_id is not None:
@@ -292,25 +323,12 @@ class AssignmentService:
         verdict: Verdict | None,
         agent: AgentIdentity,
     ) -> Completed:
-        assignment = conn.execute(
-            text(
-                "UPDATE assignments SET status = 'completed', outcome = :o, callback_at = :cb,"
-                " notes = :notes, finished_at = now(), updated_at = now() WHERE id = :id"
-                " RETURNING *"
-            ),
-            {"o": str(outcome), "cb": callback_at, "notes": notes, "id": row.id},
-        ).one()
-        if row.queue_entry_id is not None:
-            conn.execute(
-                text(
-                    f"UPDATE {self._table(row)} SET status = 'completed', updated_at = now()"
-                    " WHERE id = :id AND status IN ('assigned', 'pending')"
-                ),
-                {"id": row.queue_entry_id},
-            )
-        score_row = conn.execute(
-            text(APPLY_OUTCOME_SQL),
+        result = conn.execute(
+            _COMPLETE[self._table(row) if row.queue_entry_id is not None else None],
             {
+                "id": row.id,
+                "entry_id": row.queue_entry_id,
+                "notes": notes,
                 "user_id": row.user_id,
                 "outcome": str(outcome),
                 "successful": rule.successful,
@@ -321,10 +339,21 @@ class AssignmentService:
                 "delay_seconds": int(rule.delay.total_seconds()) if rule.delay else None,
                 "deactivates": rule.deactivates,
             },
-        ).one_or_none()
+        ).one()
+        assignment = result
+        score_row = (
+            {
+                "current_score": result.score_current_score,
+                "next_call_after": result.score_next_call_after,
+                "is_active": result.score_is_active,
+                "current_queue_type": result.score_current_queue_type,
+            }
+            if result.scored
+            else None
+        )
         if score_row is None:
             return Completed(assignment, None)
-        score = dict(score_row._mapping)
+        score = score_row
         new_type = verdict.queue_type and str(verdict.queue_type) if verdict else None
         if verdict is not None and new_type != score["current_queue_type"]:
             reclassify(
