@@ -29,9 +29,9 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        # No pre-ping: it would add a round trip to every checkout, several per claim. A
-        # connection lost to a restart fails one request (503, Retry-After), and SQLAlchemy then
-        # invalidates the whole pool, so the next request reconnects.
+        # A pooled connection is checked before use, so a database restart or failover costs
+        # no request and no population: one cheap round trip per checkout.
+        pool_pre_ping=True,
         pool_recycle=1800,
         # Errors never carry statement parameters into logs or reports.
         hide_parameters=True,

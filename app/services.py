@@ -28,7 +28,13 @@ class Services:
         return cls(
             settings=settings,
             engine=create_store_engine(settings),
-            replica=Replica(create_replica_engine(settings), settings.replica_batch_size),
+            replica=Replica(
+                create_replica_engine(settings),
+                settings.replica_batch_size,
+                # A second past the server-side statement timeout: the server normally answers
+                # first; the client-side bound is for links that stop carrying bytes.
+                deadline_seconds=settings.replica_statement_timeout_ms / 1000 + 1,
+            ),
         )
 
     def flags(self) -> Flags:

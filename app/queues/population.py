@@ -445,31 +445,33 @@ class Population:
                     "cooling": self.options.cooling_period_minutes,
                 },
             )
-            while len(walk.kept) < limit:
-                wanted = limit - len(walk.kept)
-                # A quarter more than still wanted: most candidates are valid, and a few extra
-                # keep the round trips down without classifying far beyond the limit.
-                rows = result.fetchmany(min(self.replica.batch_size, wanted + wanted // 4 + 10))
-                if not rows:
-                    break
-                batch = [_Candidate(uid, score) for uid, score in rows if uid not in skip]
-                verdicts = self.replica.classify([c.user_id for c in batch])
-                for cand in batch:
-                    verdict = verdicts[cand.user_id]
-                    walk.eligible += 1
-                    if verdict.queue_type == kind.queue_type:
-                        if len(walk.kept) < limit:
-                            walk.kept.append((cand, verdict))
-                    else:
-                        walk.missing += verdict.missing
-                        walk.moved.append(
-                            Reclassification(
-                                cand.user_id,
-                                verdict.queue_type and str(verdict.queue_type),
-                                verdict.reason,
+            try:
+                while len(walk.kept) < limit:
+                    wanted = limit - len(walk.kept)
+                    # A quarter more than still wanted: most candidates are valid, and a few extra
+                    # keep the round trips down without classifying far beyond the limit.
+                    rows = result.fetchmany(min(self.replica.batch_size, wanted + wanted // 4 + 10))
+                    if not rows:
+                        break
+                    batch = [_Candidate(uid, score) for uid, score in rows if uid not in skip]
+                    verdicts = self.replica.classify([c.user_id for c in batch])
+                    for cand in batch:
+                        verdict = verdicts[cand.user_id]
+                        walk.eligible += 1
+                        if verdict.queue_type == kind.queue_type:
+                            if len(walk.kept) < limit:
+                                walk.kept.append((cand, verdict))
+                        else:
+                            walk.missing += verdict.missing
+                            walk.moved.append(
+                                Reclassification(
+                                    cand.user_id,
+                                    verdict.queue_type and str(verdict.queue_type),
+                                    verdict.reason,
+                                )
                             )
-                        )
-            result.close()
+            finally:
+                result.close()  # also when the replica fails mid-walk
             conn.rollback()
         skip.update(m.user_id for m in walk.moved)
         return walk

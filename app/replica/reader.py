@@ -8,12 +8,16 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, create_engine, select, text
+from sqlalchemy import Connection, Engine, bindparam, create_engine, select, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql.elements import BindParameter
 
@@ -49,7 +53,8 @@ def create_replica_engine(settings: Settings) -> Engine:
         }
     # Autocommit: every read sees the replica's latest state and no transaction is left open there.
     # Sized like the store's pool: every claim reads the replica, and an overflow connection
-    # opened and closed per request costs more than the read. No pre-ping (see app/db.py).
+    # opened and closed per request costs more than the read. No pre-ping: Replica._read
+    # retries once on a connection found dead, which costs nothing when it is alive.
     return create_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -111,6 +116,9 @@ _REQUIREMENTS = (
 _CONTACT = select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id"))
 
 
+T = TypeVar("T")
+
+
 def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
     metrics.REPLICA_ERRORS.labels(operation).inc()
     return ReplicaUnavailable(f"the claims replica did not answer ({type(exc.orig).__name__})")
@@ -121,17 +129,77 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class _Deadline:
+    """A client-side bound on one replica read over psycopg.
+
+    statement_timeout is enforced by the server: a link that swallows bytes (a dead route, a
+    stalled proxy) or trickles them would hold the caller, and the queue entry it has locked,
+    for as long as TCP allows. When the deadline passes, the connection's socket is shut down,
+    so the read fails at once (and SQLAlchemy discards the connection).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+
+    @contextmanager
+    def watch(self, conn: Connection) -> Iterator[None]:
+        pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
+        if self.seconds is None or pgconn is None:
+            yield  # MySQL: pymysql's read_timeout already bounds every read client-side
+            return
+        timer = threading.Timer(self.seconds, self._fire, (pgconn.socket,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._done = True
+            timer.cancel()
+
+    def _fire(self, fd: int) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            try:
+                with socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class Replica:
-    def __init__(self, engine: Engine, batch_size: int = 2000) -> None:
+    def __init__(
+        self, engine: Engine, batch_size: int = 2000, deadline_seconds: float | None = None
+    ) -> None:
         self.engine = engine
         self.batch_size = batch_size
+        self.deadline_seconds = deadline_seconds
+
+    def _read(self, operation: str, work: Callable[[Connection], T]) -> T:
+        """One bounded replica read. A pooled connection found dead at once (the replica
+        restarted while it sat idle) is retried on a fresh one; a read that ran into the
+        deadline is not, so a caller never waits on the replica longer than one attempt."""
+        for attempt in (1, 2):
+            deadline = _Deadline(self.deadline_seconds)
+            try:
+                with self.engine.connect() as conn, deadline.watch(conn):
+                    return work(conn)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated and not deadline.fired:
+                    continue
+                raise _unavailable(exc, operation) from exc
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            self._read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar())
             return True
-        except SQLAlchemyError:
+        except (ReplicaUnavailable, SQLAlchemyError):
             return False
 
     def fetch_facts(self, user_ids: Sequence[int]) -> dict[int, UserFacts]:
@@ -154,9 +222,32 @@ class Replica:
         self, user_ids: Sequence[int], contacts: dict[int, Contact] | None = None
     ) -> dict[int, UserFacts]:
         ids = list(dict.fromkeys(user_ids))
-        facts = {uid: UserFacts(user=None) for uid in ids}
         if not ids:
-            return facts
+            return {}
+        user_q = _USERS_WITH_CONTACTS if contacts is not None else _USERS
+        params = {"ids": ids}
+
+        def work(conn: Connection) -> tuple[dict[int, UserFacts], dict[int, Contact]]:
+            facts = {uid: UserFacts(user=None) for uid in ids}
+            found: dict[int, Contact] = {}
+            for uid, enabled, sig, created, *contact in conn.execute(user_q, params):
+                facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
+                if contact:
+                    found[uid] = Contact(*contact)
+            for cid, uid, status, created in conn.execute(_CLAIMS, params):
+                facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
+            for rid, cid, uid, rtype, status, reason, created in conn.execute(
+                _REQUIREMENTS, params
+            ):
+                facts[uid].requirements.append(
+                    ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
+                )
+            return facts, found
+
+        facts, found = self._read("facts", work)
+        if contacts is not None:
+            contacts.update(found)
+        return facts
         user_q = _USERS_WITH_CONTACTS if contacts is not None else _USERS
         try:
             with self.engine.connect() as conn:
@@ -179,9 +270,7 @@ class Replica:
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
         """Names, phone and email: read at claim time only, for the agent holding the user."""
-        try:
-            with self.engine.connect() as conn:
-                row = conn.execute(_CONTACT, {"user_id": user_id}).one_or_none()
-        except DBAPIError as exc:
-            raise _unavailable(exc, "contacts") from exc
+        row = self._read(
+            "contacts", lambda conn: conn.execute(_CONTACT, {"user_id": user_id}).one_or_none()
+        )
         return Contact(*row) if row else None
