@@ -86,16 +86,29 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Never echo the input back: loc and msg only.
-        fields = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()
-        ]
+        # Never echo the input back: loc and msg only, and an unknown field's name (chosen by
+        # the caller) is not repeated either.
+        fields = []
+        for e in exc.errors():
+            loc = list(e.get("loc", ()))
+            if e.get("type") == "extra_forbidden" and loc:
+                loc[-1] = "(unknown field)"
+            fields.append({"loc": loc, "msg": str(e.get("msg", ""))})
         return error_response(
             422, "ValidationError", "the request is not valid; see fields", fields=fields
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # A body FastAPI cannot even parse (invalid UTF-8, absurd nesting or numbers) is a bad
+            # body like any other: 422, as the contract says.
+            return error_response(
+                422,
+                "ValidationError",
+                "the request body is not valid JSON",
+                fields=[{"loc": ["body"], "msg": "the body could not be parsed as JSON"}],
+            )
         code = HTTPStatus(exc.status_code).phrase.replace(" ", "").replace("-", "")
         detail = (
             exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description

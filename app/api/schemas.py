@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
@@ -97,11 +97,15 @@ class CompletedOut(AssignmentOut):
     score: ScoreOut | None
 
 
+# PostgreSQL text cannot hold NUL bytes: refuse them as invalid input, not a database error.
+FreeText = Annotated[str, Field(pattern=r"^[^\x00]*$")]
+
+
 class ReleaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requeue: StrictBool = True
-    reason: str | None = Field(None, max_length=500)
+    reason: FreeText | None = Field(None, max_length=500)
 
 
 class CompleteIn(BaseModel):
@@ -109,7 +113,7 @@ class CompleteIn(BaseModel):
 
     outcome: Outcome
     callback_at: AwareDatetime | None = None
-    notes: str | None = Field(None, max_length=2000)
+    notes: FreeText | None = Field(None, max_length=2000)
 
 
 class FlagsIn(BaseModel):

@@ -1,0 +1,401 @@
+"""Access control (issue 5, item 5): every route against every kind of caller, tokens stored only
+as hashes, the cron secret compared in constant time, and no cross-origin access unless
+configured.
+
+The matrix is built from the app's own routes: a route added without a row here fails
+``test_the_matrix_covers_every_route``, so nobody ships an endpoint whose access was never decided.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import logging
+import textwrap
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from app.agents import create_agent, deactivate_agent
+from app.api import deps
+from tests.conftest import CRON_SECRET
+
+POPULATE = "/api/cron/populate-separated-queues"
+NOBODY = uuid.UUID("00000000-0000-4000-8000-000000000000")  # an assignment id nobody holds
+
+# The callers, in the order of the matrix's columns.
+CALLERS = (
+    "none",  # no Authorization header
+    "wrong",  # a well-formed token that was never issued
+    "deact_agent",  # the token of a deactivated agent
+    "deact_super",  # the token of a deactivated supervisor
+    "agent",  # an active agent
+    "super",  # an active supervisor
+    "cron",  # the cron secret
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A valid, harmless request for one route (ids nobody holds, an empty queue, a dry run)."""
+
+    path: str
+    json: Any = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+# Expected status per route and caller. Columns, in the order of CALLERS:
+#   none  wrong  deactivated-agent  deactivated-supervisor  agent  supervisor  cron-secret
+# Domain statuses for the authorised callers come from harmless requests (CALLS below): an empty
+# queue (204), no current assignment (204), an assignment id nobody holds (404).
+MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
+    # Open: documentation and probes answer everyone, whatever the Authorization header says.
+    ("GET", "/openapi.json"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/docs"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/docs/oauth2-redirect"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/redoc"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/healthz"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/readyz"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/metrics"): (200, 200, 200, 200, 200, 200, 200),
+    # Cron: the secret and nothing else; an agent's or a supervisor's token is not the secret.
+    ("GET", POPULATE): (401, 401, 401, 401, 401, 401, 200),
+    ("POST", POPULATE): (401, 401, 401, 401, 401, 401, 200),
+    ("GET", "/api/cron/queue-level-check"): (401, 401, 401, 401, 401, 401, 200),
+    # Agents (a supervisor is an agent too); the cron secret is not an agent token.
+    ("GET", "/api/queues/stats"): (401, 401, 401, 401, 200, 200, 401),
+    ("POST", "/api/queues/{queue_type}/next-user"): (401, 401, 401, 401, 204, 204, 401),
+    ("GET", "/api/assignments/current"): (401, 401, 401, 401, 204, 204, 401),
+    ("POST", "/api/assignments/{assignment_id}/extend"): (401, 401, 401, 401, 404, 404, 401),
+    ("POST", "/api/assignments/{assignment_id}/release"): (401, 401, 401, 401, 404, 404, 401),
+    ("POST", "/api/assignments/{assignment_id}/complete"): (401, 401, 401, 401, 404, 404, 401),
+    # Supervisors only: agents get 403.
+    ("GET", "/api/admin/flags"): (401, 401, 401, 401, 403, 200, 401),
+    ("PUT", "/api/admin/flags"): (401, 401, 401, 401, 403, 200, 401),
+    ("POST", "/api/admin/assignments/{assignment_id}/release"): (401, 401, 401, 401, 403, 404, 401),
+    ("GET", "/api/assignments"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/queues/{queue_type}"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/population-runs"): (401, 401, 401, 401, 403, 200, 401),
+}
+
+# The request sent for each route: valid, and harmless (a dry run, nobody's assignment).
+CALLS: dict[tuple[str, str], Call] = {
+    ("GET", POPULATE): Call(POPULATE, params={"dry_run": "true"}),
+    ("POST", "/api/queues/{queue_type}/next-user"): Call("/api/queues/unsigned_users/next-user"),
+    ("POST", "/api/assignments/{assignment_id}/extend"): Call(f"/api/assignments/{NOBODY}/extend"),
+    ("POST", "/api/assignments/{assignment_id}/release"): Call(
+        f"/api/assignments/{NOBODY}/release", json={"requeue": True}
+    ),
+    ("POST", "/api/assignments/{assignment_id}/complete"): Call(
+        f"/api/assignments/{NOBODY}/complete", json={"outcome": "no_answer"}
+    ),
+    ("PUT", "/api/admin/flags"): Call("/api/admin/flags", json={"MIGRATION_MODE": "new-only"}),
+    ("POST", "/api/admin/assignments/{assignment_id}/release"): Call(
+        f"/api/admin/assignments/{NOBODY}/release", json={"reason": "matrix"}
+    ),
+    ("GET", "/api/queues/{queue_type}"): Call("/api/queues/unsigned_users"),
+}
+
+
+def call_for(route: tuple[str, str]) -> Call:
+    """The route's request: from CALLS, or the path itself for a route without parameters."""
+    if route in CALLS:
+        return CALLS[route]
+    assert "{" not in route[1], f"{route} needs an entry in CALLS"
+    return Call(route[1])
+
+
+assert all(len(row) == len(CALLERS) for row in MATRIX.values())
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path template) the app answers, included routers expanded. HEAD, which
+    Starlette adds beside GET, is the GET route."""
+    try:  # FastAPI >= 0.16x keeps included routers lazily; this expands them.
+        from fastapi.routing import iter_route_contexts
+
+        found = [(c.path, c.methods) for c in iter_route_contexts(app.routes)]
+    except ImportError:  # older FastAPI: app.routes is already flat
+        found = [(getattr(r, "path", None), getattr(r, "methods", None)) for r in app.routes]
+    routes: set[tuple[str, str]] = set()
+    for path, methods in found:
+        # A mount, a websocket or anything else without HTTP methods needs a decision too.
+        assert path and methods, f"route {path!r} has no HTTP methods: add it to the matrix"
+        for method in methods:
+            if method == "HEAD" and "GET" in methods:
+                continue
+            routes.add((method, path))
+    return routes
+
+
+@dataclass
+class Callers:
+    headers: dict[str, dict[str, str]]
+    tokens: dict[str, str]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def callers(client: TestClient, store_engine: Engine, cron_headers: dict[str, str]) -> Callers:
+    """One principal of each kind, and a successful population first, so the health check has
+    something to report (degraded: empty queues) instead of 'never populated'."""
+    with store_engine.begin() as conn:
+        tokens = {
+            "agent": create_agent(conn, "matrix-agent", "agent"),
+            "super": create_agent(conn, "matrix-super", "supervisor"),
+            "deact_agent": create_agent(conn, "matrix-gone-agent", "agent"),
+            "deact_super": create_agent(conn, "matrix-gone-super", "supervisor"),
+        }
+        deactivate_agent(conn, "matrix-gone-agent")
+        deactivate_agent(conn, "matrix-gone-super")
+    tokens["wrong"] = "cq_" + uuid.uuid4().hex + uuid.uuid4().hex
+    tokens["cron"] = CRON_SECRET
+    run = client.get(POPULATE, headers=cron_headers)
+    assert run.status_code == 200, run.text
+    headers = {name: bearer(token) for name, token in tokens.items()}
+    headers["none"] = {}
+    return Callers(headers, tokens)
+
+
+def test_the_matrix_covers_every_route(client: TestClient) -> None:
+    routes = app_routes(client.app)  # type: ignore[arg-type]
+    missing = sorted(routes - MATRIX.keys())
+    stale = sorted(MATRIX.keys() - routes) + sorted(CALLS.keys() - routes)
+    assert not missing, f"routes without an access-matrix row: {missing}"
+    assert not stale, f"matrix rows for routes that no longer exist: {stale}"
+
+
+@pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
+def test_access_matrix(client: TestClient, callers: Callers, route: tuple[str, str]) -> None:
+    method, _ = route
+    call = call_for(route)
+    observed: dict[str, int] = {}
+    for caller in CALLERS:
+        response = client.request(
+            method,
+            call.path,
+            headers=callers.headers[caller],
+            params=call.params,
+            json=call.json,
+        )
+        observed[caller] = response.status_code
+        if response.status_code >= 400:
+            body = response.json()
+            assert isinstance(body.get("error"), str), (caller, body)
+            assert isinstance(body.get("detail"), str), (caller, body)
+        if response.status_code == 401:
+            assert response.headers.get("www-authenticate") == "Bearer", caller
+        # A credential is never reflected back, whoever sends it.
+        for token in callers.tokens.values():
+            assert token not in response.text, caller
+    assert observed == dict(zip(CALLERS, MATRIX[route], strict=True))
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic " + CRON_SECRET,  # right secret, wrong scheme
+        "Bearer",  # scheme alone
+        "Bearer ",  # empty credentials
+        CRON_SECRET,  # no scheme
+        "Token " + CRON_SECRET,
+    ],
+)
+def test_malformed_authorization_headers_are_refused(
+    client: TestClient, callers: Callers, authorization: str
+) -> None:
+    for method, path in (("GET", "/api/cron/queue-level-check"), ("GET", "/api/admin/flags")):
+        response = client.request(method, path, headers={"Authorization": authorization})
+        assert response.status_code == 401, (path, response.text)
+        assert set(response.json()) == {"error", "detail"}
+
+
+def test_non_ascii_and_binary_tokens_are_refused_not_crashed(client: TestClient) -> None:
+    for raw in ("Bearer caf\u00e9".encode(), b"Bearer \xff\xfe\x00", b"Bearer " + b"A" * 8000):
+        for path in ("/api/assignments/current", "/api/cron/queue-level-check"):
+            response = client.get(path, headers={"Authorization": raw})  # type: ignore[dict-item]
+            assert response.status_code == 401, (path, raw[:20], response.text)
+
+
+# -- tokens at rest ---------------------------------------------------------------------------
+
+
+def test_tokens_are_stored_only_as_sha256_hashes(
+    client: TestClient,
+    store_engine: Engine,
+    callers: Callers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Use every token, so any table a request might write (ledger, audit, flags) gets its chance.
+    for name in ("agent", "super"):
+        got = client.get("/api/assignments/current", headers=callers.headers[name])
+        assert got.status_code == 204
+    put = client.put(
+        "/api/admin/flags", headers=callers.headers["super"], json={"MIGRATION_MODE": "dual"}
+    )
+    assert put.status_code == 200
+    assert (
+        client.get("/api/queues/stats", headers=callers.headers["deact_agent"]).status_code == 401
+    )
+
+    issued = {n: t for n, t in callers.tokens.items() if n not in ("wrong", "cron")}
+    with store_engine.connect() as conn:
+        hashes = {
+            name: token_hash
+            for name, token_hash in conn.execute(text("SELECT name, token_hash FROM agents"))
+        }
+        columns = conn.execute(
+            text(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position"
+            )
+        ).all()
+        assert len({t for t, _ in columns}) >= 10, columns  # the whole schema, not an empty one
+        leaks = []
+        for secret in [*issued.values(), CRON_SECRET]:
+            for table, column in columns:
+                hits = conn.execute(
+                    text(
+                        f'SELECT count(*) FROM "{table}"'
+                        f' WHERE strpos("{column}"::text, :secret) > 0'
+                        f' OR strpos("{column}"::text, :body) > 0'
+                    ),
+                    {"secret": secret, "body": secret.removeprefix("cq_")},
+                ).scalar_one()
+                if hits:
+                    leaks.append((table, column))
+
+    assert hashes == {
+        "matrix-agent": hashlib.sha256(issued["agent"].encode()).hexdigest(),
+        "matrix-super": hashlib.sha256(issued["super"].encode()).hexdigest(),
+        "matrix-gone-agent": hashlib.sha256(issued["deact_agent"].encode()).hexdigest(),
+        "matrix-gone-super": hashlib.sha256(issued["deact_super"].encode()).hexdigest(),
+    }
+    assert not leaks, f"a token or the cron secret is stored in plain text in {leaks}"
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    for secret in [*issued.values(), CRON_SECRET]:
+        assert secret not in logged
+
+
+# -- the cron secret --------------------------------------------------------------------------
+
+
+def _calls_in(func: Callable[..., Any]) -> list[str]:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            target = node.func
+            names.append(
+                target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
+            )
+    return names
+
+
+def test_the_cron_secret_is_compared_in_constant_time() -> None:
+    source = inspect.getsource(deps.require_cron_secret)
+    assert "compare_digest" in _calls_in(deps.require_cron_secret), source
+    assert deps.hmac.compare_digest is __import__("hmac").compare_digest
+    # No short-circuiting string comparison of the presented credential anywhere in the check.
+    tree = ast.parse(textwrap.dedent(source))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+        ):
+            pytest.fail(f"== / != in the cron secret check: {ast.unparse(node)}")
+
+
+@pytest.mark.parametrize(
+    "presented",
+    [
+        CRON_SECRET[:-1] + ("A" if CRON_SECRET[-1] != "A" else "B"),  # differs in the last char
+        "X" + CRON_SECRET[1:],  # differs in the first char
+        CRON_SECRET[:-1],  # a prefix
+        CRON_SECRET + "0",  # an extension
+        CRON_SECRET.upper(),
+        "",
+    ],
+    ids=["last-char", "first-char", "prefix", "extension", "upper", "empty"],
+)
+def test_a_near_miss_cron_secret_is_refused(client: TestClient, presented: str) -> None:
+    for method in ("GET", "POST"):
+        response = client.request(method, POPULATE, headers=bearer(presented))
+        assert response.status_code == 401, response.text
+        assert CRON_SECRET not in response.text
+    assert client.get("/api/cron/queue-level-check", headers=bearer(presented)).status_code == 401
+
+
+def test_without_a_configured_cron_secret_nobody_passes(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client(cron_secret="")
+    for token in (CRON_SECRET, "", "None", "null"):
+        assert client.post(POPULATE, headers=bearer(token)).status_code == 401
+
+
+# -- cross-origin -----------------------------------------------------------------------------
+
+
+def preflight(client: TestClient, origin: str, path: str = "/api/queues/stats") -> Any:
+    return client.options(
+        path,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+
+
+def test_no_cross_origin_access_by_default(client: TestClient, callers: Callers) -> None:
+    for path in ("/api/queues/stats", "/api/admin/flags", POPULATE):
+        answer = preflight(client, "https://evil.example", path)
+        assert "access-control-allow-origin" not in answer.headers, path
+        assert answer.status_code >= 400, path
+    simple = client.get(
+        "/api/queues/stats",
+        headers={"Origin": "https://evil.example", **callers.headers["agent"]},
+    )
+    assert simple.status_code == 200
+    assert "access-control-allow-origin" not in simple.headers
+    assert "access-control-allow-credentials" not in simple.headers
+
+
+def test_cross_origin_access_only_for_configured_origins(
+    make_client: Callable[..., TestClient], store_engine: Engine
+) -> None:
+    client = make_client(cors_origins="https://dash.example")
+    with store_engine.begin() as conn:
+        token = create_agent(conn, "cors-agent")
+
+    allowed = preflight(client, "https://dash.example")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
+    assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+
+    refused = preflight(client, "https://evil.example")
+    assert refused.status_code >= 400
+    assert "access-control-allow-origin" not in refused.headers
+    # Not a wildcard, and not a prefix or suffix match either.
+    for lookalike in ("https://dash.example.evil.example", "https://evil-dash.example", "null"):
+        assert "access-control-allow-origin" not in preflight(client, lookalike).headers
+
+    simple = client.get(
+        "/api/queues/stats", headers={"Origin": "https://dash.example", **bearer(token)}
+    )
+    assert simple.status_code == 200
+    assert simple.headers["access-control-allow-origin"] == "https://dash.example"
+    evil = client.get(
+        "/api/queues/stats", headers={"Origin": "https://evil.example", **bearer(token)}
+    )
+    assert "access-control-allow-origin" not in evil.headers
