@@ -489,7 +489,7 @@ BAD_BODIES: list[tuple[str, Any, str | None, str]] = [
         "unknown-field",
         lambda now: {"outcome": "no_answer", "priority": "vip"},
         "vip",
-        "priority",
+        "(unknown field)",  # the caller's field name is not echoed
     ),
 ] + [(f"callback-with-{o}", _cb(D, o), None, "callback_at") for o in REFUSES_CALLBACK]
 
