@@ -1,0 +1,1706 @@
+"""Claim benchmark (issue 3, "Performance"): 64 agents over HTTP against a real two-worker server.
+
+Run it from the repository root against the machine's PostgreSQL (py-spy is optional:
+``.venv/bin/pip install py-spy``; without it the profile section says so)::
+
+    .venv/bin/python -m bench.claims            # full run: 100,000 entries, about 4 minutes
+    .venv/bin/python -m bench.claims --quick    # 10,000 entries, 5 s per mode, about 1 minute
+    .venv/bin/python -m bench.claims --no-profile --keep   # skip py-spy, keep the databases
+
+What it does, in order:
+
+1. Builds two scratch databases on ``--server`` (default: the local server as ``postgres``): a
+   store ``cq_bench_claims_store`` migrated with Alembic and a replica ``cq_bench_claims_replica``
+   made with ``replica_metadata.create_all``. All rows come from server-side ``INSERT ... SELECT
+   FROM generate_series``: ``--entries`` x 1.02 users, each with one open claim, a pending
+   ``signature`` requirement and a phone number in 07700 900xxx; 99% have no signature (so they
+   classify ``unsigned_users``), 1% have one (reclassified away by the population). Every score
+   row says ``unsigned_users``, is active, due now and past the cooling period.
+2. Runs one population in this process (``Population.run`` with ``QUEUE_SIZE_LIMIT`` =
+   ``--entries``), creates 64 agents with ``create_agent``, then VACUUMs and checkpoints (the
+   server runs with autovacuum off).
+3. Starts ``uvicorn app.main:app --workers 2 --no-access-log --timeout-keep-alive 75`` on a free
+   port (validation on, scheduler off, ``LOG_LEVEL=WARNING``, ``PROMETHEUS_MULTIPROC_DIR`` in a
+   temporary directory) with ``--pool-size``/``--max-overflow`` (default 20 + 0 per worker) and
+   prints the connection budget and how the agents' connections fell on the workers.
+4. Drives 64 agents, one ``httpx.AsyncClient`` (one keep-alive connection) each, on uvloop; a
+   cycle is ``POST /api/queues/unsigned_users/next-user`` then ``POST
+   /api/assignments/{id}/complete`` with ``{"outcome": "no_answer"}``. Modes: a warm-up (one
+   cycle per agent, not counted); fixed rates of 10, 50 and 100 cycles/s (open loop, cycle k
+   starts at k / rate on agent k mod 64; cycles more than 1.25x the duration behind schedule are
+   not started); flat out; flat out again while py-spy (``--gil --subprocesses``) samples both
+   workers; the HTTP floor (``GET /healthz``, a sync route without I/O, from 64 agents and from
+   one); one agent alone (unloaded latency).
+5. Stops the server and replays the two routes' bodies in this process, one agent, without HTTP,
+   timing each step (wall and CPU) and counting statements, pool checkouts (each a pre-ping round
+   trip) and commits per step.
+6. Resets the queue (every entry back to ``pending``, ledger emptied, VACUUM) and runs the raw-SQL
+   baseline: the bare ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING id``
+   then ``UPDATE ... SET status = 'completed'`` from 64 psycopg connections (threads,
+   autocommit) flat out.
+
+Per mode it prints cycles, achieved cycles/s, next-user and complete latency p50/p95/p99/max (ms,
+at the load generator), non-2xx responses by status (with the first body of each), the mean
+latency split into the app's own timing (its middleware and ``ClaimService.next_user``, scraped
+from ``/metrics``) and the rest, CPU ms per cycle of the uvicorn workers, the PostgreSQL backends
+of the two databases, the load generator, py-spy and everything else on the machine, transactions
+per cycle, new server sessions and peak connections. Then duplicates seen from the agents' side (a
+user held by two agents at overlapping times, an assignment id handed out twice: must be 0) and
+the same check on the ledger; the server's log levels; the py-spy summary (steps of the cycle,
+named mechanisms, layers, top frames by own and cumulative time); the in-process step breakdown;
+the baseline; and a summary table with the targets (p99 under 100 ms at 50 cycles/s; flat out at
+least a tenth of the baseline, aim for a fifth) and the CPU-bound ceilings of both. The load
+average is printed at start and end: other work on the same machine skews every figure.
+
+The server (and py-spy) are stopped on exit, also on Ctrl-C. The databases are dropped at the end
+unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from alembic import command
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+
+DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+STORE_DB = "cq_bench_claims_store"
+REPLICA_DB = "cq_bench_claims_replica"
+QUEUE = "unsigned_users"
+TABLE = "unsigned_users_queue"
+CRON_SECRET = "bench-claims-cron-secret-0123456789abcdefXYZ"
+REPLICA_POOL = (5, 10)  # fixed in app/replica/reader.py: pool_size, max_overflow per engine
+KEEP_ALIVE_SECONDS = 75
+TARGET_P99_MS = 100.0
+TARGET_RATIO, AIM_RATIO = 0.10, 0.20
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# -- data -------------------------------------------------------------------------------------
+
+
+def h(seed: int, modulus: int) -> str:
+    """SQL for a deterministic pseudo-random integer in [0, modulus) derived from ``id``."""
+    return f"mod(mod(hashint8extended(id, {seed}), {modulus}) + {modulus}, {modulus})"
+
+
+# 1% of users (id % 100 = 0) have signed: they classify none and are not queued.
+USERS_SQL = f"""
+INSERT INTO users (id, is_enabled, current_signature_file_id, first_name, last_name,
+                   phone_number, email_address, status, created_at)
+SELECT id, true, CASE WHEN id % 100 = 0 THEN id * 10 + 7 END,
+       'First' || id, 'Last' || id, '07700 900' || lpad((id % 1000)::text, 3, '0'),
+       'user' || id || '@example.invalid', 'active',
+       now() - interval '30 days' - make_interval(mins => {h(1, 500000)}::int)
+  FROM generate_series(1, :m) AS id
+"""
+CLAIMS_SQL = """
+INSERT INTO claims (id, user_id, status, created_at)
+SELECT u.id, u.id, CASE WHEN u.id % 3 = 0 THEN 'OPEN' ELSE 'open' END,
+       u.created_at + interval '1 hour'
+  FROM users u
+"""
+REQUIREMENTS_SQL = """
+INSERT INTO claim_requirements (id, claim_id, type, status, claim_requirement_reason, created_at)
+SELECT c.id, c.id, 'signature', 'pending', NULL, c.created_at + interval '1 minute'
+  FROM claims c
+"""
+SCORES_SQL = f"""
+INSERT INTO user_call_scores (user_id, current_score, base_score, is_active, current_queue_type,
+                              total_attempts, created_at)
+SELECT id, floor(51 * power({h(2, 1000000)} / 1000000.0, 2))::int,
+       floor(51 * power({h(2, 1000000)} / 1000000.0, 2))::int,
+       true, 'unsigned_users', {h(3, 4)},
+       now() - interval '1 day' - make_interval(mins => {h(4, 100000)}::int)
+  FROM generate_series(1, :m) AS id
+"""
+RESET_SQL = f"""
+UPDATE {TABLE} SET status = 'pending', assigned_to_agent = NULL, assigned_at = NULL,
+       invalid_reason = NULL, updated_at = now()
+ WHERE status <> 'pending'
+"""
+BASELINE_CLAIM = f"""
+UPDATE {TABLE} SET status = 'assigned', assigned_to_agent = %(a)s, assigned_at = now()
+ WHERE id = (SELECT id FROM {TABLE} WHERE status = 'pending'
+              ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
+BASELINE_DONE = f"UPDATE {TABLE} SET status = 'completed' WHERE id = %(id)s"
+
+
+def db_url(server: str, name: str) -> str:
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL for psycopg itself (no SQLAlchemy driver suffix)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def admin(server: str, statements: list[str]) -> None:
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def recreate_database(server: str, name: str) -> str:
+    admin(server, [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'])
+    return db_url(server, name)
+
+
+def maintain(url: str, tables: str | None = None, *, checkpoint: bool = True) -> None:
+    """VACUUM (this server runs with autovacuum off) and CHECKPOINT, so each phase starts even."""
+    statements = [f"VACUUM (ANALYZE) {tables}" if tables else "VACUUM (ANALYZE)"]
+    if checkpoint:
+        statements.append("CHECKPOINT")
+    admin(url, statements)
+
+
+@contextlib.contextmanager
+def step(label: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    print(f"  {label} ...", end="", flush=True)
+    yield
+    print(f" {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def build(server: str, entries: int) -> tuple[str, str, int]:
+    from app.health import alembic_config
+    from app.replica.schema import replica_metadata
+
+    users = entries + entries // 50
+    print(f"Building {users:,} users and score rows ({STORE_DB}, {REPLICA_DB})")
+    store_url = recreate_database(server, STORE_DB)
+    replica_url = recreate_database(server, REPLICA_DB)
+    with step("alembic upgrade head"):
+        command.upgrade(alembic_config(store_url), "head")
+    replica = create_engine(replica_url)
+    replica_metadata.create_all(replica)
+    with replica.begin() as conn, step("replica users, claims, claim_requirements"):
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        conn.execute(text(USERS_SQL), {"m": users})
+        conn.execute(text(CLAIMS_SQL))
+        conn.execute(text(REQUIREMENTS_SQL))
+    replica.dispose()
+    store = create_engine(store_url)
+    with store.begin() as conn, step("store user_call_scores"):
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        conn.execute(text(SCORES_SQL), {"m": users})
+    store.dispose()
+    with step("VACUUM ANALYZE both"):
+        maintain(replica_url, checkpoint=False)
+        maintain(store_url, checkpoint=False)
+    return store_url, replica_url, users
+
+
+def populate(store_url: str, replica_url: str, entries: int) -> None:
+    from app.config import load_settings
+    from app.services import Services
+
+    settings = load_settings(
+        database_url=store_url,
+        replica_database_url=replica_url,
+        app_env="test",
+        queue_size_limit=entries,
+        log_level="WARNING",
+    )
+    services = Services.build(settings)
+    try:
+        t0 = time.perf_counter()
+        report = services.population().run(trigger="bench-claims")
+        seconds = time.perf_counter() - t0
+    finally:
+        services.dispose()
+    q = report.queues[QUEUE]  # type: ignore[index]
+    print(
+        f"  population (QUEUE_SIZE_LIMIT {entries:,}): {seconds:.1f} s, {q.status}, eligible"
+        f" {q.eligible:,}, invalid {q.invalid:,}, populated {q.populated:,}"
+    )
+    if not report.success or q.populated != entries:
+        raise SystemExit(f"population did not fill the queue: {report.as_dict()}")
+
+
+def create_agents(store_url: str, n: int) -> list[str]:
+    from app.agents import create_agent
+
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            return [create_agent(conn, f"bench-agent-{i:02d}") for i in range(n)]
+    finally:
+        engine.dispose()
+
+
+# -- CPU and connection accounting ------------------------------------------------------------
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def proc_children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def machine_busy() -> float:
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLK
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+class Accounting:
+    """CPU seconds of the workers, our databases' backends, this process and the machine."""
+
+    def __init__(self, monitor_url: str, dbs: tuple[str, ...]) -> None:
+        self.conn = psycopg.connect(libpq_url(monitor_url), autocommit=True)
+        self.dbs = list(dbs)
+        self.worker_pids: list[int] = []
+
+    def backends(self) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = ANY(%s) AND pid <> pg_backend_pid()",
+            (self.dbs,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def db_counters(self) -> dict[str, tuple[int, int]]:
+        self.conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = self.conn.execute(
+            "SELECT datname, sessions, xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = ANY(%s)",
+            (self.dbs,),
+        ).fetchall()
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def snapshot(self) -> dict[str, Any]:
+        backends = {pid: proc_cpu(pid) or 0.0 for pid in self.backends()}
+        return {
+            "t": time.perf_counter(),
+            "machine": machine_busy(),
+            "workers": [proc_cpu(p) or 0.0 for p in self.worker_pids],
+            "children": os.times().children_user + os.times().children_system,
+            "self": time.process_time(),
+            "backends": backends,
+            "db": self.db_counters(),
+        }
+
+    def delta(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        pg = sum(cpu - a["backends"].get(pid, 0.0) for pid, cpu in b["backends"].items())
+        out = {
+            "wall": b["t"] - a["t"],
+            "machine": b["machine"] - a["machine"],
+            "workers": sum(b["workers"]) - sum(a["workers"]),
+            "per_worker": [y - x for x, y in zip(a["workers"], b["workers"], strict=True)],
+            "pg": pg,
+            "loadgen": b["self"] - a["self"],
+            "profiler": b["children"] - a["children"],
+            "churned": len(set(a["backends"]) - set(b["backends"])),
+        }
+        out["other"] = out["machine"] - sum(
+            out[k] for k in ("workers", "pg", "loadgen", "profiler")
+        )
+        for db in self.dbs:
+            s0, x0 = a["db"].get(db, (0, 0))
+            s1, x1 = b["db"].get(db, (0, 0))
+            out[f"sessions:{db}"] = s1 - s0
+            out[f"xacts:{db}"] = x1 - x0
+        return out
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class ConnectionSampler:
+    """Peak server connections (all databases, and ours) sampled every 250 ms."""
+
+    def __init__(self, monitor_url: str, dbs: tuple[str, ...]) -> None:
+        self.url = libpq_url(monitor_url)
+        self.dbs = list(dbs)
+        self.peak_total = self.peak_ours = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.peak_total = self.peak_ours = 0
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                total, ours = conn.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE datname = ANY(%s))"
+                    " FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                    (self.dbs,),
+                ).fetchone()  # type: ignore[misc]
+                self.peak_total = max(self.peak_total, total)
+                self.peak_ours = max(self.peak_ours, ours)
+                self._stop.wait(0.25)
+
+    def stop(self) -> tuple[int, int]:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+        return self.peak_total, self.peak_ours
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int, workers: int, log: Path) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = log
+        self._log_file = log.open("w")
+        self.proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "uvicorn"),
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                # Longer than the agents' idle gaps at 10 cycles/s (6.4 s), as behind a load
+                # balancer: uvicorn's default of 5 s races the client's reuse of the connection.
+                "--timeout-keep-alive",
+                str(KEEP_ALIVE_SECONDS),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: we stop it, its workers and only it
+        )
+
+    def wait_ready(self, workers: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"uvicorn exited with status {self.proc.returncode}")
+            try:
+                ok = httpx.get(f"{self.base_url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok and len(self.workers()) >= workers:
+                time.sleep(1.0)  # let the second worker finish its start-up too
+                return
+            time.sleep(0.2)
+        raise SystemExit("the server did not become ready")
+
+    def workers(self) -> list[int]:
+        """The worker processes (not multiprocessing's resource tracker)."""
+        found = []
+        for pid in proc_children(self.proc.pid):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"spawn_main" in cmdline:
+                found.append(pid)
+        return found
+
+    def connections_per_worker(self) -> list[int]:
+        """Established client connections each worker holds on the listening port."""
+        inodes: set[str] = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    parts = line.split()
+                    if parts[3] == "01" and int(parts[1].rsplit(":", 1)[1], 16) == self.port:
+                        inodes.add(parts[9])
+        counts = []
+        for pid in self.workers():
+            n = 0
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd)
+                        n += target.startswith("socket:[") and target[8:-1] in inodes
+            counts.append(n)
+        return counts
+
+    def log_summary(self) -> list[str]:
+        """Counts of the server's log lines by level, and the first line of each kind."""
+        levels: Counter[str] = Counter()
+        first: dict[str, str] = {}
+        for line in self.log.read_text(errors="replace").splitlines():
+            m = re.search(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b\s+(\S+)\s+(\S+)", line)
+            if not m:
+                continue
+            levels[m.group(1)] += 1
+            first.setdefault(f"{m.group(1)} {m.group(2)} {m.group(3)}", line[:200])
+        if not levels:
+            return ["  server log: no warnings or errors"]
+        out = ["  server log: " + ", ".join(f"{k} {v}" for k, v in levels.most_common())]
+        out += [f"    e.g. {line}" for line in list(first.values())[:6]]
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self._log_file.close()
+
+
+def server_env(
+    store_url: str, replica_url: str, pool_size: int, max_overflow: int, prom_dir: str
+) -> dict[str, str]:
+    from app.config import Settings
+
+    ours = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ours}
+    env.update(
+        DATABASE_URL=store_url,
+        REPLICA_DATABASE_URL=replica_url,
+        CRON_SECRET=CRON_SECRET,
+        APP_ENV="test",
+        SCHEDULER_ENABLED="false",
+        LOG_LEVEL="WARNING",
+        DB_POOL_SIZE=str(pool_size),
+        DB_MAX_OVERFLOW=str(max_overflow),
+        PROMETHEUS_MULTIPROC_DIR=prom_dir,
+    )
+    return env
+
+
+# -- the agents -------------------------------------------------------------------------------
+
+
+@dataclass
+class Handout:
+    user_id: int
+    assignment_id: str
+    agent: int
+    received: float
+    released: float = float("inf")  # when the agent sent complete (inner bound of the hold)
+    resumed: bool = False
+
+
+@dataclass
+class ModeResult:
+    name: str
+    seconds: float
+    cycles: int = 0
+    next_ms: list[float] = field(default_factory=list)
+    complete_ms: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, str] = field(default_factory=dict)  # first error body per status
+    late: int = 0
+    dropped: int = 0
+    empty: int = 0
+    cpu: dict[str, Any] = field(default_factory=dict)
+    server: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric: (sum, count)
+    peak_connections: tuple[int, int] = (0, 0)
+
+    @property
+    def rate(self) -> float:
+        return self.cycles / self.seconds if self.seconds else 0.0
+
+    def non_2xx(self) -> str:
+        bad = {k: v for k, v in self.statuses.items() if not k.split()[-1].startswith("2")}
+        bad.update({f"transport {k}": v for k, v in self.errors.items()})
+        return ", ".join(f"{k}: {v}" for k, v in sorted(bad.items())) or "none"
+
+
+NEXT_ROUTE = "/api/queues/{queue_type}/next-user"
+COMPLETE_ROUTE = "/api/assignments/{assignment_id}/complete"
+
+
+def scrape(base_url: str) -> dict[str, tuple[float, float]]:
+    """Sums and counts of the server's own timings (all workers, PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = {
+        ("callqueue_http_request_duration_seconds", NEXT_ROUTE): "next-user route",
+        ("callqueue_http_request_duration_seconds", COMPLETE_ROUTE): "complete route",
+        ("callqueue_next_user_seconds", None): "ClaimService.next_user",
+    }
+    found: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    body = httpx.get(f"{base_url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if not sample.name.endswith(("_sum", "_count")):
+                continue
+            base = sample.name.rsplit("_", 1)[0]
+            key = wanted.get((base, sample.labels.get("route")))
+            if key is None:
+                continue
+            found[key][0 if sample.name.endswith("_sum") else 1] += sample.value
+    return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+def server_delta(
+    a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
+    return {k: (b[k][0] - a.get(k, (0, 0))[0], b[k][1] - a.get(k, (0, 0))[1]) for k in b}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+class LoadGenerator:
+    def __init__(self, base_url: str, tokens: list[str]) -> None:
+        # One client (one keep-alive connection) per agent, as 64 dashboards would have: a shared
+        # pool of 64 connections costs httpcore more CPU per request.
+        self.clients = [
+            httpx.AsyncClient(
+                base_url=base_url,
+                timeout=httpx.Timeout(60.0),
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                headers={"Authorization": f"Bearer {t}"},
+            )
+            for t in tokens
+        ]
+        self.agents = len(tokens)
+        self.handouts: list[Handout] = []
+        self.next_path = f"/api/queues/{QUEUE}/next-user"
+
+    async def cycle(self, agent: int, result: ModeResult, deadline: float | None = None) -> None:
+        client = self.clients[agent]
+        t0 = time.perf_counter()
+        try:
+            r = await client.post(self.next_path)
+        except httpx.HTTPError as exc:
+            result.errors[f"next-user {type(exc).__name__}"] += 1
+            return
+        t1 = time.perf_counter()
+        result.next_ms.append((t1 - t0) * 1000)
+        result.statuses[f"next-user {r.status_code}"] += 1
+        if r.status_code == 204:
+            result.empty += 1
+            return
+        if r.status_code != 200:
+            result.samples.setdefault(f"next-user {r.status_code}", r.text[:300])
+            return
+        body = r.json()
+        handout = Handout(body["user_id"], body["assignment_id"], agent, t1)
+        handout.resumed = bool(body["resumed"])
+        self.handouts.append(handout)
+        handout.released = t2 = time.perf_counter()
+        try:
+            r2 = await client.post(
+                f"/api/assignments/{body['assignment_id']}/complete",
+                json={"outcome": "no_answer"},
+            )
+        except httpx.HTTPError as exc:
+            handout.released = float("inf")
+            result.errors[f"complete {type(exc).__name__}"] += 1
+            return
+        t3 = time.perf_counter()
+        result.statuses[f"complete {r2.status_code}"] += 1
+        if r2.status_code != 200:
+            handout.released = float("inf")
+            result.samples.setdefault(f"complete {r2.status_code}", r2.text[:300])
+            return
+        result.complete_ms.append((t3 - t2) * 1000)
+        if deadline is None or t3 <= deadline:
+            result.cycles += 1
+
+    async def warm_up(self) -> None:
+        result = ModeResult("warm-up", 0)
+        await asyncio.gather(*(self.cycle(a, result) for a in range(self.agents)))
+        if result.cycles != self.agents:
+            raise SystemExit(f"warm-up failed: {dict(result.statuses)} {dict(result.errors)}")
+
+    async def fixed_rate(self, rate: float, seconds: float) -> ModeResult:
+        """Open loop: cycle k starts at t0 + k / rate on agent k mod 64 (late if it is busy)."""
+        result = ModeResult(f"{rate:g} cycles/s", seconds)
+        n, agents = int(rate * seconds), self.agents
+        t0 = time.perf_counter() + 0.05
+        plan: list[list[float]] = [[] for _ in range(agents)]
+        for k in range(n):
+            plan[k % agents].append(t0 + k / rate)
+
+        cutoff = t0 + seconds * 1.25  # a saturated server must not stretch the run for ever
+
+        async def agent_loop(agent: int) -> None:
+            for start in plan[agent]:
+                delay = start - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif time.perf_counter() > cutoff:
+                    result.dropped += 1
+                    continue
+                elif delay < -0.005:
+                    result.late += 1
+                await self.cycle(agent, result)
+
+        await asyncio.gather(*(agent_loop(a) for a in range(agents)))
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    async def flat_out(
+        self, seconds: float, during: Callable[[], Any] | None = None, name: str = "flat out"
+    ) -> ModeResult:
+        """Closed loop: every agent cycles back to back; cycles finished in the window count."""
+        result = ModeResult(name, seconds)
+        t0 = time.perf_counter()
+        deadline = t0 + seconds
+
+        async def agent_loop(agent: int) -> None:
+            while time.perf_counter() < deadline:
+                await self.cycle(agent, result, deadline)
+
+        tasks = [asyncio.create_task(agent_loop(a)) for a in range(self.agents)]
+        if during is not None:
+            await asyncio.to_thread(during)
+        await asyncio.gather(*tasks)
+        return result
+
+    async def bare_http(self, seconds: float, agents: int | None = None) -> ModeResult:
+        """The HTTP floor: GET /healthz (a sync route, no I/O) back to back from every agent."""
+        agents = agents or self.agents
+        result = ModeResult("GET /healthz" if agents > 1 else "healthz alone", seconds)
+        deadline = time.perf_counter() + seconds
+
+        async def agent_loop(agent: int) -> None:
+            client = self.clients[agent]
+            while True:
+                t0 = time.perf_counter()
+                r = await client.get("/healthz")
+                t1 = time.perf_counter()
+                if t1 > deadline:
+                    return
+                result.next_ms.append((t1 - t0) * 1000)
+                result.statuses[f"healthz {r.status_code}"] += 1
+                result.cycles += 1
+
+        await asyncio.gather(*(agent_loop(a) for a in range(agents)))
+        return result
+
+    async def sequential(self, cycles: int) -> ModeResult:
+        result = ModeResult("one agent alone", 0)
+        t0 = time.perf_counter()
+        for _ in range(cycles):
+            await self.cycle(0, result)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+def duplicates(handouts: list[Handout]) -> dict[str, int]:
+    by_user: dict[int, list[Handout]] = defaultdict(list)
+    by_assignment: Counter[str] = Counter()
+    for ho in handouts:
+        by_user[ho.user_id].append(ho)
+        by_assignment[ho.assignment_id] += 1
+    overlapping = 0
+    for hos in by_user.values():
+        for i, a in enumerate(hos):
+            for b in hos[i + 1 :]:
+                if a.agent != b.agent and a.received < b.released and b.received < a.released:
+                    overlapping += 1
+    return {
+        "handouts": len(handouts),
+        "users_held_by_two_agents_at_once": overlapping,
+        "users_handed_out_more_than_once": sum(1 for hos in by_user.values() if len(hos) > 1),
+        "assignment_ids_handed_out_twice": sum(1 for n in by_assignment.values() if n > 1),
+        "resumed_responses": sum(1 for ho in handouts if ho.resumed),
+    }
+
+
+def ledger_check(store_url: str) -> dict[str, int]:
+    with psycopg.connect(libpq_url(store_url), autocommit=True) as conn:
+        row = conn.execute(
+            f"""SELECT (SELECT count(*) FROM assignments),
+                      (SELECT count(*) FROM (SELECT user_id FROM assignments GROUP BY user_id
+                                             HAVING count(*) > 1) d),
+                      (SELECT count(*) FROM assignments WHERE status = 'active'),
+                      (SELECT count(*) FROM {TABLE} WHERE status = 'invalid'),
+                      (SELECT count(*) FROM {TABLE} WHERE status = 'pending')"""
+        ).fetchone()
+    assert row is not None
+    keys = ("ledger_rows", "users_in_two_ledger_rows", "still_active", "invalid", "pending")
+    return dict(zip(keys, (int(v) for v in row), strict=True))
+
+
+# -- py-spy -----------------------------------------------------------------------------------
+
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+# Innermost app frame decides the step; the route (next_user / complete) decides the side.
+STEP_MARKERS: list[tuple[str, str, str]] = [
+    ("app/replica/reader.py", "", "replica reads"),
+    ("app/replica/classification.py", "", "replica reads"),
+    ("app/queues/claims.py", "_insert_assignment", "ledger insert"),
+    ("app/queues/claims.py", "_score_problem", "score-row check"),
+    ("app/queues/claims.py", "_queue_attempt", "claim tx (lock, select, update, commit)"),
+    ("app/queues/claims.py", "_resume", "resume check"),
+    ("app/queues/leases.py", "", "lease sweep"),
+    ("app/queues/claims.py", "_next_user", "sweep tx begin/commit"),
+    ("app/queues/claims.py", "next_user", "claim metrics"),
+    ("app/queues/assignments.py", "_reclassification_facts", "complete: ledger lookup"),
+    ("app/queues/assignments.py", "_lock", "complete: lock entry + ledger"),
+    ("app/queues/assignments.py", "_apply", "complete: apply outcome"),
+    ("app/queues/assignments.py", "complete", "complete: tx begin/commit"),
+    ("app/queues/views.py", "", "assignment view"),
+    ("app/flags.py", "", "flags read"),
+    ("app/services.py", "flags", "flags read"),
+    ("app/agents.py", "", "auth"),
+    ("app/api/deps.py", "current_agent", "auth"),
+    ("app/main.py", "observe", "middleware (request id, metrics)"),
+]
+LAYERS = [
+    ("psycopg", "psycopg (driver)"),
+    ("sqlalchemy", "SQLAlchemy"),
+    ("prometheus_client", "prometheus_client"),
+    ("pydantic", "pydantic"),
+    ("fastapi", "FastAPI"),
+    ("starlette", "Starlette"),
+    ("uvicorn", "uvicorn"),
+    ("httptools", "uvicorn"),
+    ("anyio", "anyio threadpool"),
+    ("concurrent/futures", "threadpool"),
+    ("threading.py", "threadpool"),
+    ("asyncio", "asyncio"),
+    ("/logging/", "logging"),
+    ("json/", "json"),
+    ("/app/", "app code"),
+]
+
+
+def parse_frame(frame: str) -> tuple[str, str]:
+    m = FRAME.match(frame.strip())
+    if not m:
+        return frame.strip(), ""
+    return m.group("func"), m.group("file")
+
+
+def short(func: str, file: str) -> str:
+    path = file
+    for marker in ("site-packages/", "lib/python3.11/", str(ROOT) + "/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{func} ({path})"
+
+
+def classify_stack(frames: list[tuple[str, str]]) -> str:
+    route = ""
+    for func, file in frames:
+        if file.endswith("app/api/agents.py") and func in ("next_user", "complete"):
+            route = "next-user" if func == "next_user" else "complete"
+    for func, file in reversed(frames):
+        for suffix, name, label in STEP_MARKERS:
+            if file.endswith(suffix) and (not name or func == name):
+                if label.startswith("complete:") or not route:
+                    return label
+                return f"{route}: {label}"
+    for func, file in reversed(frames):
+        if file.endswith("app/api/agents.py"):
+            return f"{route or 'route'}: route body"
+        if "fastapi/routing.py" in file and func == "serialize_response":
+            return "response model validation + JSON"
+        if "fastapi/dependencies" in file or "fastapi/routing.py" in file:
+            return "FastAPI request handling (deps, body, response)"
+    return "HTTP server, ASGI, event loop, threadpool"
+
+
+def layer_of(file: str) -> str:
+    for marker, name in LAYERS:
+        if marker in file:
+            return name
+    return "other"
+
+
+# Mechanisms worth naming: label, substrings all required in the stack, substrings excluded.
+HOT_SPOTS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("threadpool dispatch on the event loop (run_in_threadpool)", ("run_in_threadpool",), ()),
+    (
+        "  of which for sync dependencies (get_services, current_agent, queue_type_path)",
+        ("run_in_threadpool", "solve_dependencies ("),
+        (),
+    ),
+    (
+        "  of which for the response-model validation hop (serialize_response)",
+        ("run_in_threadpool", "serialize_response ("),
+        (),
+    ),
+    (
+        "BaseHTTPMiddleware (app/main.py observe) outside the routed app",
+        ("starlette/middleware/base.py",),
+        ("starlette/routing.py",),
+    ),
+    ("FastAPI native telemetry check per request", ("NativeTelemetry.enabled",), ()),
+    ("pool pre-ping on checkout (do_ping)", ("do_ping (",), ()),
+    ("SQLAlchemy cache-key generation (Core select() per call)", ("_generate_cache_key",), ()),
+    ("prometheus_client (metrics)", ("prometheus_client/",), ()),
+]
+
+
+def summarise_pyspy(path: Path, top: int = 18) -> list[str]:
+    own: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    steps: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    hot: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        n = int(count_text)
+        parts = stack.split(";")
+        frames = [parse_frame(p) for p in parts]
+        frames = [f for f in frames if f[1]]  # drop process/thread headers
+        if not frames:
+            continue
+        total += n
+        leaf = frames[-1]
+        own[short(*leaf)] += n
+        layers[layer_of(leaf[1])] += n
+        for key in {short(func, file) for func, file in frames}:
+            cumulative[key] += n
+        steps[classify_stack(frames)] += n
+        for label, needles, excluded in HOT_SPOTS:
+            if all(needle in stack for needle in needles) and not any(x in stack for x in excluded):
+                hot[label] += n
+    if not total:
+        return ["  py-spy recorded no samples"]
+    out = [f"  {total:,} samples of GIL-holding Python threads in both workers"]
+    out.append("\n  by step of the cycle (innermost app frame; % of worker CPU samples)")
+    for name, n in steps.most_common():
+        out.append(f"    {100 * n / total:5.1f}%  {name}")
+    out.append("\n  named mechanisms (cumulative: samples with the frame anywhere in the stack)")
+    for label, _, _ in HOT_SPOTS:
+        out.append(f"    {100 * hot[label] / total:5.1f}%  {label}")
+    out.append("\n  by layer of the leaf frame")
+    for name, n in layers.most_common():
+        out.append(f"    {100 * n / total:5.1f}%  {name}")
+    out.append(f"\n  top {top} frames by own time")
+    for name, n in own.most_common(top):
+        out.append(f"    {100 * n / total:5.1f}%  {name}")
+    out.append(f"\n  top {top} frames by cumulative time (excluding the event loop's outer frames)")
+    shown = 0
+    for name, n in cumulative.most_common():
+        if n / total > 0.97:
+            continue
+        out.append(f"    {100 * n / total:5.1f}%  {name}")
+        shown += 1
+        if shown >= top:
+            break
+    return out
+
+
+def run_pyspy(server_pid: int, seconds: float, out: Path, started: list[int]) -> str | None:
+    exe = VENV_BIN / "py-spy"
+    if not exe.exists():
+        return "py-spy is not installed in the venv (.venv/bin/pip install py-spy)"
+    cmd = [
+        str(exe),
+        "record",
+        "--pid",
+        str(server_pid),
+        "--subprocesses",
+        "--gil",
+        "--nonblocking",
+        "--rate",
+        "200",
+        "--duration",
+        str(max(1, round(seconds))),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started.append(proc.pid)
+    _, err = proc.communicate()
+    started.remove(proc.pid)
+    if proc.returncode != 0 or not out.exists():
+        return f"py-spy failed ({proc.returncode}): {err.strip()[-300:]}"
+    return None
+
+
+# -- in-process step breakdown ----------------------------------------------------------------
+
+
+class StepProbe:
+    """Wall time per step (wrapped functions), and statements, checkouts, commits per step."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = ["(outside)"]
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.stmts: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
+        self.checkouts: Counter[tuple[str, str]] = Counter()
+        self.ends: Counter[tuple[str, str]] = Counter()
+        self.restore: list[tuple[Any, str, Any]] = []
+        self._t0: dict[int, float] = {}
+
+    @contextlib.contextmanager
+    def section(self, label: str) -> Iterator[None]:
+        self.stack.append(label)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            self.wall[label] += time.perf_counter() - t0
+            self.cpu[label] += time.thread_time() - c0
+            self.stack.pop()
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        import inspect
+
+        raw = inspect.getattr_static(owner, name)
+        is_static = isinstance(raw, staticmethod)
+        original = getattr(owner, name)
+        probe = self
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with probe.section(label):
+                return original(*args, **kwargs)
+
+        setattr(owner, name, staticmethod(wrapper) if is_static else wrapper)
+        self.restore.append((owner, name, raw))
+
+    def unwrap(self) -> None:
+        for owner, name, raw in reversed(self.restore):
+            setattr(owner, name, raw)
+        self.restore.clear()
+
+    def listen(self, engine: Engine, db: str) -> None:
+        @event.listens_for(engine, "before_cursor_execute")
+        def before(conn: Any, cursor: Any, statement: Any, *args: Any) -> None:
+            self._t0[id(cursor)] = time.perf_counter()
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def after(conn: Any, cursor: Any, statement: Any, *args: Any) -> None:
+            entry = self.stmts[(self.stack[-1], db)]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - self._t0.pop(id(cursor), time.perf_counter())
+
+        @event.listens_for(engine.pool, "checkout")
+        def checkout(*args: Any) -> None:
+            self.checkouts[(self.stack[-1], db)] += 1
+
+        @event.listens_for(engine, "commit")
+        def commit(*args: Any) -> None:
+            self.ends[(self.stack[-1], db)] += 1
+
+        @event.listens_for(engine, "rollback")
+        def rollback(*args: Any) -> None:
+            self.ends[(self.stack[-1], db)] += 1
+
+
+def in_process_breakdown(
+    store_url: str, replica_url: str, token: str, cycles: int
+) -> tuple[float, list[str]]:
+    """The HTTP routes' bodies replayed in this process, one agent, with every step timed."""
+    from pydantic import TypeAdapter
+
+    import app.api.agents as api_agents
+    import app.queues.claims as claims_module
+    from app.agents import authenticate
+    from app.api.schemas import AssignmentOut, CompletedOut
+    from app.config import load_settings
+    from app.queues.assignments import AssignmentService
+    from app.queues.claims import ClaimService
+    from app.queues.kinds import QueueType
+    from app.queues.outcomes import Outcome
+    from app.replica.reader import Replica
+    from app.services import Services
+
+    settings = load_settings(
+        database_url=store_url,
+        replica_database_url=replica_url,
+        app_env="test",
+        log_level="WARNING",
+    )
+    services = Services.build(settings)
+    probe = StepProbe()
+    probe.listen(services.engine, "store")
+    probe.listen(services.replica.engine, "replica")
+    out_adapter, done_adapter = TypeAdapter(AssignmentOut), TypeAdapter(CompletedOut)
+    wraps = [
+        (Services, "flags", "N flags read"),
+        (ClaimService, "next_user", "N claim: next_user total"),
+        (claims_module, "sweep_expired_leases", "N lease sweep (SELECT overdue)"),
+        (ClaimService, "_resume", "N resume check"),
+        (ClaimService, "_queue_attempt", "N claim tx"),
+        (Replica, "fetch_claim_facts", "N claim tx: replica facts + contact"),
+        (ClaimService, "_insert_assignment", "N claim tx: ledger insert + entry update"),
+        (AssignmentService, "complete", "C complete total"),
+        (AssignmentService, "_reclassification_facts", "C ledger lookup + replica classify"),
+        (Replica, "classify", "C replica classify"),
+        (AssignmentService, "_lock", "C lock entry + ledger row"),
+        (AssignmentService, "_apply", "C apply outcome (one statement)"),
+    ]
+    try:
+        with services.engine.connect() as conn:
+            agent = authenticate(conn, token)
+        # Warm the pools and the prepared-statement caches before timing.
+        for _ in range(20):
+            claimed = services.claims.next_user(agent, QueueType(QUEUE), services.flags())
+            assert claimed is not None
+            services.assignments.complete(
+                agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+            )
+        with services.engine.connect() as conn:
+            ping = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                conn.execute(text("SELECT 1"))
+                ping.append((time.perf_counter() - t0) * 1000)
+        for owner, name, label in wraps:
+            # The steps are the service's private methods: one that was merged or renamed is
+            # left out of the breakdown rather than failing the benchmark.
+            if hasattr(owner, name):
+                probe.wrap(owner, name, label)
+        probe.stmts.clear()
+        probe.checkouts.clear()
+        probe.ends.clear()
+        t_start, c_start = time.perf_counter(), time.thread_time()
+        for _ in range(cycles):
+            with probe.section("N next-user total"):
+                with (
+                    probe.section("N auth (checkout + SELECT agent)"),
+                    services.engine.connect() as conn,
+                ):
+                    agent = authenticate(conn, token)
+                flags = services.flags()
+                claimed = services.claims.next_user(agent, QueueType(QUEUE), flags)
+                assert claimed is not None
+                with probe.section("N assignment view"):
+                    view = api_agents.assignment_view(
+                        claimed.assignment, claimed.contact, resumed=claimed.resumed
+                    )
+                with probe.section("N response model + JSON"):
+                    json.dumps(
+                        out_adapter.dump_python(out_adapter.validate_python(view), mode="json")
+                    )
+            with probe.section("C complete route total"):
+                with (
+                    probe.section("C auth (checkout + SELECT agent)"),
+                    services.engine.connect() as conn,
+                ):
+                    agent = authenticate(conn, token)
+                done = services.assignments.complete(
+                    agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+                )
+                with probe.section("C assignment view"):
+                    body = {
+                        **api_agents.assignment_view(done.assignment, None),
+                        "score": done.score,
+                    }
+                with probe.section("C response model + JSON"):
+                    json.dumps(
+                        done_adapter.dump_python(done_adapter.validate_python(body), mode="json")
+                    )
+        elapsed = time.perf_counter() - t_start
+        cpu_elapsed = time.thread_time() - c_start
+    finally:
+        probe.unwrap()
+        services.dispose()
+
+    def ms(label: str) -> float:
+        return 1000 * probe.wall.get(label, 0.0) / cycles
+
+    def cpu_ms(label: str) -> float:
+        return 1000 * probe.cpu.get(label, 0.0) / cycles
+
+    def counts(label: str, db: str) -> tuple[float, float, float, float]:
+        n, secs = probe.stmts.get((label, db), [0, 0.0])
+        return (
+            n / cycles,
+            1000 * secs / cycles,
+            probe.checkouts.get((label, db), 0) / cycles,
+            probe.ends.get((label, db), 0) / cycles,
+        )
+
+    # Exclusive wall per label = inclusive minus the wrapped labels nested inside it.
+    nested = {
+        "N next-user total": [
+            "N auth (checkout + SELECT agent)",
+            "N flags read",
+            "N claim: next_user total",
+            "N assignment view",
+            "N response model + JSON",
+        ],
+        "N claim: next_user total": [
+            "N lease sweep (SELECT overdue)",
+            "N resume check",
+            "N claim tx",
+        ],
+        "N claim tx": [
+            "N claim tx: score-row check",
+            "N claim tx: replica facts + contact",
+            "N claim tx: ledger insert + entry update",
+        ],
+        "C complete route total": [
+            "C auth (checkout + SELECT agent)",
+            "C complete total",
+            "C assignment view",
+            "C response model + JSON",
+        ],
+        "C complete total": [
+            "C ledger lookup + replica classify",
+            "C lock entry + ledger row",
+            "C apply outcome (one statement)",
+        ],
+        "C ledger lookup + replica classify": ["C replica classify"],
+    }
+    rows: list[tuple[str, str]] = [
+        ("N next-user total", "next-user route body (no HTTP)"),
+        ("N auth (checkout + SELECT agent)", "  auth: checkout + pre-ping + SELECT agents"),
+        ("N flags read", "  flags: checkout + pre-ping + SELECT feature_flags"),
+        ("N claim: next_user total", "  ClaimService.next_user"),
+        ("N lease sweep (SELECT overdue)", "    lease sweep statement"),
+        ("N resume check", "    resume check (checkout + SELECT assignments)"),
+        ("N claim tx", "    claim transaction"),
+        ("N claim tx: score-row check", "      score-row check"),
+        ("N claim tx: replica facts + contact", "      replica reads (facts + contact)"),
+        ("N claim tx: ledger insert + entry update", "      ledger insert (SAVEPOINT, INSERT)"),
+        ("N assignment view", "  assignment view (dict)"),
+        ("N response model + JSON", "  response model validation + JSON"),
+        ("C complete route total", "complete route body (no HTTP)"),
+        ("C auth (checkout + SELECT agent)", "  auth: checkout + pre-ping + SELECT agents"),
+        ("C complete total", "  AssignmentService.complete"),
+        ("C ledger lookup + replica classify", "    ledger lookup (own connection)"),
+        ("C replica classify", "      replica classify (3 statements)"),
+        ("C lock entry + ledger row", "    lock entry + ledger row (3 SELECTs)"),
+        ("C apply outcome (one statement)", "    apply outcome (ledger, entry, score UPDATEs)"),
+        ("C assignment view", "  assignment view (dict)"),
+        ("C response model + JSON", "  response model validation + JSON"),
+    ]
+    out = [
+        f"  {cycles} cycles, one agent, sequential, in this process: {1000 * elapsed / cycles:.2f}"
+        f" ms per cycle ({1000 * cpu_elapsed / cycles:.2f} ms of it CPU in this process),"
+        f" {1000 * (elapsed - cpu_elapsed) / cycles:.2f} ms waiting (databases, other processes);"
+        f" a bare SELECT 1 round trip on the store: median"
+        f" {statistics.median(ping):.3f} ms",
+        "  ms: inclusive wall time per cycle; own: outside the nested rows (checkouts, BEGIN,"
+        " COMMIT, Python); CPU ms: this process's CPU (Python, SQLAlchemy, psycopg), inclusive;"
+        " statements (st), their ms, checkouts and commits are inclusive",
+        f"  {'step':<56}{'ms':>7}{'own ms':>8}{'CPU ms':>8}{'store st':>9}{'st ms':>7}"
+        f"{'replica st':>11}{'st ms':>7}{'checkouts':>10}{'commits':>8}",
+    ]
+
+    def subtree(label: str) -> list[str]:
+        return [label, *(d for child in nested.get(label, []) for d in subtree(child))]
+
+    def inclusive(label: str, db: str) -> tuple[float, ...]:
+        parts = [counts(lab, db) for lab in subtree(label)]
+        return tuple(sum(values) for values in zip(*parts, strict=True))
+
+    for label, title in rows:
+        own = ms(label) - sum(ms(child) for child in nested.get(label, []))
+        s_n, s_ms, s_co, s_end = inclusive(label, "store")
+        r_n, r_ms, r_co, _ = inclusive(label, "replica")
+        out.append(
+            f"  {title:<56}{ms(label):>7.2f}{own:>8.2f}{cpu_ms(label):>8.2f}{s_n:>9.1f}"
+            f"{s_ms:>7.2f}{r_n:>11.1f}"
+            f"{r_ms:>7.2f}{s_co + r_co:>10.1f}{s_end:>8.1f}"
+        )
+    total_stmts = sum(v[0] for (lab, db), v in probe.stmts.items() if db == "store") / cycles
+    total_rep = sum(v[0] for (lab, db), v in probe.stmts.items() if db == "replica") / cycles
+    total_co = sum(probe.checkouts.values()) / cycles
+    total_end = sum(n for (lab, db), n in probe.ends.items() if db == "store") / cycles
+    out.append(
+        f"  per cycle: {total_stmts:.1f} store statements, {total_rep:.1f} replica statements,"
+        f" {total_co:.1f} pool checkouts (each a pre-ping round trip), {total_end:.1f} store"
+        f" COMMIT/ROLLBACKs (each a round trip, plus a BEGIN before the first statement)"
+    )
+    return 1000 * elapsed / cycles, out
+
+
+# -- raw-SQL baseline -------------------------------------------------------------------------
+
+
+def baseline(
+    store_url: str, connections: int, seconds: float, snapshot: Callable[[], Any]
+) -> dict[str, Any]:
+    """Bare claim + complete from ``connections`` threads; ``snapshot`` is taken with every
+    connection open, right before and right after the timed window."""
+    url = libpq_url(store_url)
+    counts = [0] * connections
+    errors: Counter[str] = Counter()
+    stop = threading.Event()
+    ready = threading.Barrier(connections + 1)
+    loop_done = threading.Barrier(connections + 1)
+    release = threading.Event()
+    ran_dry: list[float] = []
+
+    def worker(i: int) -> None:
+        try:
+            conn = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            errors[type(exc).__name__] += 1
+            ready.abort()
+            return
+        with conn:
+            try:
+                ready.wait()
+            except threading.BrokenBarrierError:
+                return
+            try:
+                while not stop.is_set():
+                    try:
+                        row = conn.execute(BASELINE_CLAIM, {"a": i + 1}).fetchone()
+                        if row is None:
+                            ran_dry.append(time.perf_counter())
+                            stop.set()
+                            break
+                        conn.execute(BASELINE_DONE, {"id": row[0]})
+                    except psycopg.Error as exc:
+                        errors[type(exc).__name__] += 1
+                        continue
+                    if not stop.is_set():
+                        counts[i] += 1
+            finally:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    loop_done.wait(60)
+                release.wait(60)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(connections)]
+    for t in threads:
+        t.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        stop.set()
+        for t in threads:
+            t.join()
+        return {"error": f"could not open {connections} connections: {dict(errors)}"}
+    before = snapshot()
+    t0 = time.perf_counter()
+    stop.wait(seconds)
+    stop.set()
+    t1 = min([time.perf_counter(), *ran_dry])
+    with contextlib.suppress(threading.BrokenBarrierError):
+        loop_done.wait(60)
+    after = snapshot()
+    release.set()
+    for t in threads:
+        t.join()
+    total = sum(counts)
+    return {
+        "cycles": total,
+        "seconds": t1 - t0,
+        "rate": total / (t1 - t0),
+        "errors": dict(errors),
+        "ran_dry": bool(ran_dry),
+        "before": before,
+        "after": after,
+    }
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def cpu_line(cpu: dict[str, Any], cycles: int) -> str:
+    if not cpu or not cycles:
+        return ""
+    wall = cpu["wall"]
+
+    def part(key: str) -> str:
+        return f"{key} {1000 * cpu[key] / cycles:.2f} ms ({100 * cpu[key] / (2 * wall):.0f}%)"
+
+    keys = ["workers", "pg", "loadgen", "profiler", "other"]
+    keys = [k for k in keys if k != "profiler" or cpu["profiler"] > 0]
+    busy = 100 * cpu["machine"] / ((os.cpu_count() or 2) * wall)
+    split = " + ".join(f"{1000 * w / cycles:.2f}" for w in cpu.get("per_worker", []))
+    return (
+        f"CPU per cycle: {', '.join(part(k) for k in keys)}; machine busy {busy:.0f}%"
+        f" of {os.cpu_count()} CPUs" + (f"; per uvicorn process {split} ms" if split else "")
+    )
+
+
+def print_mode(result: ModeResult, dbs: tuple[str, str]) -> None:
+    print(
+        f"  {result.name}: {result.cycles:,} cycles in {result.seconds:.1f} s ="
+        f" {result.rate:.1f} cycles/s; next-user p50 {pct(result.next_ms, 50):.1f}"
+        f" p95 {pct(result.next_ms, 95):.1f} p99 {pct(result.next_ms, 99):.1f}"
+        f" max {max(result.next_ms, default=float('nan')):.1f} ms; complete p50"
+        f" {pct(result.complete_ms, 50):.1f} p99 {pct(result.complete_ms, 99):.1f} ms"
+    )
+    extras = [f"non-2xx: {result.non_2xx()}"]
+    for status, sample in result.samples.items():
+        extras.append(f"first {status} body: {sample}")
+    if result.late:
+        extras.append(f"late starts (agent still busy): {result.late}")
+    if result.dropped:
+        extras.append(f"not started (over 1.25x the duration behind schedule): {result.dropped}")
+    if result.empty:
+        extras.append(f"204 empty: {result.empty}")
+    print("    " + "; ".join(extras))
+    server = result.server
+    if server.get("next-user route", (0, 0))[1]:
+
+        def mean(key: str) -> float:
+            total, n = server.get(key, (0.0, 0.0))
+            return 1000 * total / n if n else float("nan")
+
+        nu_client = statistics.fmean(result.next_ms) if result.next_ms else float("nan")
+        cp_client = statistics.fmean(result.complete_ms) if result.complete_ms else float("nan")
+        nu_route, cp_route = mean("next-user route"), mean("complete route")
+        print(
+            f"    means (ms): next-user at the client {nu_client:.1f} = in the app's middleware"
+            f" {nu_route:.1f} (ClaimService.next_user {mean('ClaimService.next_user'):.1f},"
+            f" the rest: auth, flags, threadpool hops, serialisation) + outside it (uvicorn,"
+            f" event loop, network, httpx) {nu_client - nu_route:.1f}; complete at the client"
+            f" {cp_client:.1f} = middleware {cp_route:.1f} + outside {cp_client - cp_route:.1f}"
+        )
+    if result.cpu:
+        cpu = result.cpu
+        print("    " + cpu_line(cpu, result.cycles))
+        store, replica = dbs
+        per = max(result.cycles, 1)
+        print(
+            f"    transactions per cycle: store {cpu[f'xacts:{store}'] / per:.1f}, replica"
+            f" {cpu[f'xacts:{replica}'] / per:.1f}; new server sessions: store"
+            f" {cpu[f'sessions:{store}']}, replica {cpu[f'sessions:{replica}']}; peak connections"
+            f" {result.peak_connections[1]} ours / {result.peak_connections[0]} on the server"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="admin URL of the PostgreSQL")
+    parser.add_argument("--quick", action="store_true", help="10,000 entries, 5 s per mode")
+    parser.add_argument("--entries", type=int, default=None, help="queue size (100,000)")
+    parser.add_argument("--agents", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pool-size", type=int, default=20, help="DB_POOL_SIZE per worker")
+    parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
+    parser.add_argument("--rates", default="10,50,100", help="fixed rates, cycles/s")
+    parser.add_argument("--rate-seconds", type=float, default=None, help="per rate (20)")
+    parser.add_argument("--flat-seconds", type=float, default=None, help="flat out (30)")
+    parser.add_argument("--baseline-seconds", type=float, default=None, help="baseline (20)")
+    parser.add_argument("--profile-seconds", type=float, default=None, help="py-spy (10)")
+    parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    entries = args.entries or (10_000 if quick else 100_000)
+    rate_seconds = args.rate_seconds or (5.0 if quick else 20.0)
+    flat_seconds = args.flat_seconds or (5.0 if quick else 30.0)
+    baseline_seconds = args.baseline_seconds or (3.0 if quick else 20.0)
+    profile_seconds = args.profile_seconds or (3.0 if quick else 10.0)
+    bare_seconds = 3.0 if quick else 8.0
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    sequential_cycles = 100 if quick else 200
+    inproc_cycles = 100 if quick else 300
+    dbs = (STORE_DB, REPLICA_DB)
+
+    started = time.perf_counter()
+    load_start = load_average()
+    print(f"Load average at start: {load_start} ({os.cpu_count()} CPUs)")
+    store_url, replica_url, n_users = build(args.server, entries)
+    populate(store_url, replica_url, entries)
+    tokens = create_agents(store_url, args.agents)
+    maintain(store_url)
+
+    store_max = args.workers * (args.pool_size + args.max_overflow)
+    replica_max = args.workers * sum(REPLICA_POOL)
+    print(
+        f"Pools: store DB_POOL_SIZE={args.pool_size} DB_MAX_OVERFLOW={args.max_overflow} per worker"
+        f" x {args.workers} workers = {store_max}; replica pool_size={REPLICA_POOL[0]}"
+        f" max_overflow={REPLICA_POOL[1]} per worker (fixed in app/replica/reader.py) x"
+        f" {args.workers} = {replica_max}; load generator 2 (monitoring); at most"
+        f" {store_max + replica_max + 2} of max_connections 100 (the baseline's {args.agents}"
+        " run after the server has stopped)"
+    )
+
+    server: Server | None = None
+    spy_pids: list[int] = []
+    prom_dir = tempfile.mkdtemp(prefix="cq-bench-prom-")
+
+    def cleanup() -> None:
+        for pid in list(spy_pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(prom_dir, ignore_errors=True)
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    accounting = Accounting(args.server, dbs)
+    sampler = ConnectionSampler(args.server, dbs)
+    results: list[ModeResult] = []
+    profile_lines: list[str] = []
+    runner = asyncio.Runner(loop_factory=_loop_factory())
+    try:
+        env = server_env(store_url, replica_url, args.pool_size, args.max_overflow, prom_dir)
+        port = free_port()
+        server = Server(env, port, args.workers, Path(prom_dir) / "uvicorn.log")
+        server.wait_ready(args.workers)
+        accounting.worker_pids = server.workers()
+        print(
+            f"Server: uvicorn app.main:app --workers {args.workers} --no-access-log"
+            f" --timeout-keep-alive {KEEP_ALIVE_SECONDS} on port {port} (pids"
+            f" {server.proc.pid} -> {', '.join(map(str, server.workers()))}), validation on,"
+            f" LEASE_SECONDS default, {args.agents} agents"
+        )
+        gen = LoadGenerator(server.base_url, tokens)
+        runner.run(gen.warm_up())
+        print(
+            f"  client connections per worker after the warm-up: {server.connections_per_worker()}"
+            " (each agent keeps one keep-alive connection; the kernel picks the worker)"
+        )
+
+        def measured(run: Callable[[], Any]) -> ModeResult:
+            assert server is not None
+            timings = scrape(server.base_url)
+            sampler.start()
+            before = accounting.snapshot()
+            result: ModeResult = runner.run(run())
+            after = accounting.snapshot()
+            result.peak_connections = sampler.stop()
+            result.cpu = accounting.delta(before, after)
+            result.server = server_delta(timings, scrape(server.base_url))
+            print_mode(result, dbs)
+            results.append(result)
+            return result
+
+        print(f"\nFixed rates ({rate_seconds:g} s each, open loop over {args.agents} agents)")
+        for rate in rates:
+            measured(lambda rate=rate: gen.fixed_rate(rate, rate_seconds))  # type: ignore[misc]
+
+        print(f"\nFlat out ({flat_seconds:g} s, {args.agents} agents back to back)")
+        flat = measured(lambda: gen.flat_out(flat_seconds))
+
+        if not args.no_profile:
+            spy_out = Path(prom_dir) / "pyspy.txt"
+            spy_error: list[str] = []
+            lead = 1.0
+
+            def profile() -> None:
+                time.sleep(lead)
+                assert server is not None
+                error = run_pyspy(server.proc.pid, profile_seconds, spy_out, spy_pids)
+                if error:
+                    spy_error.append(error)
+
+            print(f"\nFlat out again, under py-spy ({profile_seconds:g} s of sampling)")
+            measured(lambda: gen.flat_out(profile_seconds + 2 * lead, profile, "flat, profiled"))
+            profile_lines = spy_error or summarise_pyspy(spy_out)
+
+        print(
+            f"\nThe HTTP floor: GET /healthz (sync route, no I/O), {args.agents} agents back to"
+            f" back for {bare_seconds:g} s, then one client alone (each row: requests, not cycles)"
+        )
+        measured(lambda: gen.bare_http(bare_seconds))
+        measured(lambda: gen.bare_http(bare_seconds / 2, agents=1))
+
+        print(f"\nOne agent alone over HTTP ({sequential_cycles} cycles, unloaded)")
+        timings = scrape(server.base_url)
+        alone = runner.run(gen.sequential(sequential_cycles))
+        alone.server = server_delta(timings, scrape(server.base_url))
+        print_mode(alone, dbs)
+        runner.run(gen.close())
+        handouts = list(gen.handouts)
+        server.stop()
+        log_lines = server.log_summary()
+        server = None
+    finally:
+        with contextlib.suppress(Exception):
+            runner.close()
+        cleanup()
+        server = None
+
+    print("\n".join(log_lines))
+    dup = duplicates(handouts)
+    ledger = ledger_check(store_url)
+    print("\nDuplicates seen by the agents (all modes):")
+    print("  " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in dup.items()))
+    print("  ledger: " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in ledger.items()))
+
+    if profile_lines:
+        print(f"\npy-spy, both workers, {profile_seconds:g} s during the flat-out run")
+        print("\n".join(profile_lines))
+
+    print("\nWhere one cycle's time goes (in-process replay of the route bodies, no HTTP)")
+    inproc_ms, breakdown = in_process_breakdown(store_url, replica_url, tokens[0], inproc_cycles)
+    print("\n".join(breakdown))
+    http_ms = 1000 * alone.seconds / max(alone.cycles, 1)
+    print(
+        f"  one agent over HTTP: {http_ms:.2f} ms per cycle; in process {inproc_ms:.2f} ms:"
+        f" HTTP + uvicorn + FastAPI + threadpool + client add {http_ms - inproc_ms:.2f} ms"
+        " per cycle (two requests)"
+    )
+
+    print(f"\nRaw-SQL baseline ({args.agents} psycopg connections, autocommit, flat out)")
+    with step("reset the queue (entries back to pending, ledger emptied, VACUUM, CHECKPOINT)"):
+        admin(store_url, [RESET_SQL, "DELETE FROM assignments", "DELETE FROM entry_invalidations"])
+        maintain(store_url, f"{TABLE}, assignments, entry_invalidations")
+    sampler.start()
+    accounting.worker_pids = []
+    base = baseline(store_url, args.agents, baseline_seconds, accounting.snapshot)
+    base_peak = sampler.stop()
+    if "error" in base:
+        print(f"  baseline failed: {base['error']}")
+        base_rate = float("nan")
+    else:
+        base_rate = base["rate"]
+        cpu = base_cpu = accounting.delta(base["before"], base["after"])
+        print(
+            f"  {base['cycles']:,} cycles in {base['seconds']:.1f} s = {base_rate:.0f} cycles/s;"
+            f" errors: {base['errors'] or 'none'}"
+            + ("; the queue ran dry (rate over the time until then)" if base["ran_dry"] else "")
+        )
+        print("    " + cpu_line(cpu, base["cycles"]))
+        print(f"    peak connections {base_peak[1]} ours / {base_peak[0]} on the server")
+
+    accounting.close()
+    shutil.rmtree(prom_dir, ignore_errors=True)
+    if not args.keep:
+        admin(
+            args.server,
+            [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in dbs],
+        )
+
+    by_name = {r.name: r for r in results}
+    at50 = by_name.get("50 cycles/s")
+    ratio = flat.rate / base_rate if base_rate == base_rate and base_rate else float("nan")
+    print("\n" + "=" * 100)
+    print(
+        f"SUMMARY  queue {entries:,} entries ({n_users:,} users), {args.agents} agents, uvicorn"
+        f" x{args.workers}, store pool {args.pool_size}+{args.max_overflow}/worker, replica pool"
+        f" {REPLICA_POOL[0]}+{REPLICA_POOL[1]}/worker, validation on"
+    )
+    print(f"load average: start {load_start}, end {load_average()} ({os.cpu_count()} CPUs)")
+    header = (
+        f"{'mode':<16}{'cycles':>8}{'cycles/s':>10}{'nu p50':>8}{'p95':>8}{'p99':>8}{'max':>8}"
+        f"{'cp p50':>8}{'cp p99':>8}  {'CPU ms/cycle w/pg/gen':<22}non-2xx"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in [*results, alone]:
+        cpu = r.cpu
+        cpu_text = (
+            f"{1000 * cpu['workers'] / r.cycles:.1f}/{1000 * cpu['pg'] / r.cycles:.1f}"
+            f"/{1000 * cpu['loadgen'] / r.cycles:.1f}"
+            if cpu and r.cycles
+            else "-"
+        )
+        print(
+            f"{r.name:<16}{r.cycles:>8,}{r.rate:>10.1f}{pct(r.next_ms, 50):>8.1f}"
+            f"{pct(r.next_ms, 95):>8.1f}{pct(r.next_ms, 99):>8.1f}"
+            f"{max(r.next_ms, default=float('nan')):>8.1f}{pct(r.complete_ms, 50):>8.1f}"
+            f"{pct(r.complete_ms, 99):>8.1f}  {cpu_text:<22}{r.non_2xx()}"
+        )
+    if "error" not in base:
+        print(f"{'raw baseline':<16}{base['cycles']:>8,}{base_rate:>10.1f}")
+    print("-" * len(header))
+    print("latencies in ms (nu = next-user, cp = complete), measured by the load generator")
+    dup_total = (
+        dup["users_held_by_two_agents_at_once"]
+        + dup["assignment_ids_handed_out_twice"]
+        + ledger["users_in_two_ledger_rows"]
+    )
+    print(
+        f"duplicates (agents' side + ledger): {dup_total} ({'OK' if dup_total == 0 else 'FAILED'})"
+    )
+    if at50:
+        p99 = pct(at50.next_ms, 99)
+        print(
+            f"p99 next-user at 50 cycles/s: {p99:.1f} ms, target < {TARGET_P99_MS:.0f} ms:"
+            f" {'met' if p99 < TARGET_P99_MS else 'MISSED'}"
+        )
+    verdict = "MISSED"
+    if ratio >= AIM_RATIO:
+        verdict = "met, and the aim of a fifth too"
+    elif ratio >= TARGET_RATIO:
+        verdict = "met (aim of a fifth missed)"
+    print(
+        f"flat out {flat.rate:.1f} cycles/s vs raw baseline {base_rate:.0f} cycles/s: ratio"
+        f" {ratio:.3f} (target >= {TARGET_RATIO}, aim {AIM_RATIO}): {verdict}"
+    )
+    if flat.cpu and flat.cycles and "error" not in base and base["cycles"]:
+        cores = os.cpu_count() or 2
+        f_ms = 1000 * (flat.cpu["workers"] + flat.cpu["pg"] + flat.cpu["loadgen"]) / flat.cycles
+        b_ms = 1000 * (base_cpu["pg"] + base_cpu["loadgen"]) / base["cycles"]
+        print(
+            f"CPU-bound ceilings if nothing else ran on the {cores} CPUs ({cores}000 ms / CPU ms"
+            f" per cycle): service {1000 * cores / f_ms:.0f} cycles/s ({f_ms:.1f} ms: workers"
+            f" {1000 * flat.cpu['workers'] / flat.cycles:.1f} + PostgreSQL"
+            f" {1000 * flat.cpu['pg'] / flat.cycles:.1f} + load generator"
+            f" {1000 * flat.cpu['loadgen'] / flat.cycles:.1f}), baseline"
+            f" {1000 * cores / b_ms:.0f} cycles/s ({b_ms:.2f} ms); ratio of ceilings"
+            f" {b_ms / f_ms:.3f}"
+        )
+    print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
