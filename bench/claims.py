@@ -92,7 +92,6 @@ REPLICA_DB = "cq_bench_claims_replica"
 QUEUE = "unsigned_users"
 TABLE = "unsigned_users_queue"
 CRON_SECRET = "bench-claims-cron-secret-0123456789abcdefXYZ"
-REPLICA_POOL = (5, 10)  # fixed in app/replica/reader.py: pool_size, max_overflow per engine
 KEEP_ALIVE_SECONDS = 75
 TARGET_P99_MS = 100.0
 TARGET_RATIO, AIM_RATIO = 0.10, 0.20
@@ -1460,12 +1459,12 @@ def main(argv: list[str] | None = None) -> int:
     maintain(store_url)
 
     store_max = args.workers * (args.pool_size + args.max_overflow)
-    replica_max = args.workers * sum(REPLICA_POOL)
+    # The replica pool is sized from the same settings as the store's (app/replica/reader.py).
+    replica_max = store_max
     print(
         f"Pools: store DB_POOL_SIZE={args.pool_size} DB_MAX_OVERFLOW={args.max_overflow} per worker"
-        f" x {args.workers} workers = {store_max}; replica pool_size={REPLICA_POOL[0]}"
-        f" max_overflow={REPLICA_POOL[1]} per worker (fixed in app/replica/reader.py) x"
-        f" {args.workers} = {replica_max}; load generator 2 (monitoring); at most"
+        f" x {args.workers} workers = {store_max}; replica the same, {replica_max};"
+        f" load generator 2 (monitoring); at most"
         f" {store_max + replica_max + 2} of max_connections 100 (the baseline's {args.agents}"
         " run after the server has stopped)"
     )
@@ -1627,7 +1626,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"SUMMARY  queue {entries:,} entries ({n_users:,} users), {args.agents} agents, uvicorn"
         f" x{args.workers}, store pool {args.pool_size}+{args.max_overflow}/worker, replica pool"
-        f" {REPLICA_POOL[0]}+{REPLICA_POOL[1]}/worker, validation on"
+        f" {args.pool_size}+{args.max_overflow}/worker, validation on"
     )
     print(f"load average: start {load_start}, end {load_average()} ({os.cpu_count()} CPUs)")
     header = (
