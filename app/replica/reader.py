@@ -126,6 +126,8 @@ def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
 
 def _utc(value: datetime) -> datetime:
     # MySQL DATETIME comes back naive; the platform stores UTC.
+    if value.tzinfo is UTC:  # the usual case: replica sessions run in UTC
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -247,25 +249,6 @@ class Replica:
         facts, found = self._read("facts", work)
         if contacts is not None:
             contacts.update(found)
-        return facts
-        user_q = _USERS_WITH_CONTACTS if contacts is not None else _USERS
-        try:
-            with self.engine.connect() as conn:
-                params = {"ids": ids}
-                for uid, enabled, sig, created, *contact in conn.execute(user_q, params):
-                    facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
-                    if contacts is not None:
-                        contacts[uid] = Contact(*contact)
-                for cid, uid, status, created in conn.execute(_CLAIMS, params):
-                    facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
-                for rid, cid, uid, rtype, status, reason, created in conn.execute(
-                    _REQUIREMENTS, params
-                ):
-                    facts[uid].requirements.append(
-                        ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
-                    )
-        except DBAPIError as exc:
-            raise _unavailable(exc, "facts") from exc
         return facts
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
