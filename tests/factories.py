@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, insert, text
 
+from app.agents import create_agent
 from app.replica.schema import claim_requirements, claims, users
 
 _ids = itertools.count(1_000_000)
@@ -131,3 +133,21 @@ def add_scores(engine: Engine, rows: Iterable[dict[str, Any]]) -> None:
             ),
             payload,
         )
+
+
+@dataclass
+class Agent:
+    """An agent made for a test, with the headers its dashboard would send."""
+
+    name: str
+    id: int
+    auth: dict[str, str]
+
+
+def new_agent(store: Engine, name: str, role: str = "agent") -> Agent:
+    with store.begin() as conn:
+        token = create_agent(conn, name, role)
+        agent_id = conn.execute(
+            text("SELECT id FROM agents WHERE name = :n"), {"n": name}
+        ).scalar_one()
+    return Agent(name, int(agent_id), {"Authorization": f"Bearer {token}"})

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import create_agent, deactivate_agent
+from app.agents import deactivate_agent
 from tests.conftest import CRON_SECRET
-from tests.factories import Replica, add_scores
+from tests.factories import Agent, Replica, add_scores, new_agent
 
 UNSIGNED = "unsigned_users"
 OUTSTANDING = "outstanding_requests"
@@ -34,22 +33,6 @@ DEFAULT_FLAGS = {
     "serving_mode": "queues",
 }
 PERSONAL = ("phone_number", "email_address", "first_name", "last_name", "notes", "user")
-
-
-@dataclass
-class Agent:
-    name: str
-    id: int
-    auth: dict[str, str]
-
-
-def new_agent(store: Engine, name: str, role: str = "agent") -> Agent:
-    with store.begin() as conn:
-        token = create_agent(conn, name, role)
-        agent_id = conn.execute(
-            text("SELECT id FROM agents WHERE name = :n"), {"n": name}
-        ).scalar_one()
-    return Agent(name, int(agent_id), {"Authorization": f"Bearer {token}"})
 
 
 def book(

@@ -9,37 +9,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import AgentIdentity, create_agent
+from app.agents import AgentIdentity
 from app.queues.leases import sweep_expired_leases
 from app.services import Services
-from tests.factories import Replica, add_scores
+from tests.factories import Agent, Replica, add_scores, new_agent
 
 UNSIGNED = "unsigned_users"
 POPULATE = "/api/cron/populate-separated-queues"
 NEXT = f"/api/queues/{UNSIGNED}/next-user"
-
-
-@dataclass
-class Agent:
-    name: str
-    id: int
-    auth: dict[str, str]
-
-
-def new_agent(store: Engine, name: str, role: str = "agent") -> Agent:
-    with store.begin() as conn:
-        token = create_agent(conn, name, role)
-        agent_id = conn.execute(
-            text("SELECT id FROM agents WHERE name = :n"), {"n": name}
-        ).scalar_one()
-    return Agent(name, int(agent_id), {"Authorization": f"Bearer {token}"})
 
 
 def book(
