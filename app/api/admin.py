@@ -10,7 +10,15 @@ from pydantic import AwareDatetime
 
 from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
-from app.api.schemas import AssignmentOut, FlagsIn, FlagsOut, LedgerPage, ReleaseIn
+from app.api.schemas import (
+    AssignmentOut,
+    EntryPage,
+    FlagsIn,
+    FlagsOut,
+    LedgerPage,
+    ReleaseIn,
+    RunPage,
+)
 from app.flags import Flags, update_flags
 from app.queues.ledger import LedgerFilter, list_ledger
 from app.queues.reports import list_entries, list_runs
@@ -77,7 +85,9 @@ def ledger(
         )
 
 
-@router.get("/queues/{queue_type}", responses=responses(401, 403, 404, 422))
+@router.get(
+    "/queues/{queue_type}", response_model=EntryPage, responses=responses(401, 403, 404, 422)
+)
 def queue_listing(
     queue_type: QueueTypeDep,
     _: SupervisorDep,
@@ -92,7 +102,7 @@ def queue_listing(
         return list_entries(conn, queue_type, status, limit=limit, offset=offset)
 
 
-@router.get("/population-runs", responses=responses(401, 403, 422))
+@router.get("/population-runs", response_model=RunPage, responses=responses(401, 403, 422))
 def population_runs(
     _: SupervisorDep,
     services: ServicesDep,

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import AgentDep, QueueTypeDep, ServicesDep
 from app.api.errors import responses
-from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn
+from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
 from app.flags import flags_with
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
@@ -25,7 +25,7 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/queues/stats", responses=responses(401, 422))
+@router.get("/queues/stats", response_model=StatsOut, responses=responses(401, 422))
 def stats(
     _: AgentDep,
     services: ServicesDep,

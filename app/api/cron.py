@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ServicesDep, require_cron_secret
 from app.api.errors import responses
-from app.api.schemas import HealthReport, PopulationReport
+from app.api.schemas import HealthReport, PopulationReport, QueueLevelCheck
 from app.health import health_report
 from app.queues.kinds import QueueType
 
@@ -41,7 +41,9 @@ def health(services: ServicesDep) -> Any:
 
 
 @router.get(
-    "/queue-level-check", responses={**responses(401, 409), 500: {"description": "a refill failed"}}
+    "/queue-level-check",
+    response_model=QueueLevelCheck,
+    responses={**responses(401, 409), 500: {"model": QueueLevelCheck}},
 )
 def queue_level_check(services: ServicesDep) -> Any:
     """Refill any queue below QUEUE_LOW_WATERMARK, at most once per REPLENISH_MIN_INTERVAL_MINUTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.agents import AgentIdentity, authenticate
@@ -61,7 +61,9 @@ def require_supervisor(agent: AgentDep) -> AgentIdentity:
 SupervisorDep = Annotated[AgentIdentity, Depends(require_supervisor)]
 
 
-async def queue_type_path(queue_type: str) -> QueueType:
+async def queue_type_path(
+    queue_type: Annotated[str, Path(json_schema_extra={"enum": [str(q) for q in QueueType]})],
+) -> QueueType:
     """Any value other than the two queue names is a 404, as for any unknown resource."""
     try:
         return QueueType(queue_type)

@@ -9,18 +9,19 @@ from fastapi.responses import JSONResponse
 
 from app import metrics
 from app.api.deps import ServicesDep
+from app.api.schemas import Liveness, Readiness
 from app.health import readiness
 
 router = APIRouter(tags=["ops"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Liveness)
 def healthz() -> dict[str, str]:
     """Liveness: the process answers. No I/O, so a database outage never restarts workers."""
     return {"status": "alive"}
 
 
-@router.get("/readyz", responses={503: {"description": "not ready"}})
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(services: ServicesDep) -> Any:
     """Ready when the database answers and its schema is at the latest migration. The replica's
     state is reported but never fails readiness: a replica blip must not empty the load balancer."""

@@ -51,13 +51,102 @@ class HealthReport(BaseModel):
     last_run: dict[str, Any] | None
 
 
+class Liveness(BaseModel):
+    status: Literal["alive"]
+
+
 class Readiness(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     status: Literal["ready", "not_ready"]
     database: Literal["ok", "error"]
-    schema_: Literal["current", "behind", "unknown"]
+    schema_: Literal["current", "behind", "unknown"] = Field(alias="schema")
     replica: Literal["ok", "error"]
 
-    model_config = {"populate_by_name": True}
+
+class ReplenishDecision(BaseModel):
+    pending: int
+    watermark: int
+    seconds_since_last_population: int | None
+    action: Literal["populate", "none"]
+    reason: str
+
+
+class QueueLevelCheck(BaseModel):
+    queues: dict[Literal["unsigned_users", "outstanding_requests"], ReplenishDecision]
+    run: PopulationReport | None
+
+
+class LatencyMs(BaseModel):
+    p50: float | None
+    p95: float | None
+
+
+class StatsWindow(BaseModel):
+    claims: int
+    completions: dict[str, int]
+    releases: int
+    lease_expiries: int
+    invalid: dict[str, int]
+    next_user_ms: LatencyMs
+
+
+class LastPopulation(BaseModel):
+    run_id: str
+    status: Literal["succeeded", "failed"]
+    finished_at: datetime
+    eligible: int
+    invalid: int
+    populated: int
+    removed: int
+    kept_assigned: int
+    duration_ms: int
+    error: str | None
+
+
+class QueueStats(BaseModel):
+    pending: int
+    assigned: int
+    oldest_pending_age_seconds: int | None
+    longest_assignment_seconds: int | None
+    last_population: LastPopulation | None
+    window: StatsWindow
+
+
+class StatsOut(BaseModel):
+    generated_at: datetime
+    window_minutes: int
+    queues: dict[Literal["unsigned_users", "outstanding_requests"], QueueStats]
+
+
+class EntryPage(BaseModel):
+    """Entries of the current snapshot in serving order; each item has the queue table's columns
+    (the shared ones and the queue's own details), never contact details."""
+
+    items: list[dict[str, Any]]
+    limit: int
+    offset: int
+    total: int
+
+
+class RunOut(BaseModel):
+    run_id: str
+    trigger: str
+    dry_run: bool
+    queue: str | None
+    status: Literal["running", "succeeded", "failed"]
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    error: str | None
+    queues: dict[str, dict[str, Any]]
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    limit: int
+    offset: int
+    total: int
 
 
 class ContactOut(BaseModel):

@@ -231,22 +231,10 @@ def _success_without_schema() -> list[str]:
     return missing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: these success answers declare no schema, so response_schema_conformance "
-    "checks nothing for them: GET /api/queues/stats, GET /api/queues/{queue_type}, "
-    "GET /api/population-runs, GET /api/cron/queue-level-check, GET /readyz (a Readiness "
-    "model exists in app/api/schemas.py but is unused), GET /healthz",
-)
 def test_every_success_answer_declares_its_schema() -> None:
     assert _success_without_schema() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: path parameter queue_type is documented as any string, not the two queue "
-    "names, so clients and fuzzers cannot know the valid values (any other is 404)",
-)
 def test_queue_type_is_documented_as_the_two_queue_names() -> None:
     for label in OPERATIONS:
         for parameter in _operation(label).get("parameters", []):
