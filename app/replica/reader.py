@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, select, text
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Select,
+    any_,
+    bindparam,
+    create_engine,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.sql.elements import BindParameter
 
 from app import metrics
 from app.config import Settings
@@ -86,33 +96,59 @@ class Contact:
         return bool(self.phone_number and self.phone_number.strip())
 
 
-# Built once: the batch's ids go in one expanding parameter, so the statements compile the same
-# way for PostgreSQL and MySQL and are not rebuilt on every claim.
-_IDS: BindParameter[int] = bindparam("ids", expanding=True)
 _USER_FACT_COLUMNS = (
     users.c.id,
     users.c.is_enabled,
     users.c.current_signature_file_id,
     users.c.created_at,
 )
-_USERS = select(*_USER_FACT_COLUMNS).where(users.c.id.in_(_IDS))
-_USERS_WITH_CONTACTS = select(*_USER_FACT_COLUMNS, *CONTACT_COLUMNS).where(users.c.id.in_(_IDS))
-_CLAIMS = select(claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at).where(
-    claims.c.user_id.in_(_IDS)
-)
-_REQUIREMENTS = (
-    select(
-        claim_requirements.c.id,
-        claim_requirements.c.claim_id,
-        claims.c.user_id,
-        claim_requirements.c.type,
-        claim_requirements.c.status,
-        claim_requirements.c.claim_requirement_reason,
-        claim_requirements.c.created_at,
-    )
-    .join(claims, claims.c.id == claim_requirements.c.claim_id)
-    .where(claims.c.user_id.in_(_IDS))
-)
+
+
+@dataclass(frozen=True)
+class _FactQueries:
+    """The three fact statements, built once per dialect.
+
+    On PostgreSQL the batch's ids travel as one array parameter (``= ANY(:ids)``): an
+    expanding ``IN`` list of 2,000 ids costs SQLAlchemy 2,000 bound parameters to render,
+    psycopg a re-parse of the query and the server a plan over 2,000 parameters, every batch.
+    MySQL has no arrays, so it keeps the expanding ``IN``.
+    """
+
+    users: Select[Any]
+    users_with_contacts: Select[Any]
+    claims: Select[Any]
+    requirements: Select[Any]
+
+    @classmethod
+    def build(cls, postgres: bool) -> _FactQueries:
+        ids: Any = bindparam("ids", type_=ARRAY(BigInteger)) if postgres else None
+
+        def matches(column: Any) -> Any:
+            return column == any_(ids) if postgres else column.in_(bindparam("ids", expanding=True))
+
+        return cls(
+            users=select(*_USER_FACT_COLUMNS).where(matches(users.c.id)),
+            users_with_contacts=select(*_USER_FACT_COLUMNS, *CONTACT_COLUMNS).where(
+                matches(users.c.id)
+            ),
+            claims=select(
+                claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at
+            ).where(matches(claims.c.user_id)),
+            requirements=select(
+                claim_requirements.c.id,
+                claim_requirements.c.claim_id,
+                claims.c.user_id,
+                claim_requirements.c.type,
+                claim_requirements.c.status,
+                claim_requirements.c.claim_requirement_reason,
+                claim_requirements.c.created_at,
+            )
+            .join(claims, claims.c.id == claim_requirements.c.claim_id)
+            .where(matches(claims.c.user_id)),
+        )
+
+
+_QUERIES = {postgres: _FactQueries.build(postgres) for postgres in (True, False)}
 _CONTACT = select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id"))
 
 
@@ -181,6 +217,7 @@ class Replica:
         self.engine = engine
         self.batch_size = batch_size
         self.deadline_seconds = deadline_seconds
+        self._queries = _QUERIES[engine.dialect.name == "postgresql"]
 
     def _read(self, operation: str, work: Callable[[Connection], T]) -> T:
         """One bounded replica read. A pooled connection found dead at once (the replica
@@ -226,7 +263,8 @@ class Replica:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return {}
-        user_q = _USERS_WITH_CONTACTS if contacts is not None else _USERS
+        q = self._queries
+        user_q = q.users_with_contacts if contacts is not None else q.users
         params = {"ids": ids}
 
         def work(conn: Connection) -> tuple[dict[int, UserFacts], dict[int, Contact]]:
@@ -236,10 +274,10 @@ class Replica:
                 facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
                 if contact:
                     found[uid] = Contact(*contact)
-            for cid, uid, status, created in conn.execute(_CLAIMS, params):
+            for cid, uid, status, created in conn.execute(q.claims, params):
                 facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
             for rid, cid, uid, rtype, status, reason, created in conn.execute(
-                _REQUIREMENTS, params
+                q.requirements, params
             ):
                 facts[uid].requirements.append(
                     ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
