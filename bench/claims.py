@@ -190,14 +190,16 @@ def step(label: str) -> Iterator[None]:
     print(f" {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def build(server: str, entries: int) -> tuple[str, str, int]:
+def build(
+    server: str, entries: int, store_db: str = STORE_DB, replica_db: str = REPLICA_DB
+) -> tuple[str, str, int]:
     from app.health import alembic_config
     from app.replica.schema import replica_metadata
 
     users = entries + entries // 50
-    print(f"Building {users:,} users and score rows ({STORE_DB}, {REPLICA_DB})")
-    store_url = recreate_database(server, STORE_DB)
-    replica_url = recreate_database(server, REPLICA_DB)
+    print(f"Building {users:,} users and score rows ({store_db}, {replica_db})")
+    store_url = recreate_database(server, store_db)
+    replica_url = recreate_database(server, replica_db)
     with step("alembic upgrade head"):
         command.upgrade(alembic_config(store_url), "head")
     replica = create_engine(replica_url)
@@ -521,6 +523,42 @@ def server_env(
         PROMETHEUS_MULTIPROC_DIR=prom_dir,
     )
     return env
+
+
+def start_server(
+    store_url: str,
+    replica_url: str,
+    prom_dir: str,
+    *,
+    workers: int = 2,
+    pool_size: int = 20,
+    max_overflow: int = 0,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
+    """Start uvicorn as ``main`` does (``extra_env`` overrides settings) and wait until ready."""
+    env = server_env(store_url, replica_url, pool_size, max_overflow, prom_dir)
+    env.update(extra_env or {})
+    server = Server(env, free_port(), workers, Path(prom_dir) / "uvicorn.log")
+    try:
+        server.wait_ready(workers)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def table_stats(
+    conn: psycopg.Connection[Any], tables: tuple[str, ...]
+) -> dict[str, tuple[int, int]]:
+    """(n_live_tup, n_dead_tup) per table from pg_stat_user_tables (as of the last stats flush),
+    read on an autocommit connection to the database (kept open: the server may be full)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    rows = conn.execute(
+        "SELECT relname, n_live_tup, n_dead_tup FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+        (list(tables),),
+    ).fetchall()
+    found = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    return {t: found.get(t, (0, 0)) for t in tables}
 
 
 # -- the agents -------------------------------------------------------------------------------
@@ -1490,10 +1528,15 @@ def main(argv: list[str] | None = None) -> int:
     profile_lines: list[str] = []
     runner = asyncio.Runner(loop_factory=_loop_factory())
     try:
-        env = server_env(store_url, replica_url, args.pool_size, args.max_overflow, prom_dir)
-        port = free_port()
-        server = Server(env, port, args.workers, Path(prom_dir) / "uvicorn.log")
-        server.wait_ready(args.workers)
+        server = start_server(
+            store_url,
+            replica_url,
+            prom_dir,
+            workers=args.workers,
+            pool_size=args.pool_size,
+            max_overflow=args.max_overflow,
+        )
+        port = server.port
         accounting.worker_pids = server.workers()
         print(
             f"Server: uvicorn app.main:app --workers {args.workers} --no-access-log"

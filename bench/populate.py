@@ -310,10 +310,12 @@ def step(label: str) -> Iterator[None]:
     print(f" {time.perf_counter() - t0:.1f} s", flush=True)
 
 
-def build(server: str, rows: int) -> tuple[str, str]:
-    print(f"Building {rows:,} score rows and their replica (databases {STORE_DB}, {REPLICA_DB})")
-    store_url = recreate_database(server, STORE_DB)
-    replica_url = recreate_database(server, REPLICA_DB)
+def build(
+    server: str, rows: int, store_db: str = STORE_DB, replica_db: str = REPLICA_DB
+) -> tuple[str, str]:
+    print(f"Building {rows:,} score rows and their replica (databases {store_db}, {replica_db})")
+    store_url = recreate_database(server, store_db)
+    replica_url = recreate_database(server, replica_db)
     with step("alembic upgrade head"):
         command.upgrade(alembic_config(store_url), "head")
     replica = create_engine(replica_url)
@@ -339,14 +341,16 @@ def build(server: str, rows: int) -> tuple[str, str]:
     return store_url, replica_url
 
 
-def reset(server: str, rows: int) -> tuple[str, str]:
-    print(f"Reusing {STORE_DB} and {REPLICA_DB}: resetting queue types, queues and run history")
-    store_url, replica_url = db_url(server, STORE_DB), db_url(server, REPLICA_DB)
+def reset(
+    server: str, rows: int, store_db: str = STORE_DB, replica_db: str = REPLICA_DB
+) -> tuple[str, str]:
+    print(f"Reusing {store_db} and {replica_db}: resetting queue types, queues and run history")
+    store_url, replica_url = db_url(server, store_db), db_url(server, replica_db)
     store = create_engine(store_url)
     with store.begin() as conn:
         found = conn.execute(text("SELECT count(*) FROM user_call_scores")).scalar_one()
         if found != rows:
-            raise SystemExit(f"{STORE_DB} holds {found:,} score rows, not {rows:,}: drop --reuse")
+            raise SystemExit(f"{store_db} holds {found:,} score rows, not {rows:,}: drop --reuse")
         with step("reset"):
             conn.execute(text(f"TRUNCATE {', '.join(MUTABLE_TABLES)}"))
             conn.execute(text("DELETE FROM assignments"))

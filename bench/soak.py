@@ -1,0 +1,296 @@
+"""Soak (issue 5, item 7): 64 agents for 10 minutes on 1,000,000 scores, a refresh every 30 s.
+
+Run it from the repository root against the machine's PostgreSQL::
+
+    .venv/bin/python -m bench.soak                        # 1,000,000 rows, 10 minutes
+    .venv/bin/python -m bench.soak --minutes 3            # shorter
+    .venv/bin/python -m bench.soak --minutes 3 --keep     # keep the databases for --reuse
+    .venv/bin/python -m bench.soak --minutes 3 --reuse    # reset the kept rows' state, no rebuild
+    .venv/bin/python -m bench.soak --rows 200000 --minutes 1
+
+The data is ``bench/populate.py``'s (``build``/``reset``, into ``cq_bench_soak_store`` and
+``cq_bench_soak_replica``): ``--rows`` score rows, 45% unsigned, 40% outstanding, 15% in no
+queue, with their users, claims and requirements in the replica. The service is started as
+``bench/claims.py`` starts it (``uvicorn app.main:app --workers 2``, scheduler off) with
+``QUEUE_SIZE_LIMIT`` = ``--limit`` (100,000), and driven by ``bench/claims.py``'s load generator:
+``--agents`` (64) agents back to back, ``next-user`` on ``unsigned_users`` then ``complete``.
+
+Order: one population through ``GET /api/cron/populate-separated-queues`` (the cron secret as the
+bearer token), the agents' warm-up (one cycle each) and ``--warmup`` seconds (15) flat out, then
+the memory at start; then ``--minutes`` flat out while a thread calls the population route every
+``--refresh`` seconds (30; a 409, population already running, counts as skipped, not as an
+error) and samples the workers' memory. At the end it prints total cycles, agents' errors by
+status, refreshes by outcome, duplicates seen from the agents' side (a user held by two agents at
+overlapping times, an assignment id handed out twice, a user handed out more than once) and in
+the ledger, the memory of the uvicorn workers (sum of ``VmRSS`` from ``/proc/<pid>/status``) at
+start and end and its growth, and ``n_live_tup``/``n_dead_tup`` of the queue tables and
+``assignments``. Targets: no errors, no duplicates, memory growth under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench import populate as data
+from bench.claims import (
+    CRON_SECRET,
+    DEFAULT_SERVER,
+    LoadGenerator,
+    Server,
+    _loop_factory,
+    admin,
+    create_agents,
+    duplicates,
+    ledger_check,
+    libpq_url,
+    load_average,
+    pct,
+    start_server,
+    table_stats,
+)
+
+STORE_DB = "cq_bench_soak_store"
+REPLICA_DB = "cq_bench_soak_replica"
+WATCHED = ("unsigned_users_queue", "outstanding_requests_queue", "assignments")
+CRON_PATH = "/api/cron/populate-separated-queues"
+TARGET_GROWTH = 10.0
+
+
+def rss_kib(pids: list[int]) -> int:
+    """Sum of VmRSS (kB) of the given processes."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+def refresh(base_url: str, timeout: float = 600) -> tuple[int, float, str]:
+    """One population through the cron route: (status, seconds, short description)."""
+    t0 = time.perf_counter()
+    try:
+        r = httpx.get(
+            f"{base_url}{CRON_PATH}",
+            headers={"Authorization": f"Bearer {CRON_SECRET}"},
+            timeout=timeout,
+        )
+    except httpx.HTTPError as exc:
+        return 0, time.perf_counter() - t0, type(exc).__name__
+    seconds = time.perf_counter() - t0
+    if r.status_code != 200:
+        return r.status_code, seconds, r.text[:200]
+    queues = r.json().get("queues", {})
+    return (
+        200,
+        seconds,
+        ", ".join(f"{q} {v.get('populated', 0):,}" for q, v in queues.items()),
+    )
+
+
+def per_worker(pids: list[int]) -> str:
+    return " + ".join(f"{rss_kib([pid]) / 1024:.0f}" for pid in pids)
+
+
+def db_cells(stats: dict[str, tuple[int, int]]) -> str:
+    return ", ".join(f"{t} {live:,} live / {dead:,} dead" for t, (live, dead) in stats.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="admin URL of the PostgreSQL")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="score rows")
+    parser.add_argument("--limit", type=int, default=100_000, help="QUEUE_SIZE_LIMIT")
+    parser.add_argument("--refresh", type=float, default=30.0, help="seconds between refreshes")
+    parser.add_argument("--warmup", type=float, default=15.0, help="seconds flat out, not counted")
+    parser.add_argument("--agents", type=int, default=64)
+    parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
+    parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reset the databases kept by an earlier --keep"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    load_start = load_average()
+    print(f"Load average at start: {load_start} ({os.cpu_count()} CPUs)")
+    if args.reuse and not data.database_exists(args.server, STORE_DB):
+        print(f"--reuse: {STORE_DB} does not exist (run with --keep first); building it")
+        args.reuse = False
+    if args.reuse:
+        store_url, replica_url = data.reset(args.server, args.rows, STORE_DB, REPLICA_DB)
+        admin(store_url, ["TRUNCATE agents CASCADE", "VACUUM (ANALYZE)"])
+    else:
+        store_url, replica_url = data.build(args.server, args.rows, STORE_DB, REPLICA_DB)
+    tokens = create_agents(store_url, args.agents)
+
+    server: Server | None = None
+    monitor: psycopg.Connection[Any] | None = None
+    prom_dir = tempfile.mkdtemp(prefix="cq-bench-soak-")
+
+    def cleanup() -> None:
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.close()
+        if server is not None:
+            server.stop()
+        shutil.rmtree(prom_dir, ignore_errors=True)
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    refreshes: Counter[str] = Counter()
+    refresh_log: list[str] = []
+    rss_samples: list[tuple[float, int]] = []
+    seconds = args.minutes * 60
+    runner = asyncio.Runner(loop_factory=_loop_factory())
+    try:
+        monitor = psycopg.connect(libpq_url(store_url), autocommit=True)
+        server = start_server(
+            store_url,
+            replica_url,
+            prom_dir,
+            pool_size=args.pool_size,
+            max_overflow=args.max_overflow,
+            extra_env={"QUEUE_SIZE_LIMIT": str(args.limit)},
+        )
+        print(
+            f"Pools: DB_POOL_SIZE {args.pool_size} + DB_MAX_OVERFLOW {args.max_overflow} per"
+            " worker, store and replica each, x2 workers (the server is shared: max_connections"
+            " 100)"
+        )
+        workers = server.workers()
+        print(f"Server on port {server.port}, workers {workers}, QUEUE_SIZE_LIMIT {args.limit:,}")
+        status, took, what = refresh(server.base_url)
+        print(f"  first population: {status} in {took:.1f} s: {what}")
+        if status != 200:
+            raise SystemExit("the first population failed")
+        gen = LoadGenerator(server.base_url, tokens)
+        runner.run(gen.warm_up())
+        warm = runner.run(gen.flat_out(args.warmup, name="warm-up"))
+        print(f"  warm-up: {warm.cycles:,} cycles in {args.warmup:g} s, {warm.non_2xx()}")
+        rss_start = rss_kib(workers)
+        workers_start = per_worker(workers)
+        print(
+            f"  workers' RSS at start (after warm-up): {rss_start / 1024:.1f} MiB"
+            f" ({workers_start} MiB)"
+        )
+        dead_start = table_stats(monitor, WATCHED)
+        print(f"  at start: {db_cells(dead_start)}")
+        t_start = time.perf_counter()
+        deadline = t_start + seconds
+        base_url = server.base_url
+
+        def refresher() -> None:
+            tick = t_start + args.refresh
+            while tick < deadline:
+                time.sleep(max(0.0, tick - time.perf_counter()))
+                status, took, what = refresh(base_url)
+                key = {200: "ok", 409: "skipped (409)"}.get(status, f"error {status}")
+                refreshes[key] += 1
+                at = time.perf_counter() - t_start
+                rss = rss_kib(workers)
+                rss_samples.append((at, rss))
+                refresh_log.append(
+                    f"  t={at:6.0f} s refresh {status} in {took:5.1f} s ({what});"
+                    f" RSS {rss / 1024:.1f} MiB ({per_worker(workers)})"
+                )
+                print(refresh_log[-1], flush=True)
+                tick += args.refresh
+
+        print(f"\nSoak: {args.minutes:g} min flat out, refresh every {args.refresh:g} s")
+        thread = threading.Thread(target=refresher, daemon=True)
+        thread.start()
+        soak = runner.run(gen.flat_out(seconds, name="soak"))
+        thread.join()
+        rss_end = rss_kib(workers)
+        workers_end = per_worker(workers)
+        time.sleep(1.0)
+        dead_end = table_stats(monitor, WATCHED)
+        runner.run(gen.close())
+        handouts = list(gen.handouts)
+        server.stop()
+        log_lines = server.log_summary()
+        server = None
+    finally:
+        with contextlib.suppress(Exception):
+            runner.close()
+        cleanup()
+        server = None
+
+    dup = duplicates(handouts)
+    ledger = ledger_check(store_url)
+    if not args.keep:
+        admin(
+            args.server,
+            [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in (STORE_DB, REPLICA_DB)],
+        )
+
+    growth = 100.0 * (rss_end - rss_start) / rss_start if rss_start else float("nan")
+    errors = {k: v for k, v in soak.statuses.items() if not k.split()[-1].startswith("2")}
+    errors.update({f"transport {k}": v for k, v in soak.errors.items()})
+    refresh_errors = sum(v for k, v in refreshes.items() if k.startswith("error"))
+    dup_total = (
+        dup["users_held_by_two_agents_at_once"]
+        + dup["assignment_ids_handed_out_twice"]
+        + ledger["users_in_two_ledger_rows"]
+    )
+    print("\n" + "=" * 100)
+    print(
+        f"SUMMARY  soak: {args.rows:,} score rows, QUEUE_SIZE_LIMIT {args.limit:,},"
+        f" {args.agents} agents, uvicorn x2, {args.minutes:g} min, refresh every {args.refresh:g} s"
+    )
+    print(f"load average: start {load_start}, end {load_average()} ({os.cpu_count()} CPUs)")
+    print(
+        f"cycles: {soak.cycles:,} ({soak.rate:.1f}/s); next-user p50 {pct(soak.next_ms, 50):.1f}"
+        f" ms, p99 {pct(soak.next_ms, 99):.1f} ms, max {max(soak.next_ms, default=0):.1f} ms;"
+        f" 204 (queue empty): {soak.empty:,}"
+    )
+    print(
+        "errors by status: "
+        + (", ".join(f"{k}: {v:,}" for k, v in sorted(errors.items())) or "none")
+    )
+    for key, sample in soak.samples.items():
+        print(f"  first {key}: {sample}")
+    print("refreshes: " + (", ".join(f"{k} {v}" for k, v in sorted(refreshes.items())) or "none"))
+    print("agents: " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in dup.items()))
+    print("ledger: " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in ledger.items()))
+    print(f"duplicates: {dup_total} ({'OK' if dup_total == 0 else 'FAILED'})")
+    print(
+        f"workers' RSS: start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB, growth"
+        f" {growth:+.1f}% (target < {TARGET_GROWTH:g}%:"
+        f" {'met' if growth < TARGET_GROWTH else 'MISSED'}); per worker {workers_start} ->"
+        f" {workers_end} MiB"
+    )
+    if rss_samples:
+        trend = ", ".join(f"{at:.0f}s {kib / 1024:.0f}" for at, kib in rss_samples)
+        print(f"  RSS at each refresh (MiB): {trend}")
+    print(f"dead tuples at start: {db_cells(dead_start)}")
+    print(f"dead tuples at end:   {db_cells(dead_end)}")
+    print("\n".join(log_lines))
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    ok = not errors and refresh_errors == 0 and dup_total == 0 and growth < TARGET_GROWTH
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
