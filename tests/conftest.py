@@ -33,19 +33,23 @@ def pg_server() -> str:
 
 
 @pytest.fixture(scope="session")
-def store_url(pg_server: str) -> str:
-    url = pg.recreate_database(pg_server, f"cq_test_store_{os.getpid()}")
+def store_url(pg_server: str) -> Iterator[str]:
+    name = f"cq_test_store_{os.getpid()}"
+    url = pg.recreate_database(pg_server, name)
     command.upgrade(alembic_config(url), "head")
-    return url
+    yield url
+    pg.drop_database(pg_server, name)  # each run's databases go with it
 
 
 @pytest.fixture(scope="session")
-def replica_url(pg_server: str) -> str:
-    url = pg.recreate_database(pg_server, f"cq_test_replica_{os.getpid()}")
+def replica_url(pg_server: str) -> Iterator[str]:
+    name = f"cq_test_replica_{os.getpid()}"
+    url = pg.recreate_database(pg_server, name)
     engine = create_engine(url)
     replica_metadata.create_all(engine)
     engine.dispose()
-    return url
+    yield url
+    pg.drop_database(pg_server, name)
 
 
 @pytest.fixture(scope="session")
