@@ -153,3 +153,32 @@ def client(make_client: Callable[..., TestClient], settings: Settings) -> TestCl
 @pytest.fixture
 def cron_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {CRON_SECRET}"}
+
+
+@pytest.fixture
+def fault_trigger(store_engine: Engine) -> Iterator[Callable[[str], None]]:
+    """Make every INSERT into a table fail inside the database, as a broken disk would: a fault
+    injected from outside the application, dropped after the test."""
+    installed: list[str] = []
+
+    def install(table: str) -> None:
+        with store_engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE OR REPLACE FUNCTION cq_test_injected_fault() RETURNS trigger"
+                    " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
+                )
+            )
+            conn.execute(
+                text(
+                    f"CREATE TRIGGER cq_test_fault BEFORE INSERT ON {table}"
+                    " FOR EACH ROW EXECUTE FUNCTION cq_test_injected_fault()"
+                )
+            )
+        installed.append(table)
+
+    yield install
+    with store_engine.begin() as conn:
+        for table in installed:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS cq_test_fault ON {table}"))
+        conn.execute(text("DROP FUNCTION IF EXISTS cq_test_injected_fault()"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,33 +56,6 @@ def book(replica: Replica, store: Engine) -> None:
 def table_count(engine: Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(text(sql)).scalar_one())
-
-
-@pytest.fixture
-def fault_trigger(store_engine: Engine) -> Iterator[Callable[[str], None]]:
-    installed: list[str] = []
-
-    def install(table: str) -> None:
-        with store_engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE OR REPLACE FUNCTION cq_test_injected_fault() RETURNS trigger"
-                    " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    f"CREATE TRIGGER cq_test_fault BEFORE INSERT ON {table}"
-                    " FOR EACH ROW EXECUTE FUNCTION cq_test_injected_fault()"
-                )
-            )
-        installed.append(table)
-
-    yield install
-    with store_engine.begin() as conn:
-        for table in installed:
-            conn.execute(text(f"DROP TRIGGER IF EXISTS cq_test_fault ON {table}"))
-        conn.execute(text("DROP FUNCTION IF EXISTS cq_test_injected_fault()"))
 
 
 # -- authentication -----------------------------------------------------------------------------

@@ -121,34 +121,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.fixture
-def fault_trigger(store_engine: Engine) -> Iterator[Callable[[str], None]]:
-    """Make every INSERT into a queue table fail inside the database, as a broken disk would."""
-    installed: list[str] = []
-
-    def install(table: str) -> None:
-        with store_engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE OR REPLACE FUNCTION cq_test_injected_fault() RETURNS trigger"
-                    " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$"
-                )
-            )
-            conn.execute(
-                text(
-                    f"CREATE TRIGGER cq_test_fault BEFORE INSERT ON {table}"
-                    " FOR EACH ROW EXECUTE FUNCTION cq_test_injected_fault()"
-                )
-            )
-        installed.append(table)
-
-    yield install
-    with store_engine.begin() as conn:
-        for table in installed:
-            conn.execute(text(f"DROP TRIGGER IF EXISTS cq_test_fault ON {table}"))
-        conn.execute(text("DROP FUNCTION IF EXISTS cq_test_injected_fault()"))
-
-
 # -- what survives a refresh --------------------------------------------------------------------
 
 
