@@ -1,6 +1,6 @@
 """Batched, time-bounded reads from the claims platform's replica.
 
-A population of N users costs three replica statements per batch of ``replica_batch_size`` users,
+A population of N users costs one replica statement per batch of ``replica_batch_size`` users,
 never one per user. Every statement is bounded (PostgreSQL ``statement_timeout``, MySQL socket
 read timeout), and any driver failure surfaces as ReplicaUnavailable so callers report it as such
 instead of mistaking it for an empty result.
@@ -8,9 +8,12 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,14 +22,21 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    CompoundSelect,
     Connection,
     Engine,
-    Select,
+    Integer,
+    Text,
     any_,
     bindparam,
+    cast,
     create_engine,
+    literal,
+    null,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -96,17 +106,15 @@ class Contact:
         return bool(self.phone_number and self.phone_number.strip())
 
 
-_USER_FACT_COLUMNS = (
-    users.c.id,
-    users.c.is_enabled,
-    users.c.current_signature_file_id,
-    users.c.created_at,
-)
-
-
 @dataclass(frozen=True)
 class _FactQueries:
-    """The three fact statements, built once per dialect.
+    """The fact statement, built once per dialect: one round trip per batch.
+
+    Users, their claims and their claims' requirements come back as one ``UNION ALL`` of three
+    branches, told apart by the first column, so a claim-time check or an outcome costs the
+    replica one statement, not three. Columns: kind, user id, row id, a reference (signature
+    file or claim id), the user's ``is_enabled``, four text columns (claim status; requirement
+    type, status, reason; the contact details when asked for) and ``created_at``.
 
     On PostgreSQL the batch's ids travel as one array parameter (``= ANY(:ids)``): an
     expanding ``IN`` list of 2,000 ids costs SQLAlchemy 2,000 bound parameters to render,
@@ -114,10 +122,8 @@ class _FactQueries:
     MySQL has no arrays, so it keeps the expanding ``IN``.
     """
 
-    users: Select[Any]
-    users_with_contacts: Select[Any]
-    claims: Select[Any]
-    requirements: Select[Any]
+    facts: CompoundSelect
+    facts_with_contacts: CompoundSelect
 
     @classmethod
     def build(cls, postgres: bool) -> _FactQueries:
@@ -126,28 +132,60 @@ class _FactQueries:
         def matches(column: Any) -> Any:
             return column == any_(ids) if postgres else column.in_(bindparam("ids", expanding=True))
 
-        return cls(
-            users=select(*_USER_FACT_COLUMNS).where(matches(users.c.id)),
-            users_with_contacts=select(*_USER_FACT_COLUMNS, *CONTACT_COLUMNS).where(
-                matches(users.c.id)
-            ),
-            claims=select(
-                claims.c.id, claims.c.user_id, claims.c.status, claims.c.created_at
-            ).where(matches(claims.c.user_id)),
-            requirements=select(
-                claim_requirements.c.id,
-                claim_requirements.c.claim_id,
-                claims.c.user_id,
-                claim_requirements.c.type,
-                claim_requirements.c.status,
-                claim_requirements.c.claim_requirement_reason,
-                claim_requirements.c.created_at,
+        def none(type_: Any) -> Any:
+            return cast(null(), type_)
+
+        # MySQL has no CAST AS BOOLEAN; its booleans are integers anyway.
+        flag = Boolean if postgres else Integer
+
+        def build(with_contacts: bool) -> CompoundSelect:
+            contact = (
+                list(CONTACT_COLUMNS)
+                if with_contacts
+                else [none(Text), none(Text), none(Text), none(Text)]
             )
-            .join(claims, claims.c.id == claim_requirements.c.claim_id)
-            .where(matches(claims.c.user_id)),
-        )
+            return union_all(
+                select(
+                    literal(_USER, Integer),
+                    users.c.id,
+                    users.c.id,
+                    users.c.current_signature_file_id,
+                    users.c.is_enabled,
+                    *contact,
+                    users.c.created_at,
+                ).where(matches(users.c.id)),
+                select(
+                    literal(_CLAIM, Integer),
+                    claims.c.user_id,
+                    claims.c.id,
+                    none(BigInteger),
+                    none(flag),
+                    cast(claims.c.status, Text),
+                    none(Text),
+                    none(Text),
+                    none(Text),
+                    claims.c.created_at,
+                ).where(matches(claims.c.user_id)),
+                select(
+                    literal(_REQUIREMENT, Integer),
+                    claims.c.user_id,
+                    claim_requirements.c.id,
+                    claim_requirements.c.claim_id,
+                    none(flag),
+                    cast(claim_requirements.c.type, Text),
+                    cast(claim_requirements.c.status, Text),
+                    claim_requirements.c.claim_requirement_reason,
+                    none(Text),
+                    claim_requirements.c.created_at,
+                )
+                .join(claims, claims.c.id == claim_requirements.c.claim_id)
+                .where(matches(claims.c.user_id)),
+            )
+
+        return cls(facts=build(False), facts_with_contacts=build(True))
 
 
+_USER, _CLAIM, _REQUIREMENT = 1, 2, 3
 _QUERIES = {postgres: _FactQueries.build(postgres) for postgres in (True, False)}
 _CONTACT = select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id"))
 
@@ -167,20 +205,84 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class _Deadline:
-    """A client-side bound on one replica read over psycopg.
+class _Watchdog:
+    """One thread per process that enforces every replica read's client-side deadline.
 
     statement_timeout is enforced by the server: a link that swallows bytes (a dead route, a
     stalled proxy) or trickles them would hold the caller, and the queue entry it has locked,
-    for as long as TCP allows. When the deadline passes, the connection's socket is shut down,
-    so the read fails at once (and SQLAlchemy discards the connection).
+    for as long as TCP allows. When a read's deadline passes, its connection's socket is shut
+    down, so the read fails at once (and SQLAlchemy discards the connection).
+
+    Registering a read is a heap push under a lock: a thread per read (``threading.Timer``) cost
+    more CPU than the read itself on the claim path. Deadlines are ``now + constant``, so a new
+    one is almost never the earliest and the thread is rarely woken.
     """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Read]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, seconds: float, fd: int) -> _Read:
+        read = _Read(fd)
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="replica-deadlines", daemon=True
+                )
+                self._thread.start()
+            entry = (time.monotonic() + seconds, next(self._seq), read)
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
+                self._cond.notify()
+        return read
+
+    def done(self, read: _Read) -> None:
+        with self._cond:
+            read.done = True  # left in the heap; dropped when it comes up
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                _, _, read = heapq.heappop(self._heap)
+                read.fired = True
+                try:
+                    with socket.socket(fileno=os.dup(read.fd)) as sock:
+                        sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+@dataclass(slots=True)
+class _Read:
+    fd: int
+    done: bool = False
+    fired: bool = False
+
+
+_WATCHDOG = _Watchdog()
+
+
+class _Deadline:
+    """A client-side bound on one replica read over psycopg (see _Watchdog)."""
 
     def __init__(self, seconds: float | None) -> None:
         self.seconds = seconds
-        self.fired = False
-        self._lock = threading.Lock()
-        self._done = False
+        self._read: _Read | None = None
+
+    @property
+    def fired(self) -> bool:
+        return self._read is not None and self._read.fired
 
     @contextmanager
     def watch(self, conn: Connection) -> Iterator[None]:
@@ -188,26 +290,11 @@ class _Deadline:
         if self.seconds is None or pgconn is None:
             yield  # MySQL: pymysql's read_timeout already bounds every read client-side
             return
-        timer = threading.Timer(self.seconds, self._fire, (pgconn.socket,))
-        timer.daemon = True
-        timer.start()
+        self._read = _WATCHDOG.watch(self.seconds, pgconn.socket)
         try:
             yield
         finally:
-            with self._lock:
-                self._done = True
-            timer.cancel()
-
-    def _fire(self, fd: int) -> None:
-        with self._lock:
-            if self._done:
-                return
-            self.fired = True
-            try:
-                with socket.socket(fileno=os.dup(fd)) as sock:
-                    sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _WATCHDOG.done(self._read)
 
 
 class Replica:
@@ -252,7 +339,7 @@ class Replica:
         return {uid: classify(f) for uid, f in self.fetch_facts(user_ids).items()}
 
     def fetch_claim_facts(self, user_id: int) -> tuple[UserFacts, Contact | None]:
-        """One user's facts and contact details in the same three statements."""
+        """One user's facts and contact details in the same single statement."""
         contacts: dict[int, Contact] = {}
         facts = self._fetch_batch([user_id], contacts)
         return facts[user_id], contacts.get(user_id)
@@ -264,24 +351,25 @@ class Replica:
         if not ids:
             return {}
         q = self._queries
-        user_q = q.users_with_contacts if contacts is not None else q.users
+        statement = q.facts_with_contacts if contacts is not None else q.facts
         params = {"ids": ids}
 
         def work(conn: Connection) -> tuple[dict[int, UserFacts], dict[int, Contact]]:
             facts = {uid: UserFacts(user=None) for uid in ids}
             found: dict[int, Contact] = {}
-            for uid, enabled, sig, created, *contact in conn.execute(user_q, params):
-                facts[uid].user = ReplicaUser(uid, bool(enabled), sig, _utc(created))
-                if contact:
-                    found[uid] = Contact(*contact)
-            for cid, uid, status, created in conn.execute(q.claims, params):
-                facts[uid].claims.append(ReplicaClaim(cid, status, _utc(created)))
-            for rid, cid, uid, rtype, status, reason, created in conn.execute(
-                q.requirements, params
+            for kind, uid, rid, ref, enabled, t1, t2, t3, t4, created in conn.execute(
+                statement, params
             ):
-                facts[uid].requirements.append(
-                    ReplicaRequirement(rid, cid, rtype, status, reason, _utc(created))
-                )
+                if kind == _CLAIM:
+                    facts[uid].claims.append(ReplicaClaim(rid, t1, _utc(created)))
+                elif kind == _REQUIREMENT:
+                    facts[uid].requirements.append(
+                        ReplicaRequirement(rid, ref, t1, t2, t3, _utc(created))
+                    )
+                else:
+                    facts[uid].user = ReplicaUser(uid, bool(enabled), ref, _utc(created))
+                    if contacts is not None:
+                        found[uid] = Contact(t1, t2, t3, t4)
             return facts, found
 
         facts, found = self._read("facts", work)

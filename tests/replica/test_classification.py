@@ -351,7 +351,7 @@ def statements(replica_db: Engine) -> Iterator[list[str]]:
     event.remove(replica_db, "before_cursor_execute", record)
 
 
-def test_batched_classification_equals_unbatched_at_three_statements_per_batch(
+def test_batched_classification_equals_unbatched_at_one_statement_per_batch(
     replica_db: Engine, rows: ReplicaRows, statements: list[str]
 ) -> None:
     ids = list(range(501, 511))
@@ -380,11 +380,11 @@ def test_batched_classification_equals_unbatched_at_three_statements_per_batch(
 
     statements.clear()
     unbatched = Replica(replica_db).classify(ids)
-    assert len(statements) == 3
+    assert len(statements) == 1
 
     statements.clear()
     batched = Replica(replica_db, batch_size=3).classify(ids)
-    assert len(statements) == 12  # 4 batches (3 + 3 + 3 + 1 users), 3 statements each
+    assert len(statements) == 4  # 4 batches (3 + 3 + 3 + 1 users), one statement each
 
     assert batched == unbatched
     assert list(batched) == ids
@@ -418,8 +418,8 @@ def test_statement_count_grows_with_batches_not_users(
 
     statements.clear()
     Replica(replica_db, batch_size=10).classify(list(range(601, 631)))
-    assert len(statements) == 9  # 30 users, 3 batches
+    assert len(statements) == 3  # 30 users, 3 batches
 
     statements.clear()
     Replica(replica_db, batch_size=100).classify(list(range(601, 631)))
-    assert len(statements) == 3
+    assert len(statements) == 1
