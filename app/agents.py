@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
@@ -54,17 +55,28 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
     return token
 
 
+# The agent's identity and the supervisors' flag overrides, for statements that authenticate a
+# request in the same round trip as their own work (``ag`` is the agents table).
+AGENT_COLUMNS = (
+    "ag.id AS agent_id, ag.name AS agent_name, ag.role AS agent_role,"
+    " (SELECT coalesce(json_object_agg(f.name, f.value), '{}') FROM feature_flags f) AS agent_flags"
+)
+BY_TOKEN = "ag.token_hash = :token_hash AND ag.is_active"
+
+
+def identity(row: Any) -> AgentIdentity:
+    """The AgentIdentity of a row selected with AGENT_COLUMNS."""
+    return AgentIdentity(row.agent_id, row.agent_name, row.agent_role, row.agent_flags)
+
+
 def authenticate(conn: Connection, token: str) -> AgentIdentity:
     row = conn.execute(
-        text(
-            "SELECT id, name, role, (SELECT coalesce(json_object_agg(f.name, f.value), '{}')"
-            " FROM feature_flags f) AS flags FROM agents WHERE token_hash = :h AND is_active"
-        ),
-        {"h": hash_token(token)},
+        text(f"SELECT {AGENT_COLUMNS} FROM agents ag WHERE {BY_TOKEN}"),
+        {"token_hash": hash_token(token)},
     ).one_or_none()
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return AgentIdentity(row.id, row.name, row.role, row.flags)
+    return identity(row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import create_store_engine
-from app.flags import Flags, current_flags, default_flags
+from app.flags import Flags, current_flags, default_flags, flags_with
 from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions
@@ -58,7 +58,9 @@ class Services:
 
     @cached_property
     def claims(self) -> ClaimService:
-        return ClaimService(self.engine, self.replica, self.claim_settings)
+        return ClaimService(
+            self.engine, self.replica, self.claim_settings, partial(flags_with, self.settings)
+        )
 
     @cached_property
     def assignments(self) -> AssignmentService:

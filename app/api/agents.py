@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AgentDep, QueueTypeDep, ServicesDep
+from app.api.deps import AgentDep, QueueTypeDep, ServicesDep, TokenDep
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
-from app.flags import flags_with
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
 
@@ -41,9 +40,9 @@ def stats(
     response_model=AssignmentOut,
     responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
 )
-def next_user(queue_type: QueueTypeDep, agent: AgentDep, services: ServicesDep) -> Any:
-    flags = flags_with(services.settings, agent.flag_overrides)
-    claimed = services.claims.next_user(agent, queue_type, flags)
+def next_user(queue_type: QueueTypeDep, token: TokenDep, services: ServicesDep) -> Any:
+    """Authenticates in its own first statement (a wrong token is a 401, as everywhere)."""
+    _, claimed = services.claims.next_user_for_token(token, queue_type)
     if claimed is None:
         return Response(status_code=204)
     return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))
@@ -94,9 +93,10 @@ def release(
     responses=responses(401, 404, 409, 422),
 )
 def complete(
-    assignment_id: uuid.UUID, body: CompleteIn, agent: AgentDep, services: ServicesDep
+    assignment_id: uuid.UUID, body: CompleteIn, token: TokenDep, services: ServicesDep
 ) -> Any:
-    done = services.assignments.complete(
-        agent, assignment_id, body.outcome, body.callback_at, body.notes
+    """Authenticates in its own first statement (a wrong token is a 401, as everywhere)."""
+    done = services.assignments.complete_for_token(
+        token, assignment_id, body.outcome, body.callback_at, body.notes
     )
     return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})

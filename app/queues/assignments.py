@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, TextClause, text
 
 from app import metrics
-from app.agents import AgentIdentity
-from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
+from app.agents import AGENT_COLUMNS, BY_TOKEN, AgentIdentity, hash_token, identity
+from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable, Unauthorized
 from app.queues.claims import ClaimSettings
 from app.queues.kinds import KINDS, QueueType
 from app.queues.ledger import held_by
@@ -26,11 +26,13 @@ from app.queues.outcomes import (
     MAX_CALLBACK_AHEAD,
     MAX_SCORE,
     MIN_SCORE,
+    OUTCOME_RETURNING,
     RULES,
     Outcome,
     OutcomeRule,
 )
 from app.queues.transitions import Reclassification, reclassify
+from app.queues.views import ASSIGNMENT_COLUMNS
 from app.replica.classification import Verdict
 from app.replica.reader import Contact, Replica
 
@@ -39,20 +41,37 @@ log = logging.getLogger(__name__)
 _HEAD = text("SELECT agent_id, user_id, queue_type, queue_entry_id FROM assignments WHERE id = :id")
 
 
-def _complete_statement(entry_table: str | None) -> TextClause:
-    """Ledger row, entry and score row in one statement: the entry and the ledger row are
-    already locked (in that order) by the caller, so only the score row is locked here, last."""
+def _complete_statement(
+    entry_table: str | None, *, live_only: bool, lock_entry: bool = False
+) -> TextClause:
+    """Ledger row, entry and score row in one statement, locked in the service-wide order
+    (entry, ledger row, score row).
+
+    ``live_only``: complete only a live assignment (active, lease running), else change nothing
+    and return no row, so the common case needs no separate read of the ledger row.
+    ``lock_entry``: lock the entry in this statement, so it can run on its own (autocommit): the
+    materialised CTE ``lk`` is read by an InitPlan of the ledger UPDATE's condition, which runs
+    before the UPDATE locks the ledger row. Otherwise the caller has locked the entry.
+    """
+    live = " AND status = 'active' AND lease_expires_at > now()" if live_only else ""
+    lock = ""
+    if lock_entry and entry_table:
+        lock = (
+            f"lk AS MATERIALIZED (SELECT id FROM {entry_table} WHERE id = :entry_id FOR UPDATE), "
+        )
+        live += " AND (SELECT count(*) FROM lk) >= 0"
     entry = (
         f", e AS (UPDATE {entry_table} SET status = 'completed', updated_at = now()"
-        "  WHERE id = :entry_id AND status IN ('assigned', 'pending'))"
+        "  WHERE id = :entry_id AND status IN ('assigned', 'pending') AND EXISTS (SELECT 1 FROM a))"
         if entry_table
         else ""
     )
     return text(
-        "WITH a AS (UPDATE assignments SET status = 'completed', outcome = :outcome,"
+        f"WITH {lock}a AS (UPDATE assignments SET status = 'completed', outcome = :outcome,"
         " callback_at = CAST(:callback_at AS timestamptz), notes = :notes,"
-        " finished_at = now(), updated_at = now() WHERE id = :id RETURNING *)"
-        f"{entry}, s AS ({APPLY_OUTCOME_SQL})"
+        f" finished_at = now(), updated_at = now() WHERE id = :id{live}"
+        f" RETURNING {ASSIGNMENT_COLUMNS})"
+        f"{entry}, s AS ({APPLY_OUTCOME_SQL} AND EXISTS (SELECT 1 FROM a) {OUTCOME_RETURNING})"
         " SELECT a.*, s.current_score IS NOT NULL AS scored,"
         " s.current_score AS score_current_score,"
         " s.next_call_after AS score_next_call_after, s.is_active AS score_is_active,"
@@ -60,9 +79,43 @@ def _complete_statement(entry_table: str | None) -> TextClause:
     )
 
 
-_COMPLETE = {None: _complete_statement(None)} | {
-    kind.table: _complete_statement(kind.table) for kind in KINDS.values()
+_TABLES = (None, *(kind.table for kind in KINDS.values()))
+_COMPLETE = {
+    (table, live_only): _complete_statement(table, live_only=live_only)
+    for table in _TABLES
+    for live_only in (True, False)
 }
+# The common case in one autocommit statement: a live assignment, no reclassification.
+_COMPLETE_ALONE = {
+    table: _complete_statement(table, live_only=True, lock_entry=True) for table in _TABLES
+}
+
+_LOCK_ENTRY = {
+    kind.table: text(f"SELECT 1 FROM {kind.table} WHERE id = :id FOR UPDATE")
+    for kind in KINDS.values()
+}
+_LOCK_LEDGER = text(
+    "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
+    " FROM assignments WHERE id = :id FOR UPDATE"
+)
+
+# One round trip opens a completion: who is asking (by token, or by id for in-process callers),
+# the assignment's unchanging head (holder, user, queue, entry), the user's queue type now (to
+# know whether the outcome comes with a reclassification), and whether callback_at is within
+# bounds by the database's clock.
+_OPEN = """
+SELECT {agent_columns}, h.agent_id AS holder_id, h.user_id, h.queue_type, h.queue_entry_id,
+       s.user_id IS NOT NULL AS scored, s.current_queue_type AS score_queue_type,
+       CAST(:callback_at AS timestamptz) > now()
+         AND CAST(:callback_at AS timestamptz) <= now() + make_interval(days => :max_days)
+         AS callback_ok
+  FROM agents ag
+  LEFT JOIN assignments h ON h.id = :assignment_id
+  LEFT JOIN user_call_scores s ON s.user_id = h.user_id
+ WHERE {where}
+"""
+_OPEN_BY_TOKEN = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
+_OPEN_BY_ID = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
 
 
 @dataclass(slots=True)
@@ -74,6 +127,9 @@ class Completed:
 class AssignmentService:
     def __init__(self, engine: Engine, replica: Replica, settings: ClaimSettings) -> None:
         self.engine = engine
+        # The same pool, each statement its own transaction: completions open with a read and
+        # usually end with one statement, so BEGIN and COMMIT would be two more round trips.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.replica = replica
         self.settings = settings
 
@@ -164,6 +220,23 @@ class AssignmentService:
         )
         return row
 
+    def complete_for_token(
+        self,
+        token: str,
+        assignment_id: uuid.UUID,
+        outcome: Outcome,
+        callback_at: datetime | None,
+        notes: str | None,
+    ) -> Completed:
+        """The route's entry point: authentication and completion on one connection."""
+        with self.autocommit.connect() as conn:
+            opened = self._open(conn, {"token_hash": hash_token(token)}, assignment_id, callback_at)
+            if opened is None:
+                raise Unauthorized("a valid agent bearer token is required")
+            return self._complete(
+                conn, identity(opened), opened, assignment_id, outcome, callback_at, notes
+            )
+
     def complete(
         self,
         agent: AgentIdentity,
@@ -172,6 +245,40 @@ class AssignmentService:
         callback_at: datetime | None,
         notes: str | None,
     ) -> Completed:
+        with self.autocommit.connect() as conn:
+            opened = self._open(conn, {"agent_id": agent.id}, assignment_id, callback_at)
+            if opened is None:
+                raise Unauthorized("no such agent")
+            return self._complete(conn, agent, opened, assignment_id, outcome, callback_at, notes)
+
+    @staticmethod
+    def _open(
+        conn: Connection,
+        who: dict[str, Any],
+        assignment_id: uuid.UUID,
+        callback_at: datetime | None,
+    ) -> Row[Any] | None:
+        statement = _OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID
+        params = {
+            **who,
+            "assignment_id": assignment_id,
+            "callback_at": callback_at,
+            "max_days": MAX_CALLBACK_AHEAD.days,
+        }
+        return conn.execute(statement, params).one_or_none()
+
+    def _complete(
+        self,
+        conn: Connection,
+        agent: AgentIdentity,
+        head: Row[Any],
+        assignment_id: uuid.UUID,
+        outcome: Outcome,
+        callback_at: datetime | None,
+        notes: str | None,
+    ) -> Completed:
+        """``conn`` is in autocommit mode: the common case (a live assignment, no
+        reclassification) is one statement; anything else is a transaction of its own."""
         rule = RULES[outcome]
         if callback_at is not None and not rule.accepts_callback:
             raise InvalidInput(
@@ -179,71 +286,81 @@ class AssignmentService:
                 f" call_back, not {outcome}",
                 ["body", "callback_at"],
             )
-        head, verdict = self._reclassification_facts(agent, assignment_id)
-        late_deactivation = False
-        with self.engine.begin() as conn:
-            if callback_at is not None:
-                self._check_callback(conn, callback_at)
-            row = self._lock(conn, assignment_id, agent.id, head)
-            if not row.live:
-                if row.status == "completed":
-                    raise Conflict("the assignment is already completed")
-                # A lapsed lease may still be completed while nobody else has had the user.
-                reopenable = row.status in ("active", "expired") and not self._handed_out_since(
-                    conn, row
-                )
-                if not reopenable:
-                    if not rule.deactivates:
-                        raise Conflict("the assignment is no longer active")
-                    # Someone asked never to be called again: that must stick, even after the
-                    # lease ran out or a supervisor released the user.
-                    self._late_deactivation(conn, row, outcome)
-                    late_deactivation = True
-            if not late_deactivation:
-                completed = self._apply(
-                    conn, row, outcome, rule, callback_at, notes, verdict, agent
-                )
-        if late_deactivation:
-            raise Conflict(
-                "the assignment is no longer active; the user was still marked not to be called"
-            )
-        metrics.OUTCOMES.labels(row.queue_type, str(outcome)).inc()
-        log.info(
-            "assignment.completed",
-            extra={"agent_id": agent.id, "user_id": row.user_id, "outcome": str(outcome)},
-        )
-        return completed
-
-    # -- steps ---------------------------------------------------------------------------------
-
-    def _reclassification_facts(
-        self, agent: AgentIdentity, assignment_id: uuid.UUID
-    ) -> tuple[Row[Any], Verdict | None]:
-        """The assignment's head row, and the replica's verdict read before any lock is taken.
-        If the replica is down the outcome still counts; the user is reclassified by the next
-        population or claim instead."""
-        with self.engine.connect() as conn:
-            head = conn.execute(_HEAD, {"id": assignment_id}).one_or_none()
-        if head is None or head.agent_id != agent.id:
+        if head.holder_id != agent.id:
             raise NotFound("no such assignment for this agent")
-        try:
-            return head, self.replica.classify([head.user_id])[head.user_id]
-        except ReplicaUnavailable:
-            log.warning("assignment.reclassify_skipped", extra={"user_id": head.user_id})
-            return head, None
-
-    @staticmethod
-    def _check_callback(conn: Connection, callback_at: datetime) -> None:
-        ok = conn.execute(
-            text("SELECT :cb > now() AND :cb <= now() + make_interval(days => :d)"),
-            {"cb": callback_at, "d": MAX_CALLBACK_AHEAD.days},
-        ).scalar()
-        if not ok:
+        if callback_at is not None and not head.callback_ok:
             raise InvalidInput(
                 "callback_at must be in the future and at most"
                 f" {MAX_CALLBACK_AHEAD.days} days ahead",
                 ["body", "callback_at"],
             )
+        # Read before any lock is taken.
+        verdict = self._verdict(head.user_id)
+        apply = _Apply(assignment_id, head, outcome, rule, callback_at, notes, verdict, agent)
+        completed = None
+        if not head.scored or verdict is None or _type_of(verdict) == head.score_queue_type:
+            completed = self._apply(conn, apply, _COMPLETE_ALONE[self._entry_table(head)])
+        if completed is None:
+            # The same connection, now transactional (a second checkout per request could
+            # exhaust the pool under load).
+            conn.commit()
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+            with conn.begin():
+                completed = self._complete_in_transaction(conn, apply)
+            if completed is None:
+                raise Conflict(
+                    "the assignment is no longer active; the user was still marked not to be"
+                    " called"
+                )
+        metrics.OUTCOMES.labels(head.queue_type, str(outcome)).inc()
+        log.info(
+            "assignment.completed",
+            extra={"agent_id": agent.id, "user_id": head.user_id, "outcome": str(outcome)},
+        )
+        return completed
+
+    def _complete_in_transaction(self, conn: Connection, a: _Apply) -> Completed | None:
+        """Everything but the common case: a reclassification to apply with the outcome, or an
+        assignment that is no longer live (already completed, lapsed, released). None when
+        only a late deactivation was recorded."""
+        head, table = a.head, self._entry_table(a.head)
+        self._lock_entry(conn, head)
+        completed = self._apply(conn, a, _COMPLETE[table, True])
+        if completed is not None:
+            return completed
+        row = self._lock_ledger(conn, a.assignment_id)
+        if not row.live:
+            if row.status == "completed":
+                raise Conflict("the assignment is already completed")
+            # A lapsed lease may still be completed while nobody else has had the user.
+            reopenable = row.status in ("active", "expired") and not self._handed_out_since(
+                conn, row
+            )
+            if not reopenable:
+                if not a.rule.deactivates:
+                    raise Conflict("the assignment is no longer active")
+                # Someone asked never to be called again: that must stick, even after the
+                # lease ran out or a supervisor released the user.
+                self._late_deactivation(conn, row, a.outcome)
+                conn.commit()
+                raise Conflict(
+                    "the assignment is no longer active; the user was still marked not to be called"
+                )
+        completed = self._apply(conn, a, _COMPLETE[table, False])
+        assert completed is not None
+        return completed
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _verdict(self, user_id: int) -> Verdict | None:
+        """The replica's verdict on the user, read before any lock is taken. If the replica is
+        down the outcome still counts; the user is reclassified by the next population or claim
+        instead."""
+        try:
+            return self.replica.classify([user_id])[user_id]
+        except ReplicaUnavailable:
+            log.warning("assignment.reclassify_skipped", extra={"user_id": user_id})
+            return None
 
     @staticmethod
     def _table(row: Any) -> str:
@@ -265,18 +382,16 @@ class AssignmentService:
             head = conn.execute(_HEAD, {"id": assignment_id}).one_or_none()
         if head is None or (agent_id is not None and head.agent_id != agent_id):
             raise NotFound("no such assignment for this agent")
+        self._lock_entry(conn, head)
+        return self._lock_ledger(conn, assignment_id)
+
+    def _lock_entry(self, conn: Connection, head: Row[Any]) -> None:
         if head.queue_entry_id is not None:
-            conn.execute(
-                text(f"SELECT 1 FROM {self._table(head)} WHERE id = :id FOR UPDATE"),
-                {"id": head.queue_entry_id},
-            )
-        return conn.execute(
-            text(
-                "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
-                " FROM assignments WHERE id = :id FOR UPDATE"
-            ),
-            {"id": assignment_id},
-        ).one()
+            conn.execute(_LOCK_ENTRY[self._table(head)], {"id": head.queue_entry_id})
+
+    @staticmethod
+    def _lock_ledger(conn: Connection, assignment_id: uuid.UUID) -> Row[Any]:
+        return conn.execute(_LOCK_LEDGER, {"id": assignment_id}).one()
 
     @staticmethod
     def _require_live(row: Row[Any]) -> None:
@@ -312,56 +427,69 @@ class AssignmentService:
             {"o": str(outcome), "u": row.user_id},
         )
 
-    def _apply(
-        self,
-        conn: Connection,
-        row: Row[Any],
-        outcome: Outcome,
-        rule: OutcomeRule,
-        callback_at: datetime | None,
-        notes: str | None,
-        verdict: Verdict | None,
-        agent: AgentIdentity,
-    ) -> Completed:
+    def _entry_table(self, head: Row[Any]) -> str | None:
+        return self._table(head) if head.queue_entry_id is not None else None
+
+    def _apply(self, conn: Connection, a: _Apply, statement: TextClause) -> Completed | None:
+        """A completion statement, then the reclassification the replica asked for. None when
+        the statement completes only a live assignment and this one is not (nothing written)."""
+        head = a.head
         result = conn.execute(
-            _COMPLETE[self._table(row) if row.queue_entry_id is not None else None],
+            statement,
             {
-                "id": row.id,
-                "entry_id": row.queue_entry_id,
-                "notes": notes,
-                "user_id": row.user_id,
-                "outcome": str(outcome),
-                "successful": rule.successful,
-                "change": rule.score_change,
+                "id": a.assignment_id,
+                "entry_id": head.queue_entry_id,
+                "notes": a.notes,
+                "user_id": head.user_id,
+                "outcome": str(a.outcome),
+                "successful": a.rule.successful,
+                "change": a.rule.score_change,
                 "min_score": MIN_SCORE,
                 "max_score": MAX_SCORE,
-                "callback_at": callback_at,
-                "delay_seconds": int(rule.delay.total_seconds()) if rule.delay else None,
-                "deactivates": rule.deactivates,
+                "callback_at": a.callback_at,
+                "delay_seconds": int(a.rule.delay.total_seconds()) if a.rule.delay else None,
+                "deactivates": a.rule.deactivates,
             },
-        ).one()
-        assignment = result
-        score_row = (
-            {
-                "current_score": result.score_current_score,
-                "next_call_after": result.score_next_call_after,
-                "is_active": result.score_is_active,
-                "current_queue_type": result.score_current_queue_type,
-            }
-            if result.scored
-            else None
-        )
-        if score_row is None:
-            return Completed(assignment, None)
-        score = score_row
-        new_type = verdict.queue_type and str(verdict.queue_type) if verdict else None
+        ).one_or_none()
+        if result is None:
+            return None
+        if not result.scored:
+            return Completed(result, None)
+        score = {
+            "current_score": result.score_current_score,
+            "next_call_after": result.score_next_call_after,
+            "is_active": result.score_is_active,
+            "current_queue_type": result.score_current_queue_type,
+        }
+        verdict = a.verdict
+        new_type = _type_of(verdict) if verdict else None
         if verdict is not None and new_type != score["current_queue_type"]:
+            # In the one-statement path this happens only if the type changed between the
+            # opening read and the completion; reclassify() is one statement either way.
             reclassify(
                 conn,
                 score["current_queue_type"],
-                [Reclassification(row.user_id, new_type, verdict.reason)],
+                [Reclassification(head.user_id, new_type, verdict.reason)],
                 source="outcome",
-                agent_id=agent.id,
+                agent_id=a.agent.id,
             )
             score["current_queue_type"] = new_type
-        return Completed(assignment, score)
+        return Completed(result, score)
+
+
+def _type_of(verdict: Verdict) -> str | None:
+    return verdict.queue_type and str(verdict.queue_type)
+
+
+@dataclass(frozen=True, slots=True)
+class _Apply:
+    """One completion, as both of its statements' variants see it."""
+
+    assignment_id: uuid.UUID
+    head: Row[Any]
+    outcome: Outcome
+    rule: OutcomeRule
+    callback_at: datetime | None
+    notes: str | None
+    verdict: Verdict | None
+    agent: AgentIdentity

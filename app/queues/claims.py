@@ -1,5 +1,9 @@
 """Handing the next valid user to an agent (SPEC 3.3), from a queue or straight from the scores.
 
+A request uses one pooled connection from start to end. Its first statement authenticates the
+agent, reads the flags in force, tells whether the agent already holds a user and whether any
+lease is overdue, and takes the queue's swap lock; the first attempt runs in that transaction.
+
 Each attempt is its own short transaction:
 
 * the queue's swap lock is taken *shared*, so a claim that meets a refresh waits for the swap to
@@ -18,23 +22,25 @@ error rolls back only the attempt in progress, leaving the entry pending.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, TextClause, text
+from sqlalchemy.exc import DBAPIError
 
 from app import metrics
-from app.agents import AgentIdentity
-from app.errors import Conflict, ReplicaUnavailable, ServiceBusy
+from app.agents import AGENT_COLUMNS, BY_TOKEN, AgentIdentity, hash_token, identity
+from app.errors import Conflict, ReplicaUnavailable, ServiceBusy, Unauthorized
 from app.flags import Flags
 from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueKind, QueueType, queue_reason
 from app.queues.leases import sweep_expired_leases
 from app.queues.ledger import held_by
 from app.queues.transitions import Reclassification, reclassify
-from app.queues.views import details_json
+from app.queues.views import ASSIGNMENT_COLUMNS, details_json
 from app.replica.classification import UserFacts, Verdict, classify
 from app.replica.reader import Contact, Replica
 
@@ -63,7 +69,7 @@ class Claimed:
     resumed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Ask:
     """One next-user request, as every attempt sees it."""
 
@@ -71,6 +77,28 @@ class _Ask:
     kind: QueueKind
     validate: bool
     started: float
+    # The open transaction already holds the queue's swap lock (taken by the first statement).
+    swap_locked: bool = False
+
+
+# One round trip opens a request: who is asking (by token, or by id for in-process callers),
+# with which flags, whether they hold a user already, whether any lease is overdue; and the
+# queue's swap lock, shared. The lock sits in its own scalar subquery, so it is taken only when
+# the agent exists, and the attempt's next statement (a new snapshot) sees the queue as the
+# latest swap left it.
+_OPEN = """
+SELECT {agent_columns},
+       EXISTS (SELECT 1 FROM assignments WHERE agent_id = ag.id AND status = 'active'
+                  AND lease_expires_at > now()) AS holding,
+       EXISTS (SELECT 1 FROM assignments WHERE status = 'active'
+                  AND lease_expires_at <= now()) AS overdue,
+       (SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:swap_key, :swap_id)) l) AS locked
+  FROM agents ag
+ WHERE {where}
+"""
+_OPEN_BY_TOKEN = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
+_OPEN_BY_ID = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
+_SWAP_LOCK = text("SELECT pg_advisory_xact_lock_shared(:key, :id)")
 
 
 def _score_problem(entry: Row[Any], kind: QueueKind) -> str | None:
@@ -99,7 +127,7 @@ class _Retry(Exception):
 
 # ON CONFLICT DO NOTHING covers both partial unique indexes (one active assignment per user,
 # one per agent): losing the race returns no row instead of raising, so no savepoint is needed.
-_INSERT_ASSIGNMENT = """
+_INSERT_ASSIGNMENT = f"""
     INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id, claim_id,
                              priority_score, queue_position, queue_reason, details,
                              lease_expires_at, claim_ms)
@@ -107,7 +135,7 @@ _INSERT_ASSIGNMENT = """
             :queue_position, :queue_reason, CAST(:details AS jsonb),
             now() + make_interval(secs => :lease), :claim_ms)
     ON CONFLICT DO NOTHING
-    RETURNING *
+    RETURNING {ASSIGNMENT_COLUMNS}
 """
 
 
@@ -129,20 +157,89 @@ _INSERTS = {None: _insert_statement(None)} | {
 }
 
 
+def _next_entry_statement(kind: QueueKind) -> TextClause:
+    """The first pending entry in serving order, locked, with its score row (read, not locked:
+    the lock order is entry, ledger, score row)."""
+    details = ", ".join(f"e.{c}" for c in kind.detail_columns)
+    return text(
+        f"SELECT e.id, e.user_id, e.claim_id, e.priority_score, e.queue_position,"
+        f" e.queue_reason, {details}, s.user_id IS NOT NULL AS scored,"
+        f" s.is_active, s.current_queue_type,"
+        f" coalesce(s.next_call_after > now(), false) AS not_due"
+        f" FROM (SELECT * FROM {kind.table} WHERE status = 'pending'"
+        f"       ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED) e"
+        f" LEFT JOIN user_call_scores s ON s.user_id = e.user_id"
+    )
+
+
+_NEXT_ENTRY = {kind.table: _next_entry_statement(kind) for kind in KINDS.values()}
+
+
+def _end(conn: Connection) -> None:
+    """Close whatever transaction an error left open (a no-op after a commit). A connection
+    that broke is discarded by the pool; the error that broke it is the one to report."""
+    with contextlib.suppress(DBAPIError):
+        conn.rollback()
+
+
 class ClaimService:
-    def __init__(self, engine: Engine, replica: Replica, settings: ClaimSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        replica: Replica,
+        settings: ClaimSettings,
+        flags_for: Callable[[Mapping[str, str]], Flags],
+    ) -> None:
         self.engine = engine
         self.replica = replica
         self.settings = settings
+        # The flags in force for given run-time overrides (the environment supplies the rest).
+        self.flags_for = flags_for
+
+    def next_user_for_token(
+        self, token: str, queue_type: QueueType
+    ) -> tuple[AgentIdentity, Claimed | None]:
+        """The route's entry point: authentication, flags and claim on one connection."""
+        started = time.perf_counter()
+        with self.engine.connect() as conn:
+            state = self._open(conn, queue_type, {"token_hash": hash_token(token)})
+            if state is None:
+                raise Unauthorized("a valid agent bearer token is required")
+            agent = identity(state)
+            flags = self.flags_for(agent.flag_overrides)
+            return agent, self._observed(conn, agent, queue_type, flags, state, started)
 
     def next_user(
         self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
     ) -> Claimed | None:
         """The agent's next user, their current assignment again, or None when nobody is left."""
         started = time.perf_counter()
+        with self.engine.connect() as conn:
+            state = self._open(conn, queue_type, {"agent_id": agent.id})
+            if state is None:
+                raise Unauthorized("no such agent")
+            return self._observed(conn, agent, queue_type, flags, state, started)
+
+    def _open(
+        self, conn: Connection, queue_type: QueueType, who: dict[str, Any]
+    ) -> Row[Any] | None:
+        statement = _OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID
+        params = {**who, "swap_key": SWAP_LOCK_KEY, "swap_id": KINDS[queue_type].swap_lock_id}
+        # No row: no such (active) agent, and no lock was taken.
+        return conn.execute(statement, params).one_or_none()
+
+    def _observed(
+        self,
+        conn: Connection,
+        agent: AgentIdentity,
+        queue_type: QueueType,
+        flags: Flags,
+        state: Row[Any],
+        started: float,
+    ) -> Claimed | None:
         result, source = "error", "none"
         try:
-            claimed = self._next_user(agent, queue_type, flags, started)
+            claimed = self._serve(conn, agent, queue_type, flags, state, started)
             if claimed is None:
                 result = "empty"
             else:
@@ -159,37 +256,50 @@ class ClaimService:
             result = "replica_error"
             raise
         finally:
+            _end(conn)
             metrics.CLAIMS.labels(str(queue_type), source, result).inc()
             metrics.NEXT_USER_SECONDS.labels(str(queue_type)).observe(time.perf_counter() - started)
 
-    def _next_user(
-        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags, started: float
+    def _serve(
+        self,
+        conn: Connection,
+        agent: AgentIdentity,
+        queue_type: QueueType,
+        flags: Flags,
+        state: Row[Any],
+        started: float,
     ) -> Claimed | None:
+        """Runs in the transaction ``_open`` began, which holds the queue's swap lock."""
         kind = KINDS[queue_type]
-        with self.engine.begin() as conn:
+        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started, swap_locked=True)
+        if state.overdue:
             sweep_expired_leases(conn)
-            held = self._resume(held_by(conn, agent.id), kind)
-        if held is not None:
-            return held
+            conn.commit()
+            ask.swap_locked = False
+        if state.holding:
+            held = held_by(conn, agent.id)
+            conn.commit()
+            ask.swap_locked = False
+            if held is not None:
+                return self._resume(held, kind)
         mode = flags.serving_mode
-        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started)
         try:
             if mode in ("queues", "dual"):
                 try:
-                    found = self._attempts(ask, self._queue_attempt)
+                    found = self._attempts(conn, ask, self._queue_attempt)
                 except ValidationAttemptsExhausted:
                     if mode != "dual":
                         raise
                     found = None
                 if found is not None or mode == "queues":
                     return found
-            return self._attempts(ask, self._direct_attempt)
+            return self._attempts(conn, ask, self._direct_attempt)
         except _AgentBusy:
-            with self.engine.connect() as conn:
-                held = self._resume(held_by(conn, agent.id), kind)
+            held = held_by(conn, agent.id)
+            conn.commit()
             if held is None:  # the concurrent assignment ended in between; let the agent retry
                 raise Conflict("a concurrent request changed this agent's assignment") from None
-            return held
+            return self._resume(held, kind)
 
     # -- an assignment the agent already holds -------------------------------------------------
 
@@ -204,168 +314,164 @@ class ClaimService:
 
     # -- queue path ----------------------------------------------------------------------------
 
-    def _attempts(self, ask: _Ask, attempt: Callable[[_Ask], Claimed | None]) -> Claimed | None:
+    def _attempts(
+        self,
+        conn: Connection,
+        ask: _Ask,
+        attempt: Callable[[Connection, _Ask], Claimed | None],
+    ) -> Claimed | None:
         """Up to MAX_VALIDATION_ATTEMPTS attempts, each its own transaction."""
         for _ in range(self.settings.max_validation_attempts):
             try:
-                result = attempt(ask)
+                result = attempt(conn, ask)
+                conn.commit()
             except _Empty:
+                conn.rollback()
                 return None
             except _Retry:
+                conn.rollback()
                 continue
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                ask.swap_locked = False
             if result is not None:
                 return result
-        if attempt == self._queue_attempt and not self._pending_left(ask.kind):
+        if attempt == self._queue_attempt and not self._pending_left(conn, ask.kind):
             return None  # the attempts used up the last entries: the queue is empty, not busy
         raise ValidationAttemptsExhausted(
             f"{self.settings.max_validation_attempts} users in a row failed validation;"
             " more remain, retry shortly"
         )
 
-    def _queue_attempt(self, ask: _Ask) -> Claimed | None:
+    def _queue_attempt(self, conn: Connection, ask: _Ask) -> Claimed | None:
         agent, kind = ask.agent, ask.kind
-        details = ", ".join(kind.detail_columns)
-        with self.engine.begin() as conn:
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock_shared(:key, :id)"),
-                {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
-            )
-            # The score row is read, not locked (lock order: entry, ledger, score row).
-            entry = conn.execute(
-                text(
-                    f"SELECT e.id, e.user_id, e.claim_id, e.priority_score, e.queue_position,"
-                    f" e.queue_reason, {details}, s.user_id IS NOT NULL AS scored,"
-                    f" s.is_active, s.current_queue_type,"
-                    f" coalesce(s.next_call_after > now(), false) AS not_due"
-                    f" FROM (SELECT * FROM {kind.table} WHERE status = 'pending'"
-                    f"       ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED) e"
-                    f" LEFT JOIN user_call_scores s ON s.user_id = e.user_id"
-                )
-            ).one_or_none()
-            if entry is None:
-                raise _Empty
-            problem = _score_problem(entry, kind)
-            if problem is not None:
-                self._invalidate(conn, ask, entry.user_id, problem, entry.id)
+        if not ask.swap_locked:
+            conn.execute(_SWAP_LOCK, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
+        entry = conn.execute(_NEXT_ENTRY[kind.table]).one_or_none()
+        if entry is None:
+            raise _Empty
+        problem = _score_problem(entry, kind)
+        if problem is not None:
+            self._invalidate(conn, ask, entry.user_id, problem, entry.id)
+            return None
+        facts, contact = self._replica_check(entry.user_id, ask.validate)
+        if facts is not None:
+            verdict = classify(facts)
+            if verdict.queue_type != kind.queue_type:
+                reason = f"reclassified: {verdict.reason}"
+                self._invalidate(conn, ask, entry.user_id, reason, entry.id)
+                self._reclassify(conn, kind, entry.user_id, verdict, agent)
                 return None
-            facts, contact = self._replica_check(entry.user_id, ask.validate)
-            if facts is not None:
-                verdict = classify(facts)
-                if verdict.queue_type != kind.queue_type:
-                    reason = f"reclassified: {verdict.reason}"
-                    self._invalidate(conn, ask, entry.user_id, reason, entry.id)
-                    self._reclassify(conn, kind, entry.user_id, verdict, agent)
-                    return None
-            if contact is None or not contact.callable:
-                self._invalidate(conn, ask, entry.user_id, "no_phone_number", entry.id)
-                return None
-            entry_details = {c: getattr(entry, c) for c in kind.detail_columns}
-            assignment = self._insert_assignment(
-                conn,
-                ask,
-                entry_table=kind.table,
-                entry_id=entry.id,
-                user_id=entry.user_id,
-                claim_id=entry.claim_id,
-                priority_score=entry.priority_score,
-                queue_position=entry.queue_position,
-                queue_reason=entry.queue_reason,
-                details=entry_details,
-            )
-            if assignment is None:
-                self._invalidate(conn, ask, entry.user_id, "already_assigned", entry.id)
-                return None
+        if contact is None or not contact.callable:
+            self._invalidate(conn, ask, entry.user_id, "no_phone_number", entry.id)
+            return None
+        entry_details = {c: getattr(entry, c) for c in kind.detail_columns}
+        assignment = self._insert_assignment(
+            conn,
+            ask,
+            entry_table=kind.table,
+            entry_id=entry.id,
+            user_id=entry.user_id,
+            claim_id=entry.claim_id,
+            priority_score=entry.priority_score,
+            queue_position=entry.queue_position,
+            queue_reason=entry.queue_reason,
+            details=entry_details,
+        )
+        if assignment is None:
+            self._invalidate(conn, ask, entry.user_id, "already_assigned", entry.id)
+            return None
         return Claimed(assignment, contact, resumed=False)
 
-    def _pending_left(self, kind: QueueKind) -> bool:
-        with self.engine.connect() as conn:
-            return bool(
-                conn.execute(
-                    text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
-                ).scalar()
-            )
+    @staticmethod
+    def _pending_left(conn: Connection, kind: QueueKind) -> bool:
+        left = conn.execute(
+            text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
+        ).scalar()
+        conn.commit()
+        return bool(left)
 
     # -- direct mode ---------------------------------------------------------------------------
 
-    def _direct_attempt(self, ask: _Ask) -> Claimed | None:
+    def _direct_attempt(self, conn: Connection, ask: _Ask) -> Claimed | None:
         """Claim straight from user_call_scores with the population's eligibility and order.
 
         The score row is taken with SKIP LOCKED, so this path never waits on a row lock and cannot
         join a wait cycle with the entry -> ledger -> score order used elsewhere.
         """
         agent, kind = ask.agent, ask.kind
-        with self.engine.begin() as conn:
-            lead = conn.execute(
+        lead = conn.execute(
+            text(
+                """
+                SELECT s.user_id, s.current_score
+                  FROM user_call_scores s
+                 WHERE s.current_queue_type = :queue_type
+                   AND s.is_active
+                   AND (s.next_call_after IS NULL OR s.next_call_after <= now())
+                   AND s.created_at <= now() - make_interval(mins => :cooling)
+                   AND NOT EXISTS (SELECT 1 FROM assignments a
+                                    WHERE a.user_id = s.user_id AND a.status = 'active')
+                 ORDER BY s.current_score, s.created_at DESC, s.user_id
+                 LIMIT 1
+                   FOR UPDATE OF s SKIP LOCKED
+                """
+            ),
+            {
+                "queue_type": str(kind.queue_type),
+                "cooling": self.settings.cooling_period_minutes,
+            },
+        ).one_or_none()
+        if lead is None:
+            raise _Empty
+        # The candidate query's snapshot predates the lock: another claim may have handed
+        # this user out and committed in between. Seeing that now (a fresh snapshot) avoids
+        # inserting a ledger row that would wait on an outcome being recorded for the same
+        # user, which itself waits on the score row we hold: a deadlock.
+        if conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM assignments WHERE user_id = :u AND status = 'active')"
+            ),
+            {"u": lead.user_id},
+        ).scalar():
+            return None
+        # Details (claim, requirements) come from the replica in direct mode whatever the
+        # validation flag, since there is no entry to carry them.
+        facts, contact = self._replica_check(lead.user_id, validate=True)
+        assert facts is not None
+        verdict = classify(facts)
+        if ask.validate and verdict.queue_type != kind.queue_type:
+            self._invalidate(conn, ask, lead.user_id, f"reclassified: {verdict.reason}")
+            self._reclassify(conn, kind, lead.user_id, verdict, agent)
+            return None
+        if contact is None or not contact.callable:
+            # Nothing to mark in direct mode: hold the lead back like a skip, so the next
+            # claim does not find the same uncallable person again.
+            self._invalidate(conn, ask, lead.user_id, "no_phone_number")
+            conn.execute(
                 text(
-                    """
-                    SELECT s.user_id, s.current_score
-                      FROM user_call_scores s
-                     WHERE s.current_queue_type = :queue_type
-                       AND s.is_active
-                       AND (s.next_call_after IS NULL OR s.next_call_after <= now())
-                       AND s.created_at <= now() - make_interval(mins => :cooling)
-                       AND NOT EXISTS (SELECT 1 FROM assignments a
-                                        WHERE a.user_id = s.user_id AND a.status = 'active')
-                     ORDER BY s.current_score, s.created_at DESC, s.user_id
-                     LIMIT 1
-                       FOR UPDATE OF s SKIP LOCKED
-                    """
+                    "UPDATE user_call_scores SET next_call_after = now()"
+                    " + make_interval(mins => :m), updated_at = now() WHERE user_id = :u"
                 ),
-                {
-                    "queue_type": str(kind.queue_type),
-                    "cooling": self.settings.cooling_period_minutes,
-                },
-            ).one_or_none()
-            if lead is None:
-                raise _Empty
-            # The candidate query's snapshot predates the lock: another claim may have handed
-            # this user out and committed in between. Seeing that now (a fresh snapshot) avoids
-            # inserting a ledger row that would wait on an outcome being recorded for the same
-            # user, which itself waits on the score row we hold: a deadlock.
-            if conn.execute(
-                text(
-                    "SELECT EXISTS (SELECT 1 FROM assignments"
-                    " WHERE user_id = :u AND status = 'active')"
-                ),
-                {"u": lead.user_id},
-            ).scalar():
-                return None
-            # Details (claim, requirements) come from the replica in direct mode whatever the
-            # validation flag, since there is no entry to carry them.
-            facts, contact = self._replica_check(lead.user_id, validate=True)
-            assert facts is not None
-            verdict = classify(facts)
-            if ask.validate and verdict.queue_type != kind.queue_type:
-                self._invalidate(conn, ask, lead.user_id, f"reclassified: {verdict.reason}")
-                self._reclassify(conn, kind, lead.user_id, verdict, agent)
-                return None
-            if contact is None or not contact.callable:
-                # Nothing to mark in direct mode: hold the lead back like a skip, so the next
-                # claim does not find the same uncallable person again.
-                self._invalidate(conn, ask, lead.user_id, "no_phone_number")
-                conn.execute(
-                    text(
-                        "UPDATE user_call_scores SET next_call_after = now()"
-                        " + make_interval(mins => :m), updated_at = now() WHERE user_id = :u"
-                    ),
-                    {"m": max(self.settings.skip_cooldown_minutes, 60), "u": lead.user_id},
-                )
-                return None
-            fields = verdict.entry_fields if verdict.queue_type == kind.queue_type else {}
-            assignment = self._insert_assignment(
-                conn,
-                ask,
-                entry_table=None,
-                entry_id=None,
-                user_id=lead.user_id,
-                claim_id=fields.get("claim_id"),
-                priority_score=lead.current_score,
-                queue_position=None,
-                queue_reason=queue_reason(kind, lead.current_score),
-                details={c: fields.get(c) for c in kind.detail_columns},
+                {"m": max(self.settings.skip_cooldown_minutes, 60), "u": lead.user_id},
             )
-            if assignment is None:
-                return None
+            return None
+        fields = verdict.entry_fields if verdict.queue_type == kind.queue_type else {}
+        assignment = self._insert_assignment(
+            conn,
+            ask,
+            entry_table=None,
+            entry_id=None,
+            user_id=lead.user_id,
+            claim_id=fields.get("claim_id"),
+            priority_score=lead.current_score,
+            queue_position=None,
+            queue_reason=queue_reason(kind, lead.current_score),
+            details={c: fields.get(c) for c in kind.detail_columns},
+        )
+        if assignment is None:
+            return None
         return Claimed(assignment, contact, resumed=False)
 
     # -- shared steps --------------------------------------------------------------------------

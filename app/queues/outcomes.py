@@ -71,5 +71,5 @@ UPDATE user_call_scores
        is_active = is_active AND NOT :deactivates,
        updated_at = now()
  WHERE user_id = :user_id
-RETURNING current_score, next_call_after, is_active, current_queue_type
 """
+OUTCOME_RETURNING = "RETURNING current_score, next_call_after, is_active, current_queue_type"

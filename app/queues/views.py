@@ -8,6 +8,12 @@ from typing import Any
 
 from app.replica.reader import Contact
 
+# The ledger columns assignment_view reads: what the hot statements return instead of every column.
+ASSIGNMENT_COLUMNS = (
+    "id, status, queue_type, source, queue_entry_id, user_id, claim_id, priority_score,"
+    " queue_position, queue_reason, assigned_at, lease_expires_at, outcome, details"
+)
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None

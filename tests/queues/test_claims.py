@@ -285,8 +285,10 @@ def agent_loop(
     barrier: threading.Barrier,
     *,
     retry_exhausted: bool = False,
+    call_seconds: float = 0.0,
 ) -> None:
-    """One dashboard: next user, complete with no_answer, again, until the queue is empty."""
+    """One dashboard: next user, a call of ``call_seconds``, complete with no_answer, again,
+    until the queue is empty."""
     barrier.wait(timeout=30)
     while True:
         tracker.begin()
@@ -306,6 +308,7 @@ def agent_loop(
         tracker.end(agent, got)
         if got is None:
             return
+        time.sleep(call_seconds)
         try:
             services.assignments.complete(agent, got.assignment.id, Outcome.NO_ANSWER, None, None)
         except BaseException as exc:
@@ -323,6 +326,7 @@ def run_agents(
     *,
     extra: tuple[Callable[[threading.Barrier], None], ...] = (),
     retry_exhausted: bool = False,
+    call_seconds: float = 0.0,
     after_agents: Callable[[], None] | None = None,
     timeout: float = 120,
 ) -> None:
@@ -331,7 +335,7 @@ def run_agents(
         threading.Thread(
             target=agent_loop,
             args=(services, agent, queue, served, tracker, barrier),
-            kwargs={"retry_exhausted": retry_exhausted},
+            kwargs={"retry_exhausted": retry_exhausted, "call_seconds": call_seconds},
             daemon=True,
         )
         for agent in agents
@@ -435,6 +439,8 @@ def test_64_agents_with_refresh_loop_no_duplicates_and_no_early_empty(
         tracker,
         extra=(refresher,),
         retry_exhausted=True,
+        # Calls long enough that the agents are still working while refreshes swap.
+        call_seconds=0.05,
         after_agents=stop.set,
     )
 
