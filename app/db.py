@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine
+from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
 
@@ -23,15 +27,16 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# A pooled connection idle for longer than this is pinged before use.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
 def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     """The service's own PostgreSQL. Statements are bounded: a stuck lock cannot hang a worker."""
-    return create_engine(
+    engine = create_engine(
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        # A pooled connection is checked before use, so a database restart or failover costs
-        # no request and no population: one cheap round trip per checkout.
-        pool_pre_ping=True,
         pool_recycle=1800,
         # Errors never carry statement parameters into logs or reports.
         hide_parameters=True,
@@ -45,6 +50,34 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
             " -c lock_timeout=5000 -c timezone=UTC",
         },
     )
+    ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection before use when it has sat idle, so a database restart or
+    failover between two bursts costs no request and no population.
+
+    ``pool_pre_ping`` would ping on every checkout: a round trip per request on the claim path,
+    for connections that were in use a moment ago. A connection that breaks while busy is
+    caught anyway: the statement fails, SQLAlchemy sees a disconnect and recycles every
+    connection of the pool opened before it.
+    """
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(dbapi_connection: Any, record: ConnectionPoolEntry, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (a fresh one if needed).
+            raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
