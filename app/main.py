@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import uuid4
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +61,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.check_server_ready()
+        # Sync routes run in AnyIO's thread pool (40 threads by default). Each request holds one
+        # store connection at a time, so threads beyond the pool's capacity would only queue for
+        # a connection while contending for the GIL.
+        to_thread.current_default_thread_limiter().total_tokens = (
+            settings.db_pool_size + settings.db_max_overflow
+        )
         services = Services.build(settings)
         app.state.services = services
         scheduler = Scheduler(services) if settings.scheduler_on else None
@@ -92,9 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(ObserveMiddleware)
 
+    # Routes are matched in order: the dashboards' routes, called all day, come first.
+    app.include_router(agents.router)
     app.include_router(ops.router)
     app.include_router(cron.router)
-    app.include_router(agents.router)
     app.include_router(admin.router)
     return app
 
