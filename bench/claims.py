@@ -23,7 +23,7 @@ What it does, in order:
    port (validation on, scheduler off, ``LOG_LEVEL=WARNING``, ``PROMETHEUS_MULTIPROC_DIR`` in a
    temporary directory) with ``--pool-size``/``--max-overflow`` (default 20 + 0 per worker) and
    prints the connection budget and how the agents' connections fell on the workers.
-4. Drives 64 agents, one ``httpx.AsyncClient`` (one keep-alive connection) each, on uvloop; a
+4. Drives 64 agents, one ``aiohttp.ClientSession`` (one keep-alive connection) each, on uvloop; a
    cycle is ``POST /api/queues/unsigned_users/next-user`` then ``POST
    /api/assignments/{id}/complete`` with ``{"outcome": "no_answer"}``. Modes: a warm-up (one
    cycle per agent, not counted); fixed rates of 10, 50 and 100 cycles/s (open loop, cycle k
@@ -32,8 +32,7 @@ What it does, in order:
    workers; the HTTP floor (``GET /healthz``, a sync route without I/O, from 64 agents and from
    one); one agent alone (unloaded latency).
 5. Stops the server and replays the two routes' bodies in this process, one agent, without HTTP,
-   timing each step (wall and CPU) and counting statements, pool checkouts (each a pre-ping round
-   trip) and commits per step.
+   timing each step (wall and CPU) and counting statements, pool checkouts and commits per step.
 6. Resets the queue (every entry back to ``pending``, ledger emptied, VACUUM) and runs the raw-SQL
    baseline: the bare ``UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING id``
    then ``UPDATE ... SET status = 'completed'`` from 64 psycopg connections (threads,
@@ -80,6 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 from alembic import command
@@ -642,64 +642,75 @@ def pct(values: list[float], q: float) -> float:
 
 
 class LoadGenerator:
+    """64 dashboards over real HTTP, on aiohttp: its C-accelerated HTTP parser costs a third of
+    httpx's CPU per request, and the load generator shares the two CPUs with the service."""
+
     def __init__(self, base_url: str, tokens: list[str]) -> None:
-        # One client (one keep-alive connection) per agent, as 64 dashboards would have: a shared
-        # pool of 64 connections costs httpcore more CPU per request.
-        self.clients = [
-            httpx.AsyncClient(
-                base_url=base_url,
-                timeout=httpx.Timeout(60.0),
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                headers={"Authorization": f"Bearer {t}"},
-            )
-            for t in tokens
-        ]
+        self.base_url = base_url
+        self.tokens = tokens
+        self.clients: list[aiohttp.ClientSession] = []
         self.agents = len(tokens)
         self.handouts: list[Handout] = []
         self.next_path = f"/api/queues/{QUEUE}/next-user"
+
+    def _open(self) -> None:
+        # One session with one keep-alive connection per agent, as 64 dashboards would have.
+        # Sessions belong to the running event loop, so they are opened on first use.
+        if not self.clients:
+            self.clients = [
+                aiohttp.ClientSession(
+                    base_url=self.base_url,
+                    timeout=aiohttp.ClientTimeout(total=60.0),
+                    connector=aiohttp.TCPConnector(limit=1),
+                    headers={"Authorization": f"Bearer {t}"},
+                )
+                for t in self.tokens
+            ]
 
     async def cycle(self, agent: int, result: ModeResult, deadline: float | None = None) -> None:
         client = self.clients[agent]
         t0 = time.perf_counter()
         try:
-            r = await client.post(self.next_path)
-        except httpx.HTTPError as exc:
+            async with client.post(self.next_path) as r:
+                status, raw = r.status, await r.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             result.errors[f"next-user {type(exc).__name__}"] += 1
             return
         t1 = time.perf_counter()
         result.next_ms.append((t1 - t0) * 1000)
-        result.statuses[f"next-user {r.status_code}"] += 1
-        if r.status_code == 204:
+        result.statuses[f"next-user {status}"] += 1
+        if status == 204:
             result.empty += 1
             return
-        if r.status_code != 200:
-            result.samples.setdefault(f"next-user {r.status_code}", r.text[:300])
+        if status != 200:
+            result.samples.setdefault(f"next-user {status}", raw[:300].decode(errors="replace"))
             return
-        body = r.json()
+        body = json.loads(raw)
         handout = Handout(body["user_id"], body["assignment_id"], agent, t1)
         handout.resumed = bool(body["resumed"])
         self.handouts.append(handout)
         handout.released = t2 = time.perf_counter()
         try:
-            r2 = await client.post(
-                f"/api/assignments/{body['assignment_id']}/complete",
-                json={"outcome": "no_answer"},
-            )
-        except httpx.HTTPError as exc:
+            async with client.post(
+                f"/api/assignments/{body['assignment_id']}/complete", json={"outcome": "no_answer"}
+            ) as r2:
+                status, raw = r2.status, await r2.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             handout.released = float("inf")
             result.errors[f"complete {type(exc).__name__}"] += 1
             return
         t3 = time.perf_counter()
-        result.statuses[f"complete {r2.status_code}"] += 1
-        if r2.status_code != 200:
+        result.statuses[f"complete {status}"] += 1
+        if status != 200:
             handout.released = float("inf")
-            result.samples.setdefault(f"complete {r2.status_code}", r2.text[:300])
+            result.samples.setdefault(f"complete {status}", raw[:300].decode(errors="replace"))
             return
         result.complete_ms.append((t3 - t2) * 1000)
         if deadline is None or t3 <= deadline:
             result.cycles += 1
 
     async def warm_up(self) -> None:
+        self._open()
         result = ModeResult("warm-up", 0)
         await asyncio.gather(*(self.cycle(a, result) for a in range(self.agents)))
         if result.cycles != self.agents:
@@ -760,12 +771,14 @@ class LoadGenerator:
             client = self.clients[agent]
             while True:
                 t0 = time.perf_counter()
-                r = await client.get("/healthz")
+                async with client.get("/healthz") as r:
+                    status = r.status
+                    await r.read()
                 t1 = time.perf_counter()
                 if t1 > deadline:
                     return
                 result.next_ms.append((t1 - t0) * 1000)
-                result.statuses[f"healthz {r.status_code}"] += 1
+                result.statuses[f"healthz {status}"] += 1
                 result.cycles += 1
 
         await asyncio.gather(*(agent_loop(a) for a in range(agents)))
@@ -780,7 +793,7 @@ class LoadGenerator:
         return result
 
     async def close(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self.clients))
+        await asyncio.gather(*(c.close() for c in self.clients))
 
 
 def duplicates(handouts: list[Handout]) -> dict[str, int]:
@@ -1091,12 +1104,8 @@ def in_process_breakdown(
     store_url: str, replica_url: str, token: str, cycles: int
 ) -> tuple[float, list[str]]:
     """The HTTP routes' bodies replayed in this process, one agent, with every step timed."""
-    from pydantic import TypeAdapter
-
     import app.api.agents as api_agents
     import app.queues.claims as claims_module
-    from app.agents import authenticate
-    from app.api.schemas import AssignmentOut, CompletedOut
     from app.config import load_settings
     from app.queues.assignments import AssignmentService
     from app.queues.claims import ClaimService
@@ -1115,30 +1124,27 @@ def in_process_breakdown(
     probe = StepProbe()
     probe.listen(services.engine, "store")
     probe.listen(services.replica.engine, "replica")
-    out_adapter, done_adapter = TypeAdapter(AssignmentOut), TypeAdapter(CompletedOut)
     wraps = [
-        (Services, "flags", "N flags read"),
-        (ClaimService, "next_user", "N claim: next_user total"),
-        (claims_module, "sweep_expired_leases", "N lease sweep (SELECT overdue)"),
-        (ClaimService, "_resume", "N resume check"),
+        (ClaimService, "next_user_for_token", "N claim: next_user total"),
+        (ClaimService, "_open", "N open: auth + flags + held + overdue + swap lock"),
+        (claims_module, "sweep_expired_leases", "N lease sweep"),
         (ClaimService, "_queue_attempt", "N claim tx"),
         (Replica, "fetch_claim_facts", "N claim tx: replica facts + contact"),
         (ClaimService, "_insert_assignment", "N claim tx: ledger insert + entry update"),
-        (AssignmentService, "complete", "C complete total"),
-        (AssignmentService, "_reclassification_facts", "C ledger lookup + replica classify"),
-        (Replica, "classify", "C replica classify"),
-        (AssignmentService, "_lock", "C lock entry + ledger row"),
+        (AssignmentService, "complete_for_token", "C complete total"),
+        (AssignmentService, "_open", "C open: auth + assignment head"),
+        (AssignmentService, "_verdict", "C replica classify"),
+        (AssignmentService, "_lock_entry", "C lock entry"),
         (AssignmentService, "_apply", "C apply outcome (one statement)"),
     ]
+    queue = QueueType(QUEUE)
     try:
-        with services.engine.connect() as conn:
-            agent = authenticate(conn, token)
         # Warm the pools and the prepared-statement caches before timing.
         for _ in range(20):
-            claimed = services.claims.next_user(agent, QueueType(QUEUE), services.flags())
+            _, claimed = services.claims.next_user_for_token(token, queue)
             assert claimed is not None
-            services.assignments.complete(
-                agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+            services.assignments.complete_for_token(
+                token, claimed.assignment.id, Outcome.NO_ANSWER, None, None
             )
         with services.engine.connect() as conn:
             ping = []
@@ -1157,39 +1163,24 @@ def in_process_breakdown(
         t_start, c_start = time.perf_counter(), time.thread_time()
         for _ in range(cycles):
             with probe.section("N next-user total"):
-                with (
-                    probe.section("N auth (checkout + SELECT agent)"),
-                    services.engine.connect() as conn,
-                ):
-                    agent = authenticate(conn, token)
-                flags = services.flags()
-                claimed = services.claims.next_user(agent, QueueType(QUEUE), flags)
+                _, claimed = services.claims.next_user_for_token(token, queue)
                 assert claimed is not None
-                with probe.section("N assignment view"):
-                    view = api_agents.assignment_view(
-                        claimed.assignment, claimed.contact, resumed=claimed.resumed
-                    )
-                with probe.section("N response model + JSON"):
+                with probe.section("N assignment view + JSON"):
                     json.dumps(
-                        out_adapter.dump_python(out_adapter.validate_python(view), mode="json")
+                        api_agents.assignment_view(
+                            claimed.assignment, claimed.contact, resumed=claimed.resumed
+                        )
                     )
             with probe.section("C complete route total"):
-                with (
-                    probe.section("C auth (checkout + SELECT agent)"),
-                    services.engine.connect() as conn,
-                ):
-                    agent = authenticate(conn, token)
-                done = services.assignments.complete(
-                    agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+                done = services.assignments.complete_for_token(
+                    token, claimed.assignment.id, Outcome.NO_ANSWER, None, None
                 )
-                with probe.section("C assignment view"):
-                    body = {
-                        **api_agents.assignment_view(done.assignment, None),
-                        "score": done.score,
-                    }
-                with probe.section("C response model + JSON"):
+                with probe.section("C assignment view + JSON"):
                     json.dumps(
-                        done_adapter.dump_python(done_adapter.validate_python(body), mode="json")
+                        {
+                            **api_agents.assignment_view(done.assignment, None),
+                            "score": api_agents.score_view(done.score),
+                        }
                     )
         elapsed = time.perf_counter() - t_start
         cpu_elapsed = time.thread_time() - c_start
@@ -1214,58 +1205,40 @@ def in_process_breakdown(
 
     # Exclusive wall per label = inclusive minus the wrapped labels nested inside it.
     nested = {
-        "N next-user total": [
-            "N auth (checkout + SELECT agent)",
-            "N flags read",
-            "N claim: next_user total",
-            "N assignment view",
-            "N response model + JSON",
-        ],
+        "N next-user total": ["N claim: next_user total", "N assignment view + JSON"],
         "N claim: next_user total": [
-            "N lease sweep (SELECT overdue)",
-            "N resume check",
+            "N open: auth + flags + held + overdue + swap lock",
+            "N lease sweep",
             "N claim tx",
         ],
         "N claim tx": [
-            "N claim tx: score-row check",
             "N claim tx: replica facts + contact",
             "N claim tx: ledger insert + entry update",
         ],
-        "C complete route total": [
-            "C auth (checkout + SELECT agent)",
-            "C complete total",
-            "C assignment view",
-            "C response model + JSON",
-        ],
+        "C complete route total": ["C complete total", "C assignment view + JSON"],
         "C complete total": [
-            "C ledger lookup + replica classify",
-            "C lock entry + ledger row",
+            "C open: auth + assignment head",
+            "C replica classify",
+            "C lock entry",
             "C apply outcome (one statement)",
         ],
-        "C ledger lookup + replica classify": ["C replica classify"],
     }
     rows: list[tuple[str, str]] = [
         ("N next-user total", "next-user route body (no HTTP)"),
-        ("N auth (checkout + SELECT agent)", "  auth: checkout + pre-ping + SELECT agents"),
-        ("N flags read", "  flags: checkout + pre-ping + SELECT feature_flags"),
-        ("N claim: next_user total", "  ClaimService.next_user"),
-        ("N lease sweep (SELECT overdue)", "    lease sweep statement"),
-        ("N resume check", "    resume check (checkout + SELECT assignments)"),
-        ("N claim tx", "    claim transaction"),
-        ("N claim tx: score-row check", "      score-row check"),
-        ("N claim tx: replica facts + contact", "      replica reads (facts + contact)"),
-        ("N claim tx: ledger insert + entry update", "      ledger insert (SAVEPOINT, INSERT)"),
-        ("N assignment view", "  assignment view (dict)"),
-        ("N response model + JSON", "  response model validation + JSON"),
+        ("N claim: next_user total", "  ClaimService.next_user_for_token (one checkout)"),
+        ("N open: auth + flags + held + overdue + swap lock", "    open: auth, flags, swap lock"),
+        ("N lease sweep", "    lease sweep (only when a lease is overdue)"),
+        ("N claim tx", "    claim attempt"),
+        ("N claim tx: replica facts + contact", "      replica read (one statement)"),
+        ("N claim tx: ledger insert + entry update", "      ledger insert + entry update"),
+        ("N assignment view + JSON", "  assignment view + JSON"),
         ("C complete route total", "complete route body (no HTTP)"),
-        ("C auth (checkout + SELECT agent)", "  auth: checkout + pre-ping + SELECT agents"),
-        ("C complete total", "  AssignmentService.complete"),
-        ("C ledger lookup + replica classify", "    ledger lookup (own connection)"),
-        ("C replica classify", "      replica classify (3 statements)"),
-        ("C lock entry + ledger row", "    lock entry + ledger row (3 SELECTs)"),
+        ("C complete total", "  AssignmentService.complete_for_token (one checkout)"),
+        ("C open: auth + assignment head", "    open: auth, assignment head, callback"),
+        ("C replica classify", "    replica classify (one statement)"),
+        ("C lock entry", "    lock entry"),
         ("C apply outcome (one statement)", "    apply outcome (ledger, entry, score UPDATEs)"),
-        ("C assignment view", "  assignment view (dict)"),
-        ("C response model + JSON", "  response model validation + JSON"),
+        ("C assignment view + JSON", "  assignment view + JSON"),
     ]
     out = [
         f"  {cycles} cycles, one agent, sequential, in this process: {1000 * elapsed / cycles:.2f}"
@@ -1302,7 +1275,7 @@ def in_process_breakdown(
     total_end = sum(n for (lab, db), n in probe.ends.items() if db == "store") / cycles
     out.append(
         f"  per cycle: {total_stmts:.1f} store statements, {total_rep:.1f} replica statements,"
-        f" {total_co:.1f} pool checkouts (each a pre-ping round trip), {total_end:.1f} store"
+        f" {total_co:.1f} pool checkouts (store and replica), {total_end:.1f} store"
         f" COMMIT/ROLLBACKs (each a round trip, plus a BEGIN before the first statement)"
     )
     return 1000 * elapsed / cycles, out
@@ -1442,7 +1415,7 @@ def print_mode(result: ModeResult, dbs: tuple[str, str]) -> None:
             f"    means (ms): next-user at the client {nu_client:.1f} = in the app's middleware"
             f" {nu_route:.1f} (ClaimService.next_user {mean('ClaimService.next_user'):.1f},"
             f" the rest: auth, flags, threadpool hops, serialisation) + outside it (uvicorn,"
-            f" event loop, network, httpx) {nu_client - nu_route:.1f}; complete at the client"
+            f" event loop, network, aiohttp) {nu_client - nu_route:.1f}; complete at the client"
             f" {cp_client:.1f} = middleware {cp_route:.1f} + outside {cp_client - cp_route:.1f}"
         )
     if result.cpu:
