@@ -32,7 +32,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     create_engine,
-    literal,
+    literal_column,
     null,
     select,
     text,
@@ -146,7 +146,7 @@ class _FactQueries:
             )
             return union_all(
                 select(
-                    literal(_USER, Integer),
+                    literal_column(str(_USER), Integer),
                     users.c.id,
                     users.c.id,
                     users.c.current_signature_file_id,
@@ -155,7 +155,7 @@ class _FactQueries:
                     users.c.created_at,
                 ).where(matches(users.c.id)),
                 select(
-                    literal(_CLAIM, Integer),
+                    literal_column(str(_CLAIM), Integer),
                     claims.c.user_id,
                     claims.c.id,
                     none(BigInteger),
@@ -167,7 +167,7 @@ class _FactQueries:
                     claims.c.created_at,
                 ).where(matches(claims.c.user_id)),
                 select(
-                    literal(_REQUIREMENT, Integer),
+                    literal_column(str(_REQUIREMENT), Integer),
                     claims.c.user_id,
                     claim_requirements.c.id,
                     claim_requirements.c.claim_id,
