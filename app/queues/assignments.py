@@ -309,8 +309,7 @@ class AssignmentService:
                 completed = self._complete_in_transaction(conn, apply)
             if completed is None:
                 raise Conflict(
-                    "the assignment is no longer active; the user was still marked not to be"
-                    " called"
+                    "the assignment is no longer active; the user was still marked not to be called"
                 )
         metrics.OUTCOMES.labels(head.queue_type, str(outcome)).inc()
         log.info(
