@@ -4,6 +4,10 @@ and outcomes; every caller hands it the same UserFacts read from the replica.
 The rule runs in Python, not SQL, on purpose: the replica may be MySQL, whose default collations
 compare text case-insensitively, while the contract wants requirement types and the reason text
 compared exactly and statuses compared case-insensitively.
+
+Population alone, which classifies hundreds of thousands of candidates, has the replica evaluate a
+translation of this rule into SQL (app/replica/bulk.py, exact on both dialects); the translation
+follows this function, and tests/replica/test_bulk.py fails when the two disagree.
 """
 
 from __future__ import annotations

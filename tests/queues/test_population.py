@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import make_url
 
 from app.queues.kinds import QueueType
 from app.queues.population import QueueReport, RunReport
 from app.services import Services
 from tests.factories import Replica, add_scores
+from tests.proxy import FaultProxy
 
 UNSIGNED = "unsigned_users"
 OUTSTANDING = "outstanding_requests"
@@ -928,3 +931,79 @@ def test_exactly_a_fifth_missing_from_the_replica_still_populates(
         (3, UNSIGNED, None, "not_in_replica", "population"),
         (8, UNSIGNED, None, "not_in_replica", "population"),
     ]
+
+
+# -- the walk's read-ahead ---------------------------------------------------------------------
+
+
+def population_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("population-replica")]
+
+
+def test_walk_over_many_batches_keeps_order_and_reads_no_batch_past_the_limit(
+    make_services: Callable[..., Services], replica: Replica, store_engine: Engine
+) -> None:
+    services = make_services(replica_batch_size=3, queue_size_limit=10, recheck_batch=0)
+    sent: list[str] = []
+    event.listen(
+        services.replica.engine,
+        "before_cursor_execute",
+        lambda conn, cursor, statement, *args: sent.append(statement),
+    )
+    unsigned_leads(replica, store_engine, {uid: uid for uid in range(1, 31)})
+    with replica.engine.begin() as conn:  # every fourth lead no longer has a claim
+        conn.execute(text("DELETE FROM claims WHERE user_id % 4 = 0"))
+
+    report = run(services, queue=QueueType.UNSIGNED_USERS)
+
+    # Batches of 3 in serving order; the tenth valid lead (13) is in the fifth, so the walk
+    # classified 15 leads in 5 statements and read nothing further ahead.
+    assert figures(report.queues[QueueType.UNSIGNED_USERS]) == expect(
+        eligible=15, invalid=3, populated=10
+    )
+    assert pending_order(store_engine, UQ) == list(
+        enumerate([1, 2, 3, 5, 6, 7, 9, 10, 11, 13], start=1)
+    )
+    assert transitions(store_engine) == [
+        (uid, UNSIGNED, None, "no_open_claim", "population") for uid in (4, 8, 12)
+    ]
+    assert len([s for s in sent if "claim_requirements" in s]) == 5
+    assert population_threads() == []
+
+
+def test_replica_failing_on_a_batch_read_ahead_fails_the_queue_and_leaves_no_worker(
+    make_services: Callable[..., Services],
+    replica: Replica,
+    replica_url: str,
+    store_engine: Engine,
+) -> None:
+    unsigned_leads(replica, store_engine, {uid: uid for uid in range(1, 21)})
+    url = make_url(replica_url)
+    with FaultProxy(url.port or 5432) as proxy:
+        services = make_services(
+            replica_database_url=url.set(port=proxy.port).render_as_string(hide_password=False),
+            replica_batch_size=2,
+            queue_size_limit=20,
+            replica_statement_timeout_ms=1000,
+        )
+        assert run(services, queue=QueueType.UNSIGNED_USERS).success is True
+        before = {t: whole_table(store_engine, t) for t in (UQ, "user_call_scores")}
+        reads: list[str] = []
+
+        def cut_the_third_read(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "claim_requirements" in statement:
+                reads.append(statement)
+                if len(reads) == 3:  # read ahead while the second batch is sorted out
+                    proxy.cut()
+
+        event.listen(services.replica.engine, "before_cursor_execute", cut_the_third_read)
+
+        report = run(services, queue=QueueType.UNSIGNED_USERS)
+
+    unsigned = report.queues[QueueType.UNSIGNED_USERS]
+    assert unsigned.status == "failed"
+    assert unsigned.error is not None
+    assert unsigned.error.startswith("the claims replica did not answer")
+    assert {t: whole_table(store_engine, t) for t in before} == before
+    assert transitions(store_engine) == []
+    assert population_threads() == []
