@@ -40,10 +40,11 @@ from /proc; on a shared machine wall time mostly measures the neighbours, CPU do
 wall and CPU ratios, the replica statements issued (a ``before_cursor_execute`` listener on the
 replica engine) and eligible/invalid/populated per queue; then the first run, the steady-state
 median and min, the baseline median and min, the ratio of medians and the target; and a phase
-breakdown per run (candidate streaming, replica fetches, Python classification, reclassification,
-COPY into the stage table, the swap's lease sweep, DELETE and INSERT, the re-check, recording),
-timed by wrapping the population's methods in this process. With ``--profile N`` it adds the top
-N functions, by own time, of a cProfile of one more steady-state limit-100,000 run.
+breakdown per run (the walk, reclassification, COPY into the stage table, the swap's lease sweep,
+DELETE and INSERT, the re-check, recording, and apart, since they overlap the walk, the walk's
+replica reads in its worker threads), timed by wrapping the population's functions in this
+process. With ``--profile N`` it adds the top N functions, by own time, of a cProfile of one more
+steady-state limit-100,000 run.
 """
 
 from __future__ import annotations
@@ -415,7 +416,7 @@ class Probe:
         static = isinstance(inspect.getattr_static(owner, name), staticmethod)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            # The re-check classifies through the same Replica: keep its share apart.
+            # The re-check classifies through the same function: keep its share apart.
             key = f"recheck.{label}" if self.in_recheck and label != "recheck" else label
             self.in_recheck = self.in_recheck or label == "recheck"
             t0 = time.perf_counter()
@@ -431,8 +432,7 @@ class Probe:
     def install(self, store: Engine, replica: Engine) -> None:
         event.listen(replica, "before_cursor_execute", self.on_replica_statement)
         self.wrap(Population, "_walk", "walk")
-        self.wrap(Replica, "classify", "replica.classify")
-        self.wrap(Replica, "fetch_facts", "replica.fetch")
+        self.wrap(population_module, "classify_in_sql", "replica.classify")
         self.wrap(Population, "_apply_reclassifications", "reclassify")
         self.wrap(Population, "_swap", "swap")
         self.wrap(Population, "_copy_rows", "swap.copy")
@@ -453,13 +453,10 @@ class Probe:
 
     def phases(self, total: float) -> dict[str, float]:
         s = self.seconds
-        walk, classify, fetch = s["walk"], s["replica.classify"], s["replica.fetch"]
         swap, copy, sweep = s["swap"], s["swap.copy"], s["swap.sweep"]
         delete, insert, stage = s["swap.delete"], s["swap.insert"], s["swap.stage"]
         out = {
-            "candidate streaming (walk minus classify)": walk - classify,
-            "replica fetches (3 statements + fact objects)": fetch,
-            "Python classification (classify())": classify - fetch,
+            "walk (candidates and replica reads, overlapped)": s["walk"],
             "reclassification batches": s["reclassify"],
             "swap: create stage + COPY rows": copy + stage,
             "swap: lease sweep": sweep,
@@ -470,6 +467,8 @@ class Probe:
             "recording (runs, queue rows, clock)": s["recording"],
         }
         out["unaccounted"] = total - sum(out.values())
+        # Not a phase of its own: the walk's reads run in its worker threads, beside the rest.
+        out["(replica SQL classification, in the walk's workers)"] = s["replica.classify"]
         return out
 
 
