@@ -42,7 +42,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     APP_ENV=production \
     WEB_CONCURRENCY=2 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/callqueue-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/callqueue-metrics \
+    MALLOC_ARENA_MAX=2
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /app callqueue
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app

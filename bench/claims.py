@@ -507,6 +507,7 @@ class Server:
 def server_env(
     store_url: str, replica_url: str, pool_size: int, max_overflow: int, prom_dir: str
 ) -> dict[str, str]:
+    from app.cli import MALLOC_ARENAS
     from app.config import Settings
 
     ours = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}
@@ -521,6 +522,8 @@ def server_env(
         DB_POOL_SIZE=str(pool_size),
         DB_MAX_OVERFLOW=str(max_overflow),
         PROMETHEUS_MULTIPROC_DIR=prom_dir,
+        # As `callqueue serve` and the Docker image run the workers.
+        MALLOC_ARENA_MAX=MALLOC_ARENAS,
     )
     return env
 
