@@ -15,11 +15,14 @@ queue, with their users, claims and requirements in the replica. The service is 
 ``QUEUE_SIZE_LIMIT`` = ``--limit`` (100,000), and driven by ``bench/claims.py``'s load generator:
 ``--agents`` (64) agents back to back, ``next-user`` on ``unsigned_users`` then ``complete``.
 
-Order: one population through ``GET /api/cron/populate-separated-queues`` (the cron secret as the
-bearer token), the agents' warm-up (one cycle each) and ``--warmup`` seconds (15) flat out, then
-the memory at start; then ``--minutes`` flat out while a thread calls the population route every
-``--refresh`` seconds (30; a 409, population already running, counts as skipped, not as an
-error) and samples the workers' memory. At the end it prints total cycles, agents' errors by
+Order: populations through ``GET /api/cron/populate-separated-queues`` (the cron secret as the
+bearer token) until every worker has run one, the agents' first cycle, and ``--warmup`` seconds
+(120) of the soak's own load, refreshes included (a worker's memory settles only after it has
+populated beside the claim load), then the memory at start; then ``--minutes`` flat out while a
+thread calls the population route every ``--refresh`` seconds (30; one that takes longer is
+followed at once; a 409, population already running, counts as skipped, not as an error) and
+samples the workers' memory. The workers run with ``MALLOC_ARENA_MAX=2``, as ``callqueue serve``
+and the Docker image run them. At the end it prints total cycles, agents' errors by
 status, refreshes by outcome, duplicates seen from the agents' side (a user held by two agents at
 overlapping times, an assignment id handed out twice, a user handed out more than once) and in
 the ledger, the memory of the uvicorn workers (sum of ``VmRSS`` from ``/proc/<pid>/status``) at
@@ -122,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="score rows")
     parser.add_argument("--limit", type=int, default=100_000, help="QUEUE_SIZE_LIMIT")
     parser.add_argument("--refresh", type=float, default=30.0, help="seconds between refreshes")
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds flat out, not counted")
+    parser.add_argument(
+        "--warmup", type=float, default=120.0, help="seconds of the same load, not counted"
+    )
     parser.add_argument("--agents", type=int, default=64)
     parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
     parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
@@ -197,8 +202,44 @@ def main(argv: list[str] | None = None) -> int:
                 break
         print(f"  every worker has populated once: {all(grown)} ({per_worker(workers)} MiB)")
         gen = LoadGenerator(server.base_url, tokens)
+        base_url = server.base_url
+
+        def refresher(t0: float, until: float, log: list[str] | None) -> None:
+            """A population through the cron route every --refresh seconds until ``until``."""
+            tick = t0 + args.refresh
+            while tick < until:
+                time.sleep(max(0.0, tick - time.perf_counter()))
+                status, took, what = refresh(base_url)
+                rss = rss_kib(workers)
+                line = (
+                    f"  t={time.perf_counter() - t0:6.0f} s refresh {status} in {took:5.1f} s"
+                    f" ({what}); RSS {rss / 1024:.1f} MiB ({per_worker(workers)})"
+                )
+                print(line, flush=True)
+                if log is not None:
+                    key = {200: "ok", 409: "skipped (409)"}.get(status, f"error {status}")
+                    refreshes[key] += 1
+                    rss_samples.append((time.perf_counter() - t0, rss))
+                    log.append(line)
+                # A refresh that outlasts the interval is followed at once, not by a burst of
+                # the missed ones.
+                tick = max(tick + args.refresh, time.perf_counter())
+
+        def loaded(seconds: float, name: str, log: list[str] | None) -> Any:
+            """Every agent flat out for ``seconds`` while the refresher runs beside them."""
+            t0 = time.perf_counter()
+            thread = threading.Thread(target=refresher, args=(t0, t0 + seconds, log), daemon=True)
+            thread.start()
+            result = runner.run(gen.flat_out(seconds, name=name))
+            thread.join()
+            return result
+
         runner.run(gen.warm_up())
-        warm = runner.run(gen.flat_out(args.warmup, name="warm-up"))
+        # The workers' memory settles only once they have run populations beside the claim
+        # load (the threads of both touch their allocator at once): the warm-up is the soak's
+        # own load, refreshes included, and the starting figure is taken after it.
+        print(f"  warm-up: {args.warmup:g} s flat out, refresh every {args.refresh:g} s")
+        warm = loaded(args.warmup, "warm-up", None)
         print(f"  warm-up: {warm.cycles:,} cycles in {args.warmup:g} s, {warm.non_2xx()}")
         rss_start = rss_kib(workers)
         workers_start = per_worker(workers)
@@ -208,32 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         dead_start = table_stats(monitor, WATCHED)
         print(f"  at start: {db_cells(dead_start)}")
-        t_start = time.perf_counter()
-        deadline = t_start + seconds
-        base_url = server.base_url
-
-        def refresher() -> None:
-            tick = t_start + args.refresh
-            while tick < deadline:
-                time.sleep(max(0.0, tick - time.perf_counter()))
-                status, took, what = refresh(base_url)
-                key = {200: "ok", 409: "skipped (409)"}.get(status, f"error {status}")
-                refreshes[key] += 1
-                at = time.perf_counter() - t_start
-                rss = rss_kib(workers)
-                rss_samples.append((at, rss))
-                refresh_log.append(
-                    f"  t={at:6.0f} s refresh {status} in {took:5.1f} s ({what});"
-                    f" RSS {rss / 1024:.1f} MiB ({per_worker(workers)})"
-                )
-                print(refresh_log[-1], flush=True)
-                tick += args.refresh
 
         print(f"\nSoak: {args.minutes:g} min flat out, refresh every {args.refresh:g} s")
-        thread = threading.Thread(target=refresher, daemon=True)
-        thread.start()
-        soak = runner.run(gen.flat_out(seconds, name="soak"))
-        thread.join()
+        soak = loaded(seconds, "soak", refresh_log)
         rss_end = rss_kib(workers)
         workers_end = per_worker(workers)
         time.sleep(1.0)
