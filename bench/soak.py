@@ -16,9 +16,10 @@ queue, with their users, claims and requirements in the replica. The service is 
 ``--agents`` (64) agents back to back, ``next-user`` on ``unsigned_users`` then ``complete``.
 
 Order: populations through ``GET /api/cron/populate-separated-queues`` (the cron secret as the
-bearer token) until every worker has run one, the agents' first cycle, and ``--warmup`` seconds
-(120) of the soak's own load, refreshes included (a worker's memory settles only after it has
-populated beside the claim load), then the memory at start; then ``--minutes`` flat out while a
+bearer token) until every worker has run one, the agents' first cycle, and rounds of ``--warmup``
+seconds (60) of the soak's own load, refreshes included, until every worker's memory has taken
+the step of its first population beside the claim load (at most four rounds), then the memory at
+start; then ``--minutes`` flat out while a
 thread calls the population route every ``--refresh`` seconds (30; one that takes longer is
 followed at once; a 409, population already running, counts as skipped, not as an error) and
 samples the workers' memory. The workers run with ``MALLOC_ARENA_MAX=2``, as ``callqueue serve``
@@ -74,6 +75,8 @@ WATCHED = ("unsigned_users_queue", "outstanding_requests_queue", "assignments")
 CRON_PATH = "/api/cron/populate-separated-queues"
 MAX_WARM_POPULATIONS = 6
 WORKER_STEP_KIB = 20 * 1024  # a worker's one-time growth after its first large population
+LOADED_STEP_KIB = 5 * 1024  # and after its first one beside the claim load
+MAX_WARM_ROUNDS = 4
 TARGET_GROWTH = 10.0
 
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=100_000, help="QUEUE_SIZE_LIMIT")
     parser.add_argument("--refresh", type=float, default=30.0, help="seconds between refreshes")
     parser.add_argument(
-        "--warmup", type=float, default=120.0, help="seconds of the same load, not counted"
+        "--warmup", type=float, default=60.0, help="seconds per warm-up round, not counted"
     )
     parser.add_argument("--agents", type=int, default=64)
     parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
@@ -235,12 +238,21 @@ def main(argv: list[str] | None = None) -> int:
             return result
 
         runner.run(gen.warm_up())
-        # The workers' memory settles only once they have run populations beside the claim
-        # load (the threads of both touch their allocator at once): the warm-up is the soak's
-        # own load, refreshes included, and the starting figure is taken after it.
-        print(f"  warm-up: {args.warmup:g} s flat out, refresh every {args.refresh:g} s")
-        warm = loaded(args.warmup, "warm-up", None)
-        print(f"  warm-up: {warm.cycles:,} cycles in {args.warmup:g} s, {warm.non_2xx()}")
+        # A worker's memory steps up the first time it populates beside the claim load (the
+        # threads of both touch its allocator at once), then only creeps. The kernel picks the
+        # worker that serves each refresh, so the warm-up is the soak's own load, refreshes
+        # included, in rounds of --warmup seconds until every worker has taken its step (or
+        # MAX_WARM_ROUNDS); the starting figure is taken after it.
+        loaded_from = {pid: rss_kib([pid]) for pid in workers}
+        for round_ in range(1, MAX_WARM_ROUNDS + 1):
+            warm = loaded(args.warmup, "warm-up", None)
+            stepped = [rss_kib([pid]) - loaded_from[pid] >= LOADED_STEP_KIB for pid in workers]
+            print(
+                f"  warm-up round {round_}: {warm.cycles:,} cycles in {args.warmup:g} s,"
+                f" {warm.non_2xx()}; every worker has populated under load: {all(stepped)}"
+            )
+            if all(stepped):
+                break
         rss_start = rss_kib(workers)
         workers_start = per_worker(workers)
         print(
