@@ -82,18 +82,23 @@ class _Ask:
 
 
 # One round trip opens a request: who is asking (by token, or by id for in-process callers),
-# with which flags, whether they hold a user already, whether any lease is overdue; and the
-# queue's swap lock, shared. The lock sits in its own scalar subquery, so it is taken only when
-# the agent exists, and the attempt's next statement (a new snapshot) sees the queue as the
-# latest swap left it.
+# with which flags, whether they hold a user already, whether any lease is overdue; and, when
+# the first attempt is to run in this transaction (nothing held, nothing to sweep), the queue's
+# swap lock, shared. The lock's subquery is evaluated only in that case and only when the agent
+# exists, and the attempt's next statement (a new snapshot) sees the queue as the latest swap
+# left it. ``locked`` is NULL when the lock was not taken.
 _OPEN = """
-SELECT {agent_columns},
-       EXISTS (SELECT 1 FROM assignments WHERE agent_id = ag.id AND status = 'active'
-                  AND lease_expires_at > now()) AS holding,
-       EXISTS (SELECT 1 FROM assignments WHERE status = 'active'
-                  AND lease_expires_at <= now()) AS overdue,
-       (SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:swap_key, :swap_id)) l) AS locked
+SELECT {agent_columns}, h.holding, o.overdue,
+       CASE WHEN NOT h.holding AND NOT o.overdue THEN
+            (SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:swap_key, :swap_id)) l)
+       END AS locked
   FROM agents ag
+ CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM assignments
+                                     WHERE agent_id = ag.id AND status = 'active'
+                                       AND lease_expires_at > now()) AS holding) h
+ CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM assignments
+                                     WHERE status = 'active'
+                                       AND lease_expires_at <= now()) AS overdue) o
  WHERE {where}
 """
 _OPEN_BY_TOKEN = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
@@ -269,9 +274,11 @@ class ClaimService:
         state: Row[Any],
         started: float,
     ) -> Claimed | None:
-        """Runs in the transaction ``_open`` began, which holds the queue's swap lock."""
+        """Runs in the transaction ``_open`` began, which holds the queue's swap lock unless
+        there was a lease to sweep or a held user to return."""
         kind = KINDS[queue_type]
-        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started, swap_locked=True)
+        locked = state.locked is not None
+        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started, swap_locked=locked)
         if state.overdue:
             sweep_expired_leases(conn)
             conn.commit()
