@@ -139,8 +139,10 @@ class _FactQueries:
         flag = Boolean if postgres else Integer
 
         def build(with_contacts: bool) -> CompoundSelect:
+            # Every text column is cast, in every branch: on MySQL a UNION column may not mix
+            # the tables' collations with the connection's.
             contact = (
-                list(CONTACT_COLUMNS)
+                [cast(c, Text) for c in CONTACT_COLUMNS]
                 if with_contacts
                 else [none(Text), none(Text), none(Text), none(Text)]
             )
@@ -174,7 +176,7 @@ class _FactQueries:
                     none(flag),
                     cast(claim_requirements.c.type, Text),
                     cast(claim_requirements.c.status, Text),
-                    claim_requirements.c.claim_requirement_reason,
+                    cast(claim_requirements.c.claim_requirement_reason, Text),
                     none(Text),
                     claim_requirements.c.created_at,
                 )
@@ -225,7 +227,10 @@ class _Watchdog:
         self._thread: threading.Thread | None = None
 
     def watch(self, seconds: float, fd: int) -> _Read:
-        read = _Read(fd)
+        # A duplicate descriptor of the socket: the read's own one may be closed (and its number
+        # reused by another socket) before done() runs, when the driver drops a broken
+        # connection; the duplicate keeps the number ours until done() closes it.
+        read = _Read(os.dup(fd))
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -241,6 +246,7 @@ class _Watchdog:
     def done(self, read: _Read) -> None:
         with self._cond:
             read.done = True  # left in the heap; dropped when it comes up
+            os.close(read.fd)
 
     def _run(self) -> None:
         with self._cond:
@@ -256,11 +262,15 @@ class _Watchdog:
                     continue
                 _, _, read = heapq.heappop(self._heap)
                 read.fired = True
+                # shutdown() acts on the socket, whichever descriptor names it; detach() leaves
+                # the descriptor to done() to close.
+                sock = socket.socket(fileno=read.fd)
                 try:
-                    with socket.socket(fileno=os.dup(read.fd)) as sock:
-                        sock.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                finally:
+                    sock.detach()
 
 
 @dataclass(slots=True)
@@ -271,6 +281,16 @@ class _Read:
 
 
 _WATCHDOG = _Watchdog()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no thread and maybe a held lock: give it a watchdog of its
+    own, so it never fires the parent's deadlines on inherited sockets."""
+    global _WATCHDOG
+    _WATCHDOG = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Deadline:
