@@ -41,7 +41,7 @@ def stats(
     responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
 )
 def next_user(queue_type: QueueTypeDep, token: TokenDep, services: ServicesDep) -> Any:
-    """Authenticates in its own first statement (a wrong token is a 401, as everywhere)."""
+    """Authenticates in its own first statement (a wrong or missing token is a 401)."""
     _, claimed = services.claims.next_user_for_token(token, queue_type)
     if claimed is None:
         return Response(status_code=204)
@@ -95,7 +95,8 @@ def release(
 def complete(
     assignment_id: uuid.UUID, body: CompleteIn, token: TokenDep, services: ServicesDep
 ) -> Any:
-    """Authenticates in its own first statement (a wrong token is a 401, as everywhere)."""
+    """Authenticates in its own first statement: a wrong token is a 401 once the body and the
+    id have been validated (a missing one is a 401 before)."""
     done = services.assignments.complete_for_token(
         token, assignment_id, body.outcome, body.callback_at, body.notes
     )

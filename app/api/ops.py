@@ -16,8 +16,9 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz", response_model=Liveness)
-def healthz() -> dict[str, str]:
-    """Liveness: the process answers. No I/O, so a database outage never restarts workers."""
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. No I/O, so a database outage never restarts workers; and
+    async, so it answers even when every thread of the pool is busy with a slow request."""
     return {"status": "alive"}
 
 
