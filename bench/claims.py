@@ -29,7 +29,7 @@ What it does, in order:
    cycle per agent, not counted); fixed rates of 10, 50 and 100 cycles/s (open loop, cycle k
    starts at k / rate on agent k mod 64; cycles more than 1.25x the duration behind schedule are
    not started); flat out; flat out again while py-spy (``--gil --subprocesses``) samples both
-   workers; the HTTP floor (``GET /healthz``, a sync route without I/O, from 64 agents and from
+   workers; the HTTP floor (``GET /healthz``, an async route without I/O, from 64 agents and from
    one); one agent alone (unloaded latency).
 5. Stops the server and replays the two routes' bodies in this process, one agent, without HTTP,
    timing each step (wall and CPU) and counting statements, pool checkouts and commits per step.
@@ -765,7 +765,7 @@ class LoadGenerator:
         return result
 
     async def bare_http(self, seconds: float, agents: int | None = None) -> ModeResult:
-        """The HTTP floor: GET /healthz (a sync route, no I/O) back to back from every agent."""
+        """The HTTP floor: GET /healthz (an async route, no I/O) back to back from every agent."""
         agents = agents or self.agents
         result = ModeResult("GET /healthz" if agents > 1 else "healthz alone", seconds)
         deadline = time.perf_counter() + seconds
@@ -1565,7 +1565,7 @@ def main(argv: list[str] | None = None) -> int:
             profile_lines = spy_error or summarise_pyspy(spy_out)
 
         print(
-            f"\nThe HTTP floor: GET /healthz (sync route, no I/O), {args.agents} agents back to"
+            f"\nThe HTTP floor: GET /healthz (async route, no I/O), {args.agents} agents back to"
             f" back for {bare_seconds:g} s, then one client alone (each row: requests, not cycles)"
         )
         measured(lambda: gen.bare_http(bare_seconds))
