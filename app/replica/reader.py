@@ -264,7 +264,10 @@ class _Watchdog:
                 read.fired = True
                 # shutdown() acts on the socket, whichever descriptor names it; detach() leaves
                 # the descriptor to done() to close.
-                sock = socket.socket(fileno=read.fd)
+                try:
+                    sock = socket.socket(fileno=read.fd)
+                except OSError:
+                    continue  # not a socket any more: nothing to cut
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
