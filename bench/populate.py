@@ -72,7 +72,7 @@ import app.queues.population as population_module
 from app.config import load_settings
 from app.db import create_store_engine
 from app.health import alembic_config
-from app.queues.kinds import KINDS, QueueType
+from app.queues.kinds import KINDS, QueueType, candidates_sql
 from app.queues.population import Population, PopulationOptions, RunReport
 from app.replica.reader import Replica, create_replica_engine
 from app.replica.schema import replica_metadata
@@ -486,6 +486,8 @@ def store_statement_label(statement: str) -> str | None:
 # -- the runs ---------------------------------------------------------------------------------
 
 
+# The same candidates a population walks (one definition in app.queues.kinds), without
+# classification: the floor.
 BASELINE_SQL = """
 INSERT INTO {table} (user_id, priority_score, queue_position, status, queue_reason, available_from)
 SELECT user_id, current_score, row_number() OVER (ORDER BY current_score, created_at DESC, user_id),
@@ -493,16 +495,7 @@ SELECT user_id, current_score, row_number() OVER (ORDER BY current_score, create
        CASE WHEN current_score <= 0 THEN 'New lead' WHEN current_score <= 5 THEN 'High priority'
             WHEN current_score <= 10 THEN 'Medium priority' ELSE 'Aged lead' END || :suffix,
        now()
-  FROM (SELECT s.user_id, s.current_score, s.created_at
-          FROM user_call_scores s
-         WHERE s.current_queue_type = :queue_type
-           AND s.is_active
-           AND (s.next_call_after IS NULL OR s.next_call_after <= now())
-           AND s.created_at <= now() - make_interval(mins => :cooling)
-           AND NOT EXISTS (SELECT 1 FROM assignments a
-                            WHERE a.user_id = s.user_id AND a.status = 'active'
-                              AND a.lease_expires_at > now())
-         ORDER BY s.current_score, s.created_at DESC, s.user_id
+  FROM ({candidates}
          LIMIT :n) s
 """
 
@@ -565,7 +558,11 @@ def _baseline(store: Engine, limit: int) -> None:
         with store.begin() as conn:
             conn.execute(text(f"DELETE FROM {kind.table} WHERE status <> 'assigned'"))
             conn.execute(
-                text(BASELINE_SQL.format(table=kind.table)),
+                text(
+                    BASELINE_SQL.format(
+                        table=kind.table, candidates=candidates_sql(live_leases_only=True)
+                    )
+                ),
                 {
                     "queue_type": str(queue_type),
                     "suffix": kind.reason_suffix,

@@ -36,7 +36,14 @@ from app import metrics
 from app.agents import AGENT_COLUMNS, BY_TOKEN, AgentIdentity, hash_token, identity
 from app.errors import Conflict, ReplicaUnavailable, ServiceBusy, Unauthorized
 from app.flags import Flags
-from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueKind, QueueType, queue_reason
+from app.queues.kinds import (
+    KINDS,
+    SWAP_LOCK_KEY,
+    QueueKind,
+    QueueType,
+    candidates_sql,
+    queue_reason,
+)
 from app.queues.leases import sweep_expired_leases
 from app.queues.ledger import held_by
 from app.queues.transitions import Reclassification, reclassify
@@ -178,6 +185,8 @@ def _next_entry_statement(kind: QueueKind) -> TextClause:
 
 
 _NEXT_ENTRY = {kind.table: _next_entry_statement(kind) for kind in KINDS.values()}
+# Direct mode: the first lead in serving order, its score row taken with SKIP LOCKED.
+_DIRECT_LEAD = text(candidates_sql(live_leases_only=False) + " LIMIT 1 FOR UPDATE OF s SKIP LOCKED")
 
 
 def _end(conn: Connection) -> None:
@@ -410,21 +419,7 @@ class ClaimService:
         """
         agent, kind = ask.agent, ask.kind
         lead = conn.execute(
-            text(
-                """
-                SELECT s.user_id, s.current_score
-                  FROM user_call_scores s
-                 WHERE s.current_queue_type = :queue_type
-                   AND s.is_active
-                   AND (s.next_call_after IS NULL OR s.next_call_after <= now())
-                   AND s.created_at <= now() - make_interval(mins => :cooling)
-                   AND NOT EXISTS (SELECT 1 FROM assignments a
-                                    WHERE a.user_id = s.user_id AND a.status = 'active')
-                 ORDER BY s.current_score, s.created_at DESC, s.user_id
-                 LIMIT 1
-                   FOR UPDATE OF s SKIP LOCKED
-                """
-            ),
+            _DIRECT_LEAD,
             {
                 "queue_type": str(kind.queue_type),
                 "cooling": self.settings.cooling_period_minutes,

@@ -69,3 +69,27 @@ def score_band_reason(score: int) -> str:
 
 def queue_reason(kind: QueueKind, score: int) -> str:
     return score_band_reason(score) + kind.reason_suffix
+
+
+def candidates_sql(*, live_leases_only: bool) -> str:
+    """The leads of a queue type (``:queue_type``) that may be called now, past the cooling
+    period (``:cooling`` minutes), in serving order (score, newest first, user id): what a
+    population walks and what direct mode serves from.
+
+    A user with an active assignment is never a candidate. ``live_leases_only`` counts only
+    assignments whose lease still runs: a population sweeps lapsed ones before its swap, so
+    their users belong in the new snapshot; a direct claim would collide with the lapsed
+    assignment's unique index, so it skips them until a sweep.
+    """
+    lease = " AND a.lease_expires_at > now()" if live_leases_only else ""
+    return f"""
+        SELECT s.user_id, s.current_score, s.created_at
+          FROM user_call_scores s
+         WHERE s.current_queue_type = :queue_type
+           AND s.is_active
+           AND (s.next_call_after IS NULL OR s.next_call_after <= now())
+           AND s.created_at <= now() - make_interval(mins => :cooling)
+           AND NOT EXISTS (SELECT 1 FROM assignments a
+                            WHERE a.user_id = s.user_id AND a.status = 'active'{lease})
+         ORDER BY s.current_score, s.created_at DESC, s.user_id
+    """

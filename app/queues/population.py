@@ -44,6 +44,7 @@ from app.queues.kinds import (
     SWAP_LOCK_KEY,
     QueueKind,
     QueueType,
+    candidates_sql,
     queue_reason,
 )
 from app.queues.leases import sweep_expired_leases
@@ -436,20 +437,7 @@ class Population:
         """
         limit = self.options.queue_size_limit
         walk = _Walk()
-        candidates = text(
-            """
-            SELECT s.user_id, s.current_score
-              FROM user_call_scores s
-             WHERE s.current_queue_type = :queue_type
-               AND s.is_active
-               AND (s.next_call_after IS NULL OR s.next_call_after <= now())
-               AND s.created_at <= now() - make_interval(mins => :cooling)
-               AND NOT EXISTS (SELECT 1 FROM assignments a
-                                WHERE a.user_id = s.user_id AND a.status = 'active'
-                                  AND a.lease_expires_at > now())
-             ORDER BY s.current_score, s.created_at DESC, s.user_id
-            """
-        )
+        candidates = text(candidates_sql(live_leases_only=True))
         with self.engine.connect() as conn:
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             walk.started = conn.execute(text("SELECT now()")).scalar_one()
@@ -468,7 +456,7 @@ class Population:
                 rows = result.fetchmany(min(self.replica.batch_size, wanted + wanted // 4 + 10))
                 if not rows:
                     return None
-                batch = [_Candidate(uid, score) for uid, score in rows if uid not in skip]
+                batch = [_Candidate(uid, score) for uid, score, _ in rows if uid not in skip]
                 ids = [c.user_id for c in batch]
                 return batch, reader.submit(classify_in_sql, self.replica, ids)
 
