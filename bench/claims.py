@@ -799,6 +799,21 @@ class LoadGenerator:
         await asyncio.gather(*(c.close() for c in self.clients))
 
 
+def stop_load(
+    runner: asyncio.Runner, gen: LoadGenerator, server: Server
+) -> tuple[list[Handout], list[str]]:
+    """Close the agents' connections and stop the server: the hand-outs the agents saw, for the
+    duplicate checks, and the summary of the server's log."""
+    runner.run(gen.close())
+    handouts = list(gen.handouts)
+    server.stop()
+    return handouts, server.log_summary()
+
+
+def drop_databases(server_url: str, dbs: tuple[str, ...]) -> None:
+    admin(server_url, [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in dbs])
+
+
 def duplicates(handouts: list[Handout]) -> dict[str, int]:
     by_user: dict[int, list[Handout]] = defaultdict(list)
     by_assignment: Counter[str] = Counter()
@@ -1576,10 +1591,7 @@ def main(argv: list[str] | None = None) -> int:
         alone = runner.run(gen.sequential(sequential_cycles))
         alone.server = server_delta(timings, scrape(server.base_url))
         print_mode(alone, dbs)
-        runner.run(gen.close())
-        handouts = list(gen.handouts)
-        server.stop()
-        log_lines = server.log_summary()
+        handouts, log_lines = stop_load(runner, gen, server)
         server = None
     finally:
         with contextlib.suppress(Exception):
@@ -1633,10 +1645,7 @@ def main(argv: list[str] | None = None) -> int:
     accounting.close()
     shutil.rmtree(prom_dir, ignore_errors=True)
     if not args.keep:
-        admin(
-            args.server,
-            [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in dbs],
-        )
+        drop_databases(args.server, dbs)
 
     by_name = {r.name: r for r in results}
     at50 = by_name.get("50 cycles/s")

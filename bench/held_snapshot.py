@@ -49,9 +49,9 @@ from bench.claims import (
     ModeResult,
     Server,
     _loop_factory,
-    admin,
     build,
     create_agents,
+    drop_databases,
     duplicates,
     ledger_check,
     libpq_url,
@@ -60,6 +60,7 @@ from bench.claims import (
     pct,
     populate,
     start_server,
+    stop_load,
     table_stats,
 )
 
@@ -191,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             boundaries.append(("after manual VACUUM", print_stats(label, monitor)))
         phases.append(runner.run(gen.flat_out(args.after, name="after")))
         boundaries.append(("end", print_stats("end", monitor)))
-        runner.run(gen.close())
-        handouts = list(gen.handouts)
-        server.stop()
-        log_lines = server.log_summary()
+        handouts, log_lines = stop_load(runner, gen, server)
         server = None
     finally:
         with contextlib.suppress(Exception):
@@ -205,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     dup = duplicates(handouts)
     ledger = ledger_check(store_url)
     if not args.keep:
-        admin(
-            args.server,
-            [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in (STORE_DB, REPLICA_DB)],
-        )
+        drop_databases(args.server, (STORE_DB, REPLICA_DB))
 
     print("\n" + "=" * 100)
     print(

@@ -60,12 +60,14 @@ from bench.claims import (
     _loop_factory,
     admin,
     create_agents,
+    drop_databases,
     duplicates,
     ledger_check,
     libpq_url,
     load_average,
     pct,
     start_server,
+    stop_load,
     table_stats,
 )
 
@@ -268,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         workers_end = per_worker(workers)
         time.sleep(1.0)
         dead_end = table_stats(monitor, WATCHED)
-        runner.run(gen.close())
-        handouts = list(gen.handouts)
-        server.stop()
-        log_lines = server.log_summary()
+        handouts, log_lines = stop_load(runner, gen, server)
         server = None
     finally:
         with contextlib.suppress(Exception):
@@ -282,10 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     dup = duplicates(handouts)
     ledger = ledger_check(store_url)
     if not args.keep:
-        admin(
-            args.server,
-            [f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in (STORE_DB, REPLICA_DB)],
-        )
+        drop_databases(args.server, (STORE_DB, REPLICA_DB))
 
     growth = 100.0 * (rss_end - rss_start) / rss_start if rss_start else float("nan")
     errors = {k: v for k, v in soak.statuses.items() if not k.split()[-1].startswith("2")}
