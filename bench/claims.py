@@ -1062,6 +1062,7 @@ class StepProbe:
         self.ends: Counter[tuple[str, str]] = Counter()
         self.restore: list[tuple[Any, str, Any]] = []
         self._t0: dict[int, float] = {}
+        self.engines: dict[Any, str] = {}
 
     @contextlib.contextmanager
     def section(self, label: str) -> Iterator[None]:
@@ -1089,6 +1090,26 @@ class StepProbe:
         setattr(owner, name, staticmethod(wrapper) if is_static else wrapper)
         self.restore.append((owner, name, raw))
 
+    def count_driver_statements(self) -> None:
+        """The hot statements run on the driver's cursor (app.statements), which SQLAlchemy's
+        cursor events do not see: count and time them here, by engine, like the others."""
+        from app.statements import Statement
+
+        original = Statement.all
+        probe = self
+
+        def counted(stmt: Statement, conn: Any, params: Any = None) -> list[Any]:
+            t0 = time.perf_counter()
+            try:
+                return original(stmt, conn, params)
+            finally:
+                entry = probe.stmts[(probe.stack[-1], probe.engines.get(conn.engine.pool, "?"))]
+                entry[0] += 1
+                entry[1] += time.perf_counter() - t0
+
+        Statement.all = counted  # type: ignore[method-assign]
+        self.restore.append((Statement, "all", original))
+
     def unwrap(self) -> None:
         for owner, name, raw in reversed(self.restore):
             setattr(owner, name, raw)
@@ -1104,6 +1125,8 @@ class StepProbe:
             entry = self.stmts[(self.stack[-1], db)]
             entry[0] += 1
             entry[1] += time.perf_counter() - self._t0.pop(id(cursor), time.perf_counter())
+
+        self.engines[engine.pool] = db  # an engine's execution_options() copies share its pool
 
         @event.listens_for(engine.pool, "checkout")
         def checkout(*args: Any) -> None:
@@ -1175,6 +1198,7 @@ def in_process_breakdown(
             # left out of the breakdown rather than failing the benchmark.
             if hasattr(owner, name):
                 probe.wrap(owner, name, label)
+        probe.count_driver_statements()
         probe.stmts.clear()
         probe.checkouts.clear()
         probe.ends.clear()

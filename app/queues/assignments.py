@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, TextClause, text
+from sqlalchemy import Connection, Engine, Row, text
 
 from app import metrics
 from app.agents import AGENT_COLUMNS, BY_TOKEN, AgentIdentity, hash_token, identity
@@ -35,6 +35,7 @@ from app.queues.transitions import Reclassification, reclassify
 from app.queues.views import ASSIGNMENT_COLUMNS
 from app.replica.classification import Verdict
 from app.replica.reader import Contact, Replica
+from app.statements import Statement
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ _HEAD = text("SELECT agent_id, user_id, queue_type, queue_entry_id FROM assignme
 
 def _complete_statement(
     entry_table: str | None, *, live_only: bool, lock_entry: bool = False
-) -> TextClause:
+) -> Statement:
     """Ledger row, entry and score row in one statement, locked in the service-wide order
     (entry, ledger row, score row).
 
@@ -66,7 +67,7 @@ def _complete_statement(
         if entry_table
         else ""
     )
-    return text(
+    return Statement(
         f"WITH {lock}a AS (UPDATE assignments SET status = 'completed', outcome = :outcome,"
         " callback_at = CAST(:callback_at AS timestamptz), notes = :notes,"
         f" finished_at = now(), updated_at = now() WHERE id = :id{live}"
@@ -114,13 +115,13 @@ SELECT {agent_columns}, h.agent_id AS holder_id, h.user_id, h.queue_type, h.queu
   LEFT JOIN user_call_scores s ON s.user_id = h.user_id
  WHERE {where}
 """
-_OPEN_BY_TOKEN = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
-_OPEN_BY_ID = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
+_OPEN_BY_TOKEN = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
+_OPEN_BY_ID = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
 
 
 @dataclass(slots=True)
 class Completed:
-    assignment: Row[Any]
+    assignment: Any  # a row with ASSIGNMENT_COLUMNS
     score: dict[str, Any] | None
 
 
@@ -257,7 +258,7 @@ class AssignmentService:
         who: dict[str, Any],
         assignment_id: uuid.UUID,
         callback_at: datetime | None,
-    ) -> Row[Any] | None:
+    ) -> Any:
         statement = _OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID
         params = {
             **who,
@@ -265,13 +266,13 @@ class AssignmentService:
             "callback_at": callback_at,
             "max_days": MAX_CALLBACK_AHEAD.days,
         }
-        return conn.execute(statement, params).one_or_none()
+        return statement.one_or_none(conn, params)
 
     def _complete(
         self,
         conn: Connection,
         agent: AgentIdentity,
-        head: Row[Any],
+        head: Any,
         assignment_id: uuid.UUID,
         outcome: Outcome,
         callback_at: datetime | None,
@@ -370,7 +371,7 @@ class AssignmentService:
         conn: Connection,
         assignment_id: uuid.UUID,
         agent_id: int | None,
-        head: Row[Any] | None = None,
+        head: Any = None,
     ) -> Row[Any]:
         """Lock the entry, then the ledger row; NotFound for someone else's assignment.
 
@@ -384,7 +385,7 @@ class AssignmentService:
         self._lock_entry(conn, head)
         return self._lock_ledger(conn, assignment_id)
 
-    def _lock_entry(self, conn: Connection, head: Row[Any]) -> None:
+    def _lock_entry(self, conn: Connection, head: Any) -> None:
         if head.queue_entry_id is not None:
             conn.execute(_LOCK_ENTRY[self._table(head)], {"id": head.queue_entry_id})
 
@@ -426,15 +427,15 @@ class AssignmentService:
             {"o": str(outcome), "u": row.user_id},
         )
 
-    def _entry_table(self, head: Row[Any]) -> str | None:
+    def _entry_table(self, head: Any) -> str | None:
         return self._table(head) if head.queue_entry_id is not None else None
 
-    def _apply(self, conn: Connection, a: _Apply, statement: TextClause) -> Completed | None:
+    def _apply(self, conn: Connection, a: _Apply, statement: Statement) -> Completed | None:
         """A completion statement, then the reclassification the replica asked for. None when
         the statement completes only a live assignment and this one is not (nothing written)."""
         head = a.head
-        result = conn.execute(
-            statement,
+        result = statement.one_or_none(
+            conn,
             {
                 "id": a.assignment_id,
                 "entry_id": head.queue_entry_id,
@@ -449,7 +450,7 @@ class AssignmentService:
                 "delay_seconds": int(a.rule.delay.total_seconds()) if a.rule.delay else None,
                 "deactivates": a.rule.deactivates,
             },
-        ).one_or_none()
+        )
         if result is None:
             return None
         if not result.scored:
@@ -485,7 +486,7 @@ class _Apply:
     """One completion, as both of its statements' variants see it."""
 
     assignment_id: uuid.UUID
-    head: Row[Any]
+    head: Any
     outcome: Outcome
     rule: OutcomeRule
     callback_at: datetime | None

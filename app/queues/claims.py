@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, TextClause, text
+from sqlalchemy import Connection, Engine, Row, text
 from sqlalchemy.exc import DBAPIError
 
 from app import metrics
@@ -50,6 +50,7 @@ from app.queues.transitions import Reclassification, reclassify
 from app.queues.views import ASSIGNMENT_COLUMNS, details_json
 from app.replica.classification import UserFacts, Verdict, classify
 from app.replica.reader import Contact, Replica
+from app.statements import Statement
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class ClaimSettings:
 
 @dataclass(slots=True)
 class Claimed:
-    assignment: Row[Any]
+    assignment: Any  # a row with ASSIGNMENT_COLUMNS
     contact: Contact | None
     resumed: bool
 
@@ -108,12 +109,12 @@ SELECT {agent_columns}, h.holding, o.overdue,
                                        AND lease_expires_at <= now()) AS overdue) o
  WHERE {where}
 """
-_OPEN_BY_TOKEN = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
-_OPEN_BY_ID = text(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
-_SWAP_LOCK = text("SELECT pg_advisory_xact_lock_shared(:key, :id)")
+_OPEN_BY_TOKEN = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
+_OPEN_BY_ID = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
+_SWAP_LOCK = Statement("SELECT pg_advisory_xact_lock_shared(:key, :id)")
 
 
-def _score_problem(entry: Row[Any], kind: QueueKind) -> str | None:
+def _score_problem(entry: Any, kind: QueueKind) -> str | None:
     if not entry.scored:
         return "score_row_missing"
     if not entry.is_active:
@@ -151,11 +152,11 @@ _INSERT_ASSIGNMENT = f"""
 """
 
 
-def _insert_statement(entry_table: str | None) -> TextClause:
+def _insert_statement(entry_table: str | None) -> Statement:
     if entry_table is None:
-        return text(_INSERT_ASSIGNMENT)
+        return Statement(_INSERT_ASSIGNMENT)
     # The entry becomes 'assigned' in the same statement, only if the ledger row went in.
-    return text(
+    return Statement(
         f"WITH ins AS ({_INSERT_ASSIGNMENT}),"
         f" upd AS (UPDATE {entry_table} SET status = 'assigned', assigned_to_agent = :agent_id,"
         f"  assigned_at = now(), updated_at = now()"
@@ -169,11 +170,11 @@ _INSERTS = {None: _insert_statement(None)} | {
 }
 
 
-def _next_entry_statement(kind: QueueKind) -> TextClause:
+def _next_entry_statement(kind: QueueKind) -> Statement:
     """The first pending entry in serving order, locked, with its score row (read, not locked:
     the lock order is entry, ledger, score row)."""
     details = ", ".join(f"e.{c}" for c in kind.detail_columns)
-    return text(
+    return Statement(
         f"SELECT e.id, e.user_id, e.claim_id, e.priority_score, e.queue_position,"
         f" e.queue_reason, {details}, s.user_id IS NOT NULL AS scored,"
         f" s.is_active, s.current_queue_type,"
@@ -186,7 +187,9 @@ def _next_entry_statement(kind: QueueKind) -> TextClause:
 
 _NEXT_ENTRY = {kind.table: _next_entry_statement(kind) for kind in KINDS.values()}
 # Direct mode: the first lead in serving order, its score row taken with SKIP LOCKED.
-_DIRECT_LEAD = text(candidates_sql(live_leases_only=False) + " LIMIT 1 FOR UPDATE OF s SKIP LOCKED")
+_DIRECT_LEAD = Statement(
+    candidates_sql(live_leases_only=False) + " LIMIT 1 FOR UPDATE OF s SKIP LOCKED"
+)
 
 
 def _end(conn: Connection) -> None:
@@ -234,13 +237,11 @@ class ClaimService:
                 raise Unauthorized("no such agent")
             return self._observed(conn, agent, queue_type, flags, state, started)
 
-    def _open(
-        self, conn: Connection, queue_type: QueueType, who: dict[str, Any]
-    ) -> Row[Any] | None:
+    def _open(self, conn: Connection, queue_type: QueueType, who: dict[str, Any]) -> Any:
         statement = _OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID
         params = {**who, "swap_key": SWAP_LOCK_KEY, "swap_id": KINDS[queue_type].swap_lock_id}
         # No row: no such (active) agent, and no lock was taken.
-        return conn.execute(statement, params).one_or_none()
+        return statement.one_or_none(conn, params)
 
     def _observed(
         self,
@@ -248,7 +249,7 @@ class ClaimService:
         agent: AgentIdentity,
         queue_type: QueueType,
         flags: Flags,
-        state: Row[Any],
+        state: Any,
         started: float,
     ) -> Claimed | None:
         result, source = "error", "none"
@@ -280,7 +281,7 @@ class ClaimService:
         agent: AgentIdentity,
         queue_type: QueueType,
         flags: Flags,
-        state: Row[Any],
+        state: Any,
         started: float,
     ) -> Claimed | None:
         """Runs in the transaction ``_open`` began, which holds the queue's swap lock unless
@@ -364,8 +365,8 @@ class ClaimService:
     def _queue_attempt(self, conn: Connection, ask: _Ask) -> Claimed | None:
         agent, kind = ask.agent, ask.kind
         if not ask.swap_locked:
-            conn.execute(_SWAP_LOCK, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
-        entry = conn.execute(_NEXT_ENTRY[kind.table]).one_or_none()
+            _SWAP_LOCK.all(conn, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
+        entry = _NEXT_ENTRY[kind.table].one_or_none(conn)
         if entry is None:
             raise _Empty
         problem = _score_problem(entry, kind)
@@ -418,13 +419,13 @@ class ClaimService:
         join a wait cycle with the entry -> ledger -> score order used elsewhere.
         """
         agent, kind = ask.agent, ask.kind
-        lead = conn.execute(
-            _DIRECT_LEAD,
+        lead = _DIRECT_LEAD.one_or_none(
+            conn,
             {
                 "queue_type": str(kind.queue_type),
                 "cooling": self.settings.cooling_period_minutes,
             },
-        ).one_or_none()
+        )
         if lead is None:
             raise _Empty
         # The candidate query's snapshot predates the lock: another claim may have handed
@@ -545,15 +546,15 @@ class ClaimService:
         queue_position: int | None,
         queue_reason: str | None,
         details: dict[str, Any],
-    ) -> Row[Any] | None:
+    ) -> Any:
         """The ledger row, or None when another agent holds this user (a lost race, not an error).
 
         Raises _AgentBusy when this agent already holds an assignment: a concurrent request of
         the same agent won, and the caller returns that assignment instead.
         """
         source = "direct" if entry_table is None else "queue"
-        row = conn.execute(
-            _INSERTS[entry_table],
+        row = _INSERTS[entry_table].one_or_none(
+            conn,
             {
                 "agent_id": ask.agent.id,
                 "user_id": user_id,
@@ -568,7 +569,7 @@ class ClaimService:
                 "lease": self.settings.lease_seconds,
                 "claim_ms": int((time.perf_counter() - ask.started) * 1000),
             },
-        ).one_or_none()
+        )
         if row is None:
             # Which index said no? The user's (another agent holds them) or this agent's (a
             # concurrent request of the same agent won). Both rows are committed by now: the

@@ -8,13 +8,14 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ from app.replica.classification import (
     classify,
 )
 from app.replica.schema import claim_requirements, claims, users
+from app.statements import Statement
 
 
 def create_replica_engine(settings: Settings) -> Engine:
@@ -120,17 +122,27 @@ class _FactQueries:
     expanding ``IN`` list of 2,000 ids costs SQLAlchemy 2,000 bound parameters to render,
     psycopg a re-parse of the query and the server a plan over 2,000 parameters, every batch.
     MySQL has no arrays, so it keeps the expanding ``IN``.
+
+    One user's facts (a claim's check, an outcome's reclassification: the dashboards' hot path)
+    have statements of their own with a plain ``= :user_id``, which the driver runs directly
+    (``app.statements``).
     """
 
     facts: CompoundSelect
     facts_with_contacts: CompoundSelect
+    user_facts: Statement
+    user_facts_with_contacts: Statement
 
     @classmethod
     def build(cls, postgres: bool) -> _FactQueries:
         ids: Any = bindparam("ids", type_=ARRAY(BigInteger)) if postgres else None
+        user_id = bindparam("user_id", type_=BigInteger)
 
-        def matches(column: Any) -> Any:
+        def batch(column: Any) -> Any:
             return column == any_(ids) if postgres else column.in_(bindparam("ids", expanding=True))
+
+        def one(column: Any) -> Any:
+            return column == user_id
 
         def none(type_: Any) -> Any:
             return cast(null(), type_)
@@ -138,7 +150,7 @@ class _FactQueries:
         # MySQL has no CAST AS BOOLEAN; its booleans are integers anyway.
         flag = Boolean if postgres else Integer
 
-        def build(with_contacts: bool) -> CompoundSelect:
+        def build(with_contacts: bool, matches: Callable[[Any], Any]) -> CompoundSelect:
             # Every text column is cast, in every branch: on MySQL a UNION column may not mix
             # the tables' collations with the connection's.
             contact = (
@@ -184,15 +196,24 @@ class _FactQueries:
                 .where(matches(claims.c.user_id)),
             )
 
-        return cls(facts=build(False), facts_with_contacts=build(True))
+        return cls(
+            facts=build(False, batch),
+            facts_with_contacts=build(True, batch),
+            user_facts=Statement(build(False, one)),
+            user_facts_with_contacts=Statement(build(True, one)),
+        )
 
 
 _USER, _CLAIM, _REQUIREMENT = 1, 2, 3
 _QUERIES = {postgres: _FactQueries.build(postgres) for postgres in (True, False)}
-_CONTACT = select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id"))
+_CONTACT = Statement(select(*CONTACT_COLUMNS).where(users.c.id == bindparam("user_id")))
 
 
 T = TypeVar("T")
+
+
+def _execute(statement: Any, params: dict[str, Any], conn: Connection) -> Iterable[Any]:
+    return conn.execute(statement, params)
 
 
 def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
@@ -374,15 +395,18 @@ class Replica:
         if not ids:
             return {}
         q = self._queries
-        statement = q.facts_with_contacts if contacts is not None else q.facts
-        params = {"ids": ids}
+        rows: Callable[[Connection], Iterable[Any]]
+        if len(ids) == 1:
+            one = q.user_facts_with_contacts if contacts is not None else q.user_facts
+            rows = functools.partial(one.all, params={"user_id": ids[0]})
+        else:
+            batch = q.facts_with_contacts if contacts is not None else q.facts
+            rows = functools.partial(_execute, batch, {"ids": ids})
 
         def work(conn: Connection) -> tuple[dict[int, UserFacts], dict[int, Contact]]:
             facts = {uid: UserFacts(user=None) for uid in ids}
             found: dict[int, Contact] = {}
-            for kind, uid, rid, ref, enabled, t1, t2, t3, t4, created in conn.execute(
-                statement, params
-            ):
+            for kind, uid, rid, ref, enabled, t1, t2, t3, t4, created in rows(conn):
                 if kind == _CLAIM:
                     facts[uid].claims.append(ReplicaClaim(rid, t1, _utc(created)))
                 elif kind == _REQUIREMENT:
@@ -402,7 +426,5 @@ class Replica:
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
         """Names, phone and email: read at claim time only, for the agent holding the user."""
-        row = self._read(
-            "contacts", lambda conn: conn.execute(_CONTACT, {"user_id": user_id}).one_or_none()
-        )
+        row = self._read("contacts", lambda conn: _CONTACT.one_or_none(conn, {"user_id": user_id}))
         return Contact(*row) if row else None

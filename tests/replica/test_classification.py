@@ -340,7 +340,8 @@ def test_signed_user_with_open_claim_and_no_requirements_is_none(
 
 @pytest.fixture
 def statements(replica_db: Engine) -> Iterator[list[str]]:
-    """Every SQL statement the replica engine sends while the test runs."""
+    """Every SQL statement the replica engine sends through SQLAlchemy's execution while the
+    test runs (one user's statements run on the driver's cursor, unseen here)."""
     sent: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -383,10 +384,13 @@ def test_batched_classification_equals_unbatched_at_one_statement_per_batch(
     assert len(statements) == 1
 
     statements.clear()
-    batched = Replica(replica_db, batch_size=3).classify(ids)
-    assert len(statements) == 4  # 4 batches (3 + 3 + 3 + 1 users), one statement each
+    batched = Replica(replica_db, batch_size=4).classify(ids)
+    assert len(statements) == 3  # 3 batches (4 + 4 + 2 users), one statement each
 
     assert batched == unbatched
+    # One user at a time (a claim's check, an outcome) has a statement of its own, run on the
+    # driver's cursor: it must agree with the batch statement on every kind of user.
+    assert {uid: Replica(replica_db).classify([uid])[uid] for uid in ids} == unbatched
     assert list(batched) == ids
     unsigned = Verdict(
         QueueType.UNSIGNED_USERS,
