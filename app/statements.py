@@ -53,7 +53,7 @@ class Statement:
             # The driver begins a transaction implicitly (unless in autocommit); SQLAlchemy must
             # know, or a later conn.commit() would do nothing.
             conn.begin()
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = _cursor(conn)
         try:
             # Always a mapping, even empty: the driver then unescapes the compiled "%%".
             cursor.execute(sql, params if params is not None else {})
@@ -65,8 +65,6 @@ class Statement:
             # parameters) and, on a disconnect, invalidates this connection and the pool's
             # older ones; it always raises.
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)
-        finally:
-            cursor.close()
         make = self._row._make
         return [make(row) for row in rows]
 
@@ -95,6 +93,22 @@ class Statement:
         sql = compiled.string if _plain(compiled, dialect) else None
         self._sql[dialect.name] = sql
         return sql
+
+
+_CURSOR = "app.statements.cursor"
+
+
+def _cursor(conn: Connection) -> Any:
+    """One cursor per pooled DBAPI connection, kept in the pool's per-connection ``info``: a new
+    psycopg cursor copies the connection's adapters map, a cost paid per statement otherwise.
+    A cursor closed after an error (SQLAlchemy's error handling closes it), or whose connection
+    was replaced (an invalidated one), is not reused. pymysql forgets the connection on close."""
+    dbapi = conn.connection.dbapi_connection
+    info = conn.info
+    cursor = info.get(_CURSOR)
+    if cursor is None or cursor.connection is not dbapi or getattr(cursor, "closed", False):
+        cursor = info[_CURSOR] = dbapi.cursor()  # type: ignore[union-attr]
+    return cursor
 
 
 def _plain(compiled: Compiled, dialect: Dialect) -> bool:
