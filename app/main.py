@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from uuid import uuid4
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -18,6 +20,26 @@ from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
 from app.scheduler import Scheduler
 from app.services import Services
+
+
+class _RequestIds:
+    """Request ids unique across processes without reading the system's random source per
+    request (uuid4 does: a getrandom() call each time): a random prefix per process, then a
+    counter. A forked child draws a prefix of its own."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}-{next(self._counter):x}"
+
+
+_REQUEST_IDS = _RequestIds()
 
 
 class ObserveMiddleware:
@@ -35,7 +57,9 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         rid = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        token = request_id.set(rid if 0 < len(rid) <= 64 and rid.isprintable() else uuid4().hex)
+        token = request_id.set(
+            rid if 0 < len(rid) <= 64 and rid.isprintable() else _REQUEST_IDS.new()
+        )
         started = time.perf_counter()
         status = 500
 
@@ -64,9 +88,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Sync routes run in AnyIO's thread pool (40 threads by default). Each request holds one
         # store connection at a time, so threads beyond the pool's capacity would only queue for
         # a connection while contending for the GIL.
-        to_thread.current_default_thread_limiter().total_tokens = (
-            settings.db_pool_size + settings.db_max_overflow
-        )
+        threads = settings.db_pool_size + settings.db_max_overflow
+        to_thread.current_default_thread_limiter().total_tokens = threads
+        # next-user and complete run on a pool of their own (app.api.deps.in_thread), the same
+        # size: under a burst of both kinds, threads beyond the store pool wait for a connection
+        # (the pool's timeout), they do not fail.
+        app.state.dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
         services = Services.build(settings)
         app.state.services = services
         scheduler = Scheduler(services) if settings.scheduler_on else None
@@ -77,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler:
                 scheduler.stop()
+            app.state.dashboard_threads.shutdown(wait=True)
             services.dispose()
 
     app = FastAPI(

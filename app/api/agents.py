@@ -5,14 +5,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AgentDep, QueueTypeDep, ServicesDep, TokenDep
+from app.api.deps import (
+    BEARER_SECURITY,
+    AgentDep,
+    DashboardTokenDep,
+    QueueTypeDep,
+    ServicesDep,
+    in_thread,
+)
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
+from app.services import Services
 
 router = APIRouter(prefix="/api", tags=["agents"])
 
@@ -24,6 +32,50 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body)
 
 
+# The two routes every dashboard calls all day come first (routes are matched in order). They
+# are async and hand their blocking work to the dashboards' own thread pool in one hop
+# (``in_thread``), which costs less per request than the AnyIO hop of a sync route.
+
+
+@router.post(
+    "/queues/{queue_type}/next-user",
+    response_model=AssignmentOut,
+    responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
+    openapi_extra=BEARER_SECURITY,
+)
+async def next_user(queue_type: QueueTypeDep, token: DashboardTokenDep, request: Request) -> Any:
+    """Authenticates in its own first statement (a wrong or missing token is a 401)."""
+    services: Services = request.app.state.services
+    _, claimed = await in_thread(request, services.claims.next_user_for_token, token, queue_type)
+    if claimed is None:
+        return Response(status_code=204)
+    return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))
+
+
+@router.post(
+    "/assignments/{assignment_id}/complete",
+    response_model=CompletedOut,
+    responses=responses(401, 404, 409, 422),
+    openapi_extra=BEARER_SECURITY,
+)
+async def complete(
+    assignment_id: uuid.UUID, body: CompleteIn, token: DashboardTokenDep, request: Request
+) -> Any:
+    """Authenticates in its own first statement: a wrong token is a 401 once the body and the
+    id have been validated (a missing one is a 401 before)."""
+    services: Services = request.app.state.services
+    done = await in_thread(
+        request,
+        services.assignments.complete_for_token,
+        token,
+        assignment_id,
+        body.outcome,
+        body.callback_at,
+        body.notes,
+    )
+    return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
+
+
 @router.get("/queues/stats", response_model=StatsOut, responses=responses(401, 422))
 def stats(
     _: AgentDep,
@@ -33,19 +85,6 @@ def stats(
     """Live figures per queue and activity over the last ``window_minutes``; open to agents."""
     with services.engine.connect() as conn:
         return queue_stats(conn, window_minutes)
-
-
-@router.post(
-    "/queues/{queue_type}/next-user",
-    response_model=AssignmentOut,
-    responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
-)
-def next_user(queue_type: QueueTypeDep, token: TokenDep, services: ServicesDep) -> Any:
-    """Authenticates in its own first statement (a wrong or missing token is a 401)."""
-    _, claimed = services.claims.next_user_for_token(token, queue_type)
-    if claimed is None:
-        return Response(status_code=204)
-    return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))
 
 
 @router.get(
@@ -85,19 +124,3 @@ def release(
         agent, assignment_id, requeue=body.requeue, reason=body.reason
     )
     return _json(assignment_view(row, None))
-
-
-@router.post(
-    "/assignments/{assignment_id}/complete",
-    response_model=CompletedOut,
-    responses=responses(401, 404, 409, 422),
-)
-def complete(
-    assignment_id: uuid.UUID, body: CompleteIn, token: TokenDep, services: ServicesDep
-) -> Any:
-    """Authenticates in its own first statement: a wrong token is a 401 once the body and the
-    id have been validated (a missing one is a 401 before)."""
-    done = services.assignments.complete_for_token(
-        token, assignment_id, body.outcome, body.callback_at, body.notes
-    )
-    return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
