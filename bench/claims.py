@@ -1480,7 +1480,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=None, help="queue size (100,000)")
     parser.add_argument("--agents", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pool-size", type=int, default=20, help="DB_POOL_SIZE per worker")
+    parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
     parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
     parser.add_argument("--rates", default="10,50,100", help="fixed rates, cycles/s")
     parser.add_argument("--rate-seconds", type=float, default=None, help="per rate (20)")

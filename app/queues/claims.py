@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import namedtuple
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -87,30 +88,100 @@ class _Ask:
     started: float
     # The open transaction already holds the queue's swap lock (taken by the first statement).
     swap_locked: bool = False
+    # The entry the first statement locked, for the first attempt.
+    entry: Any = None
+
+
+def _entry_columns(kind: QueueKind) -> list[tuple[str, str]]:
+    """What an attempt needs of an entry (alias ``e``) and its score row (alias ``s``, read, not
+    locked: the lock order is entry, ledger, score row), as (expression, label)."""
+    return [
+        ("e.id", "id"),
+        ("e.user_id", "user_id"),
+        ("e.claim_id", "claim_id"),
+        ("e.priority_score", "priority_score"),
+        ("e.queue_position", "queue_position"),
+        ("e.queue_reason", "queue_reason"),
+        *((f"e.{c}", c) for c in kind.detail_columns),
+        ("s.user_id IS NOT NULL", "scored"),
+        ("s.is_active", "is_active"),
+        ("s.current_queue_type", "current_queue_type"),
+        ("coalesce(s.next_call_after > now(), false)", "not_due"),
+    ]
+
+
+def _first_pending(kind: QueueKind, condition: str = "") -> str:
+    """The first pending entry in serving order, locked with SKIP LOCKED on the partial index
+    ``(queue_position, id) WHERE status = 'pending'``."""
+    return (
+        f"SELECT * FROM {kind.table} WHERE status = 'pending'{condition}"
+        " ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
 
 
 # One round trip opens a request: who is asking (by token, or by id for in-process callers),
 # with which flags, whether they hold a user already, whether any lease is overdue; and, when
 # the first attempt is to run in this transaction (nothing held, nothing to sweep), the queue's
-# swap lock, shared. The lock's subquery is evaluated only in that case and only when the agent
-# exists, and the attempt's next statement (a new snapshot) sees the queue as the latest swap
-# left it. ``locked`` is NULL when the lock was not taken.
+# swap lock, shared, then the first pending entry, locked.
+#
+# Order inside the statement: each LATERAL item runs once per row of what precedes it, so the
+# swap lock (``lk``) is held before any entry is locked,
+# the same order as a swap's (swap lock, then entries): no deadlock. The statement's snapshot,
+# though, predates the lock: if a swap committed in between, the entries it replaced are gone
+# (SKIP LOCKED passes over deleted rows) and its new ones are invisible here. So an empty
+# ``e`` is not an empty queue: the first attempt then selects again in a statement of its own,
+# whose snapshot follows the swap. ``locked`` is NULL when the lock was not taken (and then no
+# entry was looked for). OFFSET 0 keeps ``h``, ``o`` and ``lk`` subqueries of their own: pulled
+# up, their EXISTS tests would be evaluated twice.
 _OPEN = """
-SELECT {agent_columns}, h.holding, o.overdue,
-       CASE WHEN NOT h.holding AND NOT o.overdue THEN
-            (SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:swap_key, :swap_id)) l)
-       END AS locked
+SELECT {agent_columns}, h.holding, o.overdue, lk.locked, {entry_columns}
   FROM agents ag
  CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM assignments
                                      WHERE agent_id = ag.id AND status = 'active'
-                                       AND lease_expires_at > now()) AS holding) h
+                                       AND lease_expires_at > now()) AS holding OFFSET 0) h
  CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM assignments
                                      WHERE status = 'active'
-                                       AND lease_expires_at <= now()) AS overdue) o
+                                       AND lease_expires_at <= now()) AS overdue OFFSET 0) o
+ CROSS JOIN LATERAL (SELECT CASE WHEN NOT h.holding AND NOT o.overdue THEN
+                            (SELECT 1 FROM (SELECT pg_advisory_xact_lock_shared(:swap_key,
+                                                                                :swap_id)) l)
+                            END AS locked
+                     OFFSET 0) lk
+  LEFT JOIN LATERAL ({first_pending}) e ON true
+  LEFT JOIN user_call_scores s ON s.user_id = e.user_id
  WHERE {where}
 """
-_OPEN_BY_TOKEN = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where=BY_TOKEN))
-_OPEN_BY_ID = Statement(_OPEN.format(agent_columns=AGENT_COLUMNS, where="ag.id = :agent_id"))
+# The entry's columns in the opening row carry this prefix.
+_ENTRY = "entry_"
+
+
+def _open_statement(kind: QueueKind, where: str) -> Statement:
+    return Statement(
+        _OPEN.format(
+            agent_columns=AGENT_COLUMNS,
+            entry_columns=", ".join(f"{x} AS {_ENTRY}{label}" for x, label in _entry_columns(kind)),
+            first_pending=_first_pending(kind, " AND lk.locked IS NOT NULL"),
+            where=where,
+        )
+    )
+
+
+_OPEN_BY_TOKEN = {kind.table: _open_statement(kind, BY_TOKEN) for kind in KINDS.values()}
+_OPEN_BY_ID = {kind.table: _open_statement(kind, "ag.id = :agent_id") for kind in KINDS.values()}
+_ENTRY_ROWS: dict[str, Any] = {
+    kind.table: namedtuple("Entry", [label for _, label in _entry_columns(kind)])
+    for kind in KINDS.values()
+}
+
+
+def _opened_entry(state: Any, kind: QueueKind) -> Any:
+    """The entry the opening statement locked, or None."""
+    if getattr(state, f"{_ENTRY}id") is None:
+        return None
+    row = _ENTRY_ROWS[kind.table]
+    return row(*(getattr(state, f"{_ENTRY}{label}") for label in row._fields))
+
+
 _SWAP_LOCK = Statement("SELECT pg_advisory_xact_lock_shared(:key, :id)")
 
 
@@ -171,17 +242,11 @@ _INSERTS = {None: _insert_statement(None)} | {
 
 
 def _next_entry_statement(kind: QueueKind) -> Statement:
-    """The first pending entry in serving order, locked, with its score row (read, not locked:
-    the lock order is entry, ledger, score row)."""
-    details = ", ".join(f"e.{c}" for c in kind.detail_columns)
+    """The first pending entry in serving order, locked, with its score row."""
+    columns = ", ".join(f"{x} AS {label}" for x, label in _entry_columns(kind))
     return Statement(
-        f"SELECT e.id, e.user_id, e.claim_id, e.priority_score, e.queue_position,"
-        f" e.queue_reason, {details}, s.user_id IS NOT NULL AS scored,"
-        f" s.is_active, s.current_queue_type,"
-        f" coalesce(s.next_call_after > now(), false) AS not_due"
-        f" FROM (SELECT * FROM {kind.table} WHERE status = 'pending'"
-        f"       ORDER BY queue_position, id LIMIT 1 FOR UPDATE SKIP LOCKED) e"
-        f" LEFT JOIN user_call_scores s ON s.user_id = e.user_id"
+        f"SELECT {columns} FROM ({_first_pending(kind)}) e"
+        " LEFT JOIN user_call_scores s ON s.user_id = e.user_id"
     )
 
 
@@ -238,7 +303,9 @@ class ClaimService:
             return self._observed(conn, agent, queue_type, flags, state, started)
 
     def _open(self, conn: Connection, queue_type: QueueType, who: dict[str, Any]) -> Any:
-        statement = _OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID
+        statement = (_OPEN_BY_TOKEN if "token_hash" in who else _OPEN_BY_ID)[
+            KINDS[queue_type].table
+        ]
         params = {**who, "swap_key": SWAP_LOCK_KEY, "swap_id": KINDS[queue_type].swap_lock_id}
         # No row: no such (active) agent, and no lock was taken.
         return statement.one_or_none(conn, params)
@@ -288,7 +355,14 @@ class ClaimService:
         there was a lease to sweep or a held user to return."""
         kind = KINDS[queue_type]
         locked = state.locked is not None
-        ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started, swap_locked=locked)
+        ask = _Ask(
+            agent,
+            kind,
+            flags.ENABLE_QUEUE_VALIDATION,
+            started,
+            swap_locked=locked,
+            entry=_opened_entry(state, kind) if locked else None,
+        )
         if state.overdue:
             sweep_expired_leases(conn)
             conn.commit()
@@ -352,7 +426,10 @@ class ClaimService:
                 conn.rollback()
                 raise
             finally:
+                # Whatever the first attempt was (a direct-mode one leaves the opened entry
+                # alone), its transaction has ended: the lock and the entry's lock with it.
                 ask.swap_locked = False
+                ask.entry = None
             if result is not None:
                 return result
         if attempt == self._queue_attempt and not self._pending_left(conn, ask.kind):
@@ -364,9 +441,11 @@ class ClaimService:
 
     def _queue_attempt(self, conn: Connection, ask: _Ask) -> Claimed | None:
         agent, kind = ask.agent, ask.kind
-        if not ask.swap_locked:
-            _SWAP_LOCK.all(conn, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
-        entry = _NEXT_ENTRY[kind.table].one_or_none(conn)
+        entry = ask.entry
+        if entry is None:
+            if not ask.swap_locked:
+                _SWAP_LOCK.all(conn, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
+            entry = _NEXT_ENTRY[kind.table].one_or_none(conn)
         if entry is None:
             raise _Empty
         problem = _score_problem(entry, kind)
