@@ -21,8 +21,9 @@ What it does, in order:
    server runs with autovacuum off).
 3. Starts ``uvicorn app.main:app --workers 2 --no-access-log --timeout-keep-alive 75`` on a free
    port (validation on, scheduler off, ``LOG_LEVEL=WARNING``, ``PROMETHEUS_MULTIPROC_DIR`` in a
-   temporary directory) with ``--pool-size``/``--max-overflow`` (default 20 + 0 per worker) and
-   prints the connection budget and how the agents' connections fell on the workers.
+   temporary directory) with ``--pool-size``/``--max-overflow`` (default 10 + 0 per worker: the
+   service's default ``DB_POOL_SIZE``, without the overflow) and prints the connection budget
+   and how the agents' connections fell on the workers.
 4. Drives 64 agents, one ``aiohttp.ClientSession`` (one keep-alive connection) each, on uvloop; a
    cycle is ``POST /api/queues/unsigned_users/next-user`` then ``POST
    /api/assignments/{id}/complete`` with ``{"outcome": "no_answer"}``. Modes: a warm-up (one
@@ -534,7 +535,7 @@ def start_server(
     prom_dir: str,
     *,
     workers: int = 2,
-    pool_size: int = 20,
+    pool_size: int = 10,
     max_overflow: int = 0,
     extra_env: dict[str, str] | None = None,
 ) -> Server:
