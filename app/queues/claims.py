@@ -2,7 +2,8 @@
 
 A request uses one pooled connection from start to end. Its first statement authenticates the
 agent, reads the flags in force, tells whether the agent already holds a user and whether any
-lease is overdue, and takes the queue's swap lock; the first attempt runs in that transaction.
+lease is overdue, takes the queue's swap lock and locks the first pending entry; the first
+attempt runs in that transaction.
 
 Each attempt is its own short transaction:
 
@@ -124,9 +125,9 @@ def _first_pending(kind: QueueKind, condition: str = "") -> str:
 # the first attempt is to run in this transaction (nothing held, nothing to sweep), the queue's
 # swap lock, shared, then the first pending entry, locked.
 #
-# Order inside the statement: each LATERAL item runs once per row of what precedes it, so the
-# swap lock (``lk``) is held before any entry is locked,
-# the same order as a swap's (swap lock, then entries): no deadlock. The statement's snapshot,
+# Order inside the statement: the entry's scan (``e``) is gated on ``lk.locked``, so the swap
+# lock is held before any entry is locked, the same order as a swap's (swap lock, then
+# entries): no deadlock. The statement's snapshot,
 # though, predates the lock: if a swap committed in between, the entries it replaced are gone
 # (SKIP LOCKED passes over deleted rows) and its new ones are invisible here. So an empty
 # ``e`` is not an empty queue: the first attempt then selects again in a statement of its own,
