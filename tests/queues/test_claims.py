@@ -897,6 +897,50 @@ def test_claim_during_a_swap_waits_and_gets_the_new_snapshot(
     assert got.assignment.queue_entry_id in new_ids
 
 
+def test_a_claim_waiting_for_a_swap_holds_no_entry(services, store_engine, replica_engine):
+    """next-user's first statement takes the swap lock before it locks an entry: a swap that
+    began first can replace the pending entries while the claim waits (with the order
+    reversed, its DELETE would wait on the claim's row lock, which waits on the swap: a
+    deadlock, here a lock timeout). The claim then gets a new entry."""
+    seed(replica_engine, store_engine, [1, 2, 3])
+    populate(services, 3)
+    (agent,) = make_agents(store_engine, 1)
+    columns = (
+        "user_id, claim_id, priority_score, queue_position, status, queue_reason,"
+        " available_from, signature_missing_since, signature_type"
+    )
+    hold = Hold(store_engine)
+    try:
+        thread, out = in_thread(lambda: services.claims.next_user(agent, UNSIGNED, flags()))
+        deadline = time.monotonic() + 4
+        with store_engine.connect() as conn:
+            while waiting_on_swap_lock(conn) == 0 and thread.is_alive():
+                assert time.monotonic() < deadline, "the claim never reached the swap lock"
+                time.sleep(0.02)
+                conn.rollback()
+        hold.conn.execute(text("SET LOCAL lock_timeout = '1s'"))
+        rows = hold.conn.execute(text(f"SELECT {columns} FROM {UQ}")).mappings().all()
+        hold.conn.execute(text(f"DELETE FROM {UQ} WHERE status <> 'assigned'"))
+        new_ids = {
+            hold.conn.execute(
+                text(
+                    f"INSERT INTO {UQ} ({columns}) VALUES (:user_id, :claim_id,"
+                    " :priority_score, :queue_position, :status, :queue_reason,"
+                    " :available_from, :signature_missing_since, :signature_type) RETURNING id"
+                ),
+                dict(row),
+            ).scalar_one()
+            for row in rows
+        }
+    finally:
+        hold.release()
+    thread.join(10)
+    assert "error" not in out, out.get("error")
+    got = out["result"]
+    assert got is not None, "a claim that met a swap answered 'empty'"
+    assert got.assignment.queue_entry_id in new_ids
+
+
 def test_claim_that_outwaits_a_swap_is_503_with_retry_after(
     client, services, store_engine, replica_engine
 ):
