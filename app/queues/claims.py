@@ -484,6 +484,10 @@ class ClaimService:
 
     @staticmethod
     def _pending_left(conn: Connection, kind: QueueKind) -> bool:
+        """Whether the queue still has pending entries, once any swap in progress has committed
+        (the swap lock first, then a statement whose snapshot follows it): the attempts may
+        have used up the old snapshot while a new one was being swapped in."""
+        _SWAP_LOCK.all(conn, {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id})
         left = conn.execute(
             text(f"SELECT EXISTS (SELECT 1 FROM {kind.table} WHERE status = 'pending')")
         ).scalar()
