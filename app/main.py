@@ -91,11 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = settings.db_pool_size + settings.db_max_overflow
         to_thread.current_default_thread_limiter().total_tokens = threads
         # next-user and complete run on a pool of their own (app.api.deps.in_thread), the same
-        # size: under a burst of both kinds, threads beyond the store pool wait for a connection
-        # (the pool's timeout), they do not fail.
-        app.state.dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
+        # size: under a burst of both kinds, threads beyond the store pool wait for a connection,
+        # up to the pool's timeout (then 503 with Retry-After).
         services = Services.build(settings)
         app.state.services = services
+        dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
+        app.state.dashboard_threads = dashboard_threads
         scheduler = Scheduler(services) if settings.scheduler_on else None
         if scheduler:
             scheduler.start()
@@ -104,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if scheduler:
                 scheduler.stop()
-            app.state.dashboard_threads.shutdown(wait=True)
+            # uvicorn has finished the requests in flight by now: the threads are idle.
+            dashboard_threads.shutdown(wait=True)
             services.dispose()
 
     app = FastAPI(

@@ -12,8 +12,8 @@ What stays SQLAlchemy's: the pool and its events, the Connection and its transac
 marks the transaction begun, so ``commit()`` and ``rollback()`` keep working), and errors: a
 driver error is raised as SQLAlchemy's ``DBAPIError`` and a disconnect invalidates the pool, as
 ``Connection.execute`` would. A statement that needs SQLAlchemy's processing (an expanding
-``IN``, a typed parameter with a bind processor) is run through ``Connection.execute`` instead,
-with the same result.
+``IN``, a typed parameter with a bind processor, a column with a result processor) is run
+through ``Connection.execute`` instead, with the same result.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ class Statement:
 
     def __init__(self, clause: str | ClauseElement) -> None:
         self.clause: ClauseElement = text(clause) if isinstance(clause, str) else clause
-        # Per dialect name: the driver's SQL, or None when SQLAlchemy must run it.
-        self._sql: dict[str, str | None] = {}
+        # Per (dialect, driver): the driver's SQL, or None when SQLAlchemy must run it.
+        self._sql: dict[tuple[str, str], str | None] = {}
         self._row: Any = None
 
     def __repr__(self) -> str:
@@ -53,16 +53,18 @@ class Statement:
             # The driver begins a transaction implicitly (unless in autocommit); SQLAlchemy must
             # know, or a later conn.commit() would do nothing.
             conn.begin()
-        cursor = _cursor(conn)
+        cursor = None
         try:
+            cursor = _cursor(conn)
             # Always a mapping, even empty: the driver then unescapes the compiled "%%".
             cursor.execute(sql, params if params is not None else {})
             rows = cursor.fetchall()
             if self._row is None:
                 self._row = namedtuple("Row", [d[0] for d in cursor.description], rename=True)  # type: ignore[misc]
-        except Exception as exc:
+        except BaseException as exc:
             # Wraps the driver's error as Connection.execute does (DBAPIError subclasses, hidden
-            # parameters) and, on a disconnect, invalidates this connection and the pool's
+            # parameters) and, on a disconnect or an interruption (KeyboardInterrupt, a
+            # cancelled greenlet), invalidates this connection and, on a disconnect, the pool's
             # older ones; it always raises.
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)
         make = self._row._make
@@ -85,13 +87,14 @@ class Statement:
         return None if row is None else row[0]
 
     def _driver_sql(self, dialect: Dialect) -> str | None:
+        key = (dialect.name, dialect.driver)
         try:
-            return self._sql[dialect.name]
+            return self._sql[key]
         except KeyError:
             pass
         compiled = self.clause.compile(dialect=dialect)
         sql = compiled.string if _plain(compiled, dialect) else None
-        self._sql[dialect.name] = sql
+        self._sql[key] = sql
         return sql
 
 
@@ -112,12 +115,19 @@ def _cursor(conn: Connection) -> Any:
 
 
 def _plain(compiled: Compiled, dialect: Dialect) -> bool:
-    """Named ``%(name)s`` parameters passed through untouched: what the statement's text says
-    is what the driver gets."""
+    """Named ``%(name)s`` parameters passed through untouched, and values returned as the
+    driver gives them: what SQLAlchemy would have done anyway. Anything else (an expanding
+    ``IN``, a bind processor, a result processor such as MySQL's integer-to-bool for Boolean
+    columns) is left to SQLAlchemy."""
     if dialect.paramstyle != "pyformat":
         return False
-    return not (
+    if (
         getattr(compiled, "post_compile_params", None)
         or getattr(compiled, "literal_execute_params", None)
         or getattr(compiled, "_bind_processors", None)
+    ):
+        return False
+    return not any(
+        column.type.dialect_impl(dialect).result_processor(dialect, None)
+        for column in getattr(compiled, "_result_columns", ())
     )

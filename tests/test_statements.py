@@ -5,9 +5,19 @@ disconnects that invalidate, and a connection that serves again after an error."
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, bindparam, create_engine, text
+from sqlalchemy import (
+    Engine,
+    Text,
+    TypeDecorator,
+    bindparam,
+    create_engine,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.exc import DataError, DBAPIError
 
 from app.statements import Statement
@@ -94,3 +104,19 @@ def test_a_statement_sqlalchemy_must_process_runs_through_sqlalchemy(engine: Eng
     )
     with engine.connect() as conn:
         assert [row.x for row in expanding.all(conn, {"ids": [2, 4, 9]})] == [2, 4]
+
+
+class Shouted(TypeDecorator[str]):
+    """A type with a result processor: its values must come back processed."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else value.upper()
+
+
+def test_a_column_with_a_result_processor_runs_through_sqlalchemy(engine: Engine) -> None:
+    statement = Statement(select(literal_column("'quiet'", Shouted).label("word")))
+    with engine.connect() as conn:
+        assert statement.scalar(conn) == "QUIET"

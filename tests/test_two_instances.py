@@ -82,12 +82,15 @@ def start(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def swap_lock_waiters(store_engine: Engine) -> int:
-    """Sessions waiting for the unsigned queue's swap lock (the held-up population)."""
+    """Sessions waiting for the unsigned queue's swap lock (the held-up population), in this
+    test's database only: other databases on the same server use the same lock keys."""
     with store_engine.connect() as conn:
         return int(
             conn.execute(
                 text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database"
+                    "                  WHERE datname = current_database())"
                     " AND classid::bigint = :key AND objid::bigint = :id AND objsubid = 2"
                 ),
                 {"key": SWAP_LOCK_KEY, "id": UNSIGNED_SWAP_LOCK_ID},

@@ -50,8 +50,9 @@ def require_cron_secret(
 async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str:
-    """The agent's bearer token, not yet checked: a missing one is a 401 here. The dashboards'
-    hottest routes check it in their own first statement, on the connection that does the work."""
+    """The agent's bearer token, not yet checked: a missing one is a 401 here (``current_agent``
+    then checks it; next-user and complete use ``dashboard_token`` and check it in their own
+    first statement, on the connection that does the work)."""
     if credentials is None:
         raise Unauthorized("a valid agent bearer token is required")
     return credentials.credentials

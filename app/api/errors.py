@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
@@ -131,6 +132,16 @@ def install(app: FastAPI) -> None:
         else:
             log.error("request.database_error", exc_info=exc)
             return error_response(500, "InternalError", "the server failed to handle the request")
+        response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
+        return response
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        """Every pooled connection busy for the pool's whole timeout: overload, not a fault."""
+        log.warning("request.pool_exhausted")
+        response = error_response(
+            503, "ServiceBusy", "every database connection is busy; retry shortly"
+        )
         response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
         return response
 

@@ -352,8 +352,8 @@ class ClaimService:
         state: Any,
         started: float,
     ) -> Claimed | None:
-        """Runs in the transaction ``_open`` began, which holds the queue's swap lock unless
-        there was a lease to sweep or a held user to return."""
+        """Runs in the transaction ``_open`` began, which holds the queue's swap lock and the
+        first pending entry unless there was a lease to sweep or a held user to return."""
         kind = KINDS[queue_type]
         locked = state.locked is not None
         ask = _Ask(
@@ -375,6 +375,11 @@ class ClaimService:
             if held is not None:
                 return self._resume(held, kind)
         mode = flags.serving_mode
+        if mode == "direct" and ask.entry is not None:
+            # The flags are known only now: an agent served from the scores must not keep a
+            # queue entry locked through its attempt (queue-served agents would pass it by).
+            conn.commit()
+            ask.swap_locked, ask.entry = False, None
         try:
             if mode in ("queues", "dual"):
                 try:

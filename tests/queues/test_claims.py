@@ -941,6 +941,20 @@ def test_a_claim_waiting_for_a_swap_holds_no_entry(services, store_engine, repli
     assert got.assignment.queue_entry_id in new_ids
 
 
+def test_every_connection_busy_is_503_with_retry_after(make_client, store_engine):
+    """Overload (every pooled connection busy for the pool's whole timeout) is a 503 to retry,
+    not a 500: the dashboards' thread pool and AnyIO's share one store pool."""
+    client = make_client(db_pool_size=1, db_max_overflow=0)
+    headers = agent_token(store_engine, "alice")
+    engine = client.app.state.services.engine
+    engine.pool._timeout = 0.3  # QueuePool's checkout timeout, 30 s by default
+    with engine.connect():  # the pool's only connection
+        got = client.post("/api/queues/unsigned_users/next-user", headers=headers)
+    assert got.status_code == 503, got.text
+    assert got.json()["error"] == "ServiceBusy"
+    assert got.headers["Retry-After"] == "2"
+
+
 def test_claim_that_outwaits_a_swap_is_503_with_retry_after(
     client, services, store_engine, replica_engine
 ):
