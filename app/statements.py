@@ -60,7 +60,7 @@ class Statement:
             cursor.execute(sql, params if params is not None else {})
             rows = cursor.fetchall()
             if self._row is None:
-                self._row = namedtuple("Row", [d[0] for d in cursor.description], rename=True)  # type: ignore[misc]
+                self._row = _row_type([d[0] for d in cursor.description])
         except BaseException as exc:
             # Wraps the driver's error as Connection.execute does (DBAPIError subclasses, hidden
             # parameters) and, on a disconnect or an interruption (KeyboardInterrupt, a
@@ -96,6 +96,13 @@ class Statement:
         sql = compiled.string if _plain(compiled, dialect) else None
         self._sql[key] = sql
         return sql
+
+
+def _row_type(labels: list[str]) -> Any:
+    """Rows are read by label: two columns with one label would make one of them unreachable."""
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a statement's columns share labels: {sorted(labels)}")
+    return namedtuple("Row", labels, rename=True)
 
 
 _CURSOR = "app.statements.cursor"

@@ -18,7 +18,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, StatementError
 
 from app.statements import Statement
 
@@ -120,3 +120,9 @@ def test_a_column_with_a_result_processor_runs_through_sqlalchemy(engine: Engine
     statement = Statement(select(literal_column("'quiet'", Shouted).label("word")))
     with engine.connect() as conn:
         assert statement.scalar(conn) == "QUIET"
+
+
+def test_columns_sharing_a_label_are_refused(engine: Engine) -> None:
+    """Rows are read by label: a second column with the same label would shadow the first."""
+    with engine.connect() as conn, pytest.raises(StatementError, match="share labels"):
+        Statement("SELECT 1 AS a, 2 AS a").one(conn)

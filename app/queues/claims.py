@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import namedtuple
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -152,15 +151,15 @@ SELECT {agent_columns}, h.holding, o.overdue, lk.locked, {entry_columns}
   LEFT JOIN user_call_scores s ON s.user_id = e.user_id
  WHERE {where}
 """
-# The entry's columns in the opening row carry this prefix.
-_ENTRY = "entry_"
 
 
 def _open_statement(kind: QueueKind, where: str) -> Statement:
+    """The opening row is also the entry: its columns keep the entry's labels (Statement
+    refuses a row whose labels collide)."""
     return Statement(
         _OPEN.format(
             agent_columns=AGENT_COLUMNS,
-            entry_columns=", ".join(f"{x} AS {_ENTRY}{label}" for x, label in _entry_columns(kind)),
+            entry_columns=", ".join(f"{x} AS {label}" for x, label in _entry_columns(kind)),
             first_pending=_first_pending(kind, " AND lk.locked IS NOT NULL"),
             where=where,
         )
@@ -169,20 +168,6 @@ def _open_statement(kind: QueueKind, where: str) -> Statement:
 
 _OPEN_BY_TOKEN = {kind.table: _open_statement(kind, BY_TOKEN) for kind in KINDS.values()}
 _OPEN_BY_ID = {kind.table: _open_statement(kind, "ag.id = :agent_id") for kind in KINDS.values()}
-_ENTRY_ROWS: dict[str, Any] = {
-    kind.table: namedtuple("Entry", [label for _, label in _entry_columns(kind)])
-    for kind in KINDS.values()
-}
-
-
-def _opened_entry(state: Any, kind: QueueKind) -> Any:
-    """The entry the opening statement locked, or None."""
-    if getattr(state, f"{_ENTRY}id") is None:
-        return None
-    row = _ENTRY_ROWS[kind.table]
-    return row(*(getattr(state, f"{_ENTRY}{label}") for label in row._fields))
-
-
 _SWAP_LOCK = Statement("SELECT pg_advisory_xact_lock_shared(:key, :id)")
 
 
@@ -362,7 +347,8 @@ class ClaimService:
             flags.ENABLE_QUEUE_VALIDATION,
             started,
             swap_locked=locked,
-            entry=_opened_entry(state, kind) if locked else None,
+            # The opening row carries the entry it locked (id NULL when none).
+            entry=state if locked and state.id is not None else None,
         )
         if state.overdue:
             sweep_expired_leases(conn)

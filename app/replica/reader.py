@@ -8,14 +8,13 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
-import functools
 import heapq
 import itertools
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,8 +127,8 @@ class _FactQueries:
     (``app.statements``).
     """
 
-    facts: CompoundSelect
-    facts_with_contacts: CompoundSelect
+    facts: Statement
+    facts_with_contacts: Statement
     user_facts: Statement
     user_facts_with_contacts: Statement
 
@@ -197,8 +196,8 @@ class _FactQueries:
             )
 
         return cls(
-            facts=build(False, batch),
-            facts_with_contacts=build(True, batch),
+            facts=Statement(build(False, batch)),
+            facts_with_contacts=Statement(build(True, batch)),
             user_facts=Statement(build(False, one)),
             user_facts_with_contacts=Statement(build(True, one)),
         )
@@ -210,10 +209,6 @@ _CONTACT = Statement(select(*CONTACT_COLUMNS).where(users.c.id == bindparam("use
 
 
 T = TypeVar("T")
-
-
-def _execute(statement: Any, params: dict[str, Any], conn: Connection) -> Iterable[Any]:
-    return conn.execute(statement, params)
 
 
 def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
@@ -394,19 +389,22 @@ class Replica:
         ids = list(dict.fromkeys(user_ids))
         if not ids:
             return {}
-        q = self._queries
-        rows: Callable[[Connection], Iterable[Any]]
+        q, with_contacts = self._queries, contacts is not None
+        statement: Statement
+        params: dict[str, Any]
         if len(ids) == 1:
-            one = q.user_facts_with_contacts if contacts is not None else q.user_facts
-            rows = functools.partial(one.all, params={"user_id": ids[0]})
-        else:
-            batch = q.facts_with_contacts if contacts is not None else q.facts
-            rows = functools.partial(_execute, batch, {"ids": ids})
+            statement = q.user_facts_with_contacts if with_contacts else q.user_facts
+            params = {"user_id": ids[0]}
+        else:  # SQLAlchemy runs these (an array or an expanding IN): see app.statements
+            statement = q.facts_with_contacts if with_contacts else q.facts
+            params = {"ids": ids}
 
         def work(conn: Connection) -> tuple[dict[int, UserFacts], dict[int, Contact]]:
             facts = {uid: UserFacts(user=None) for uid in ids}
             found: dict[int, Contact] = {}
-            for kind, uid, rid, ref, enabled, t1, t2, t3, t4, created in rows(conn):
+            for kind, uid, rid, ref, enabled, t1, t2, t3, t4, created in statement.all(
+                conn, params
+            ):
                 if kind == _CLAIM:
                     facts[uid].claims.append(ReplicaClaim(rid, t1, _utc(created)))
                 elif kind == _REQUIREMENT:
