@@ -218,6 +218,22 @@ class Hold:
         self.tx = self.conn.begin()
         self.conn.execute(text("SELECT pg_advisory_xact_lock(:key, 1)"), {"key": SWAP_LOCK_KEY})
 
+    def replace_pending(self) -> set[Any]:
+        """What the swap itself does, not yet committed: the pending entries deleted and
+        inserted again as new rows. Returns the new entries' ids."""
+        columns = (
+            "user_id, claim_id, priority_score, queue_position, status, queue_reason,"
+            " available_from, signature_missing_since, signature_type"
+        )
+        rows = self.conn.execute(text(f"SELECT {columns} FROM {UQ}")).mappings().all()
+        self.conn.execute(text(f"DELETE FROM {UQ} WHERE status <> 'assigned'"))
+        insert = text(
+            f"INSERT INTO {UQ} ({columns}) VALUES (:user_id, :claim_id, :priority_score,"
+            " :queue_position, :status, :queue_reason, :available_from,"
+            " :signature_missing_since, :signature_type) RETURNING id"
+        )
+        return {self.conn.execute(insert, dict(row)).scalar_one() for row in rows}
+
     def release(self) -> None:
         self.tx.commit()
         self.conn.close()
@@ -814,6 +830,42 @@ def test_attempts_running_out_on_the_last_entries_is_204_not_503(
     assert response.status_code == 204, response.text
 
 
+def test_attempts_running_out_during_a_swap_wait_for_it_before_saying_empty(
+    make_services, store_engine, replica_engine, monkeypatch
+):
+    """The attempts used up the old snapshot while a swap of a new one was in progress: whether
+    anything is left is asked after that swap, so the answer is 'busy, retry' (the new entries),
+    not 'empty'."""
+    svc = make_services(max_validation_attempts=2)
+    seed(replica_engine, store_engine, [1, 2])
+    populate(svc, 2)
+    replica_exec(replica_engine, "UPDATE users SET is_enabled = false")
+    (agent,) = make_agents(store_engine, 1)
+    pending_left = svc.claims._pending_left
+
+    def swap_meanwhile(conn: Connection, kind: Any) -> bool:
+        hold = Hold(store_engine)
+        hold.replace_pending()
+        hold.conn.execute(text(f"UPDATE {UQ} SET status = 'pending', invalid_reason = NULL"))
+
+        def commit_once_waited_for() -> None:
+            try:
+                wait_for_waiters(store_engine, 1, timeout=2)
+            finally:
+                hold.release()
+
+        committer = threading.Thread(target=commit_once_waited_for)
+        committer.start()
+        try:
+            return pending_left(conn, kind)
+        finally:
+            committer.join(10)
+
+    monkeypatch.setattr(svc.claims, "_pending_left", swap_meanwhile)
+    with pytest.raises(ValidationAttemptsExhausted):
+        svc.claims.next_user(agent, UNSIGNED, flags())
+
+
 # -- 10. losing a uniqueness race ---------------------------------------------------------------
 
 
@@ -855,36 +907,13 @@ def test_claim_during_a_swap_waits_and_gets_the_new_snapshot(
     seed(replica_engine, store_engine, [1, 2, 3])
     populate(services, 3)
     (agent,) = make_agents(store_engine, 1)
-    columns = (
-        "user_id, claim_id, priority_score, queue_position, status, queue_reason,"
-        " available_from, signature_missing_since, signature_type"
-    )
     # A swap in progress, as the population does it: swap lock taken exclusively, old pending
     # entries deleted and the new ones inserted, not yet committed.
     hold = Hold(store_engine)
     try:
-        rows = hold.conn.execute(text(f"SELECT {columns} FROM {UQ}")).mappings().all()
-        hold.conn.execute(text(f"DELETE FROM {UQ} WHERE status <> 'assigned'"))
-        new_ids: set[Any] = set()
-        for row in rows:
-            new_ids.add(
-                hold.conn.execute(
-                    text(
-                        f"INSERT INTO {UQ} ({columns}) VALUES (:user_id, :claim_id,"
-                        " :priority_score, :queue_position, :status, :queue_reason,"
-                        " :available_from, :signature_missing_since, :signature_type)"
-                        " RETURNING id"
-                    ),
-                    dict(row),
-                ).scalar_one()
-            )
+        new_ids = hold.replace_pending()
         thread, out = in_thread(lambda: services.claims.next_user(agent, UNSIGNED, flags()))
-        deadline = time.monotonic() + 4
-        with store_engine.connect() as conn:
-            while waiting_on_swap_lock(conn) == 0 and thread.is_alive():
-                assert time.monotonic() < deadline, "the claim never reached the swap lock"
-                time.sleep(0.02)
-                conn.rollback()
+        wait_for_waiters(store_engine, 1)
         time.sleep(0.5)
         assert thread.is_alive(), f"the claim did not wait for the swap: {out}"
     finally:
@@ -905,33 +934,12 @@ def test_a_claim_waiting_for_a_swap_holds_no_entry(services, store_engine, repli
     seed(replica_engine, store_engine, [1, 2, 3])
     populate(services, 3)
     (agent,) = make_agents(store_engine, 1)
-    columns = (
-        "user_id, claim_id, priority_score, queue_position, status, queue_reason,"
-        " available_from, signature_missing_since, signature_type"
-    )
     hold = Hold(store_engine)
     try:
         thread, out = in_thread(lambda: services.claims.next_user(agent, UNSIGNED, flags()))
-        deadline = time.monotonic() + 4
-        with store_engine.connect() as conn:
-            while waiting_on_swap_lock(conn) == 0 and thread.is_alive():
-                assert time.monotonic() < deadline, "the claim never reached the swap lock"
-                time.sleep(0.02)
-                conn.rollback()
+        wait_for_waiters(store_engine, 1)
         hold.conn.execute(text("SET LOCAL lock_timeout = '1s'"))
-        rows = hold.conn.execute(text(f"SELECT {columns} FROM {UQ}")).mappings().all()
-        hold.conn.execute(text(f"DELETE FROM {UQ} WHERE status <> 'assigned'"))
-        new_ids = {
-            hold.conn.execute(
-                text(
-                    f"INSERT INTO {UQ} ({columns}) VALUES (:user_id, :claim_id,"
-                    " :priority_score, :queue_position, :status, :queue_reason,"
-                    " :available_from, :signature_missing_since, :signature_type) RETURNING id"
-                ),
-                dict(row),
-            ).scalar_one()
-            for row in rows
-        }
+        new_ids = hold.replace_pending()
     finally:
         hold.release()
     thread.join(10)
@@ -1157,6 +1165,39 @@ def test_direct_mode_under_concurrency_has_no_duplicates(
         ("direct", None, "completed")
     }
     assert_no_overlap_per_agent(rows)
+
+
+def test_a_direct_mode_claim_leaves_the_queue_entries_unlocked(
+    services, store_engine, replica_engine, monkeypatch
+):
+    """The opening statement locks the first pending entry before the flags are known; served
+    from the scores, the claim lets it go before its attempt (its replica read included), so
+    agents still served from the queue do not pass that entry by."""
+    seed(replica_engine, store_engine, [1, 2, 3])
+    populate(services, 3)
+    (agent,) = make_agents(store_engine, 1)
+    lockable: list[int] = []
+    read = services.replica.fetch_claim_facts
+
+    def observed(user_id: int) -> Any:
+        with store_engine.connect() as conn:
+            lockable.append(
+                conn.execute(
+                    text(
+                        f"SELECT count(*) FROM (SELECT id FROM {UQ} WHERE status = 'pending'"
+                        " FOR UPDATE SKIP LOCKED) free"
+                    )
+                ).scalar_one()
+            )
+            conn.rollback()
+        return read(user_id)
+
+    monkeypatch.setattr(services.replica, "fetch_claim_facts", observed)
+    got = services.claims.next_user(
+        agent, UNSIGNED, flags(MIGRATION_MODE=MigrationMode.LEGACY_ONLY)
+    )
+    assert got is not None and got.assignment.source == "direct"
+    assert lockable == [3], "a queue entry stayed locked through the direct attempt"
 
 
 # -- 13. lease expiry ---------------------------------------------------------------------------
