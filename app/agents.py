@@ -9,30 +9,39 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NotFound, Unauthorized
+from app.statements import Statement
 
 ROLES = ("agent", "supervisor")
 
 
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
+    """Who is calling: what every service receives, never the token itself."""
+
     id: int
     name: str
     role: str
-    # The supervisors' flag overrides, read in the same round trip as the token, so a claim
-    # applies a flag change on its very next request without another query.
-    flag_overrides: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_supervisor(self) -> bool:
         return self.role == "supervisor"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """An agent and the supervisors' flag overrides in force, read in one round trip: every
+    request needs both, and the flags must be read per request (a change applies everywhere on
+    the next request)."""
+
+    agent: AgentIdentity
+    flag_overrides: Mapping[str, str]
 
 
 def hash_token(token: str) -> str:
@@ -55,28 +64,19 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
     return token
 
 
-# The agent's identity and the supervisors' flag overrides, for statements that authenticate a
-# request in the same round trip as their own work (``ag`` is the agents table).
-AGENT_COLUMNS = (
-    "ag.id AS agent_id, ag.name AS agent_name, ag.role AS agent_role,"
-    " (SELECT coalesce(json_object_agg(f.name, f.value), '{}') FROM feature_flags f) AS agent_flags"
+_AUTHENTICATE = Statement(
+    "SELECT ag.id, ag.name, ag.role,"
+    " (SELECT coalesce(json_object_agg(f.name, f.value), '{}') FROM feature_flags f) AS flags"
+    " FROM agents ag WHERE ag.token_hash = :token_hash AND ag.is_active"
 )
-BY_TOKEN = "ag.token_hash = :token_hash AND ag.is_active"
 
 
-def identity(row: Any) -> AgentIdentity:
-    """The AgentIdentity of a row selected with AGENT_COLUMNS."""
-    return AgentIdentity(row.agent_id, row.agent_name, row.agent_role, row.agent_flags)
-
-
-def authenticate(conn: Connection, token: str) -> AgentIdentity:
-    row = conn.execute(
-        text(f"SELECT {AGENT_COLUMNS} FROM agents ag WHERE {BY_TOKEN}"),
-        {"token_hash": hash_token(token)},
-    ).one_or_none()
+def authenticate(conn: Connection, token: str) -> Authenticated:
+    """The one place a token becomes an agent. Unknown or deactivated: Unauthorized."""
+    row = _AUTHENTICATE.one_or_none(conn, {"token_hash": hash_token(token)})
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return identity(row)
+    return Authenticated(AgentIdentity(row.id, row.name, row.role), row.flags)
 
 
 @dataclass(frozen=True, slots=True)

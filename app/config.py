@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_max_overflow: int = Field(10, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Statements slower than this are logged (first line and duration only); 0 disables.
+    slow_statement_ms: int = Field(1000, ge=0)
 
     @field_validator("database_url")
     @classmethod

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from app.config import Settings
@@ -51,7 +50,34 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         },
     )
     ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
+    log_slow_statements(engine, settings.slow_statement_ms)
     return engine
+
+
+def log_slow_statements(engine: Engine, threshold_ms: int) -> None:
+    """Log every statement that took longer than ``threshold_ms`` (0 disables): its first line
+    and duration, never its parameters. Through SQLAlchemy's cursor events, which the hot
+    statements run on the driver's cursor fire too (app.statements)."""
+    if threshold_ms <= 0:
+        return
+    threshold = threshold_ms / 1000
+    slow_log = logging.getLogger("app.db.slow")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        conn.info["statement_started"] = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _finished(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        took = time.perf_counter() - conn.info.pop("statement_started", time.perf_counter())
+        if took >= threshold:
+            slow_log.warning(
+                "db.slow_statement",
+                extra={
+                    "duration_ms": round(took * 1000, 1),
+                    "statement": statement.strip().splitlines()[0][:200],
+                },
+            )
 
 
 def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
@@ -78,14 +104,3 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
         except Exception as exc:
             # The pool discards this connection and checks out another (a fresh one if needed).
             raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False, autoflush=False)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """Unit of work for the CLI and background jobs: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session

@@ -90,13 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # a connection while contending for the GIL.
         threads = settings.db_pool_size + settings.db_max_overflow
         to_thread.current_default_thread_limiter().total_tokens = threads
-        # next-user and complete run on a pool of their own (app.api.deps.in_thread), the same
-        # size: under a burst of both kinds, threads beyond the store pool wait for a connection,
-        # up to the pool's timeout (then 503 with Retry-After).
+        # Authentication and the dashboards' routes run on a pool of their own
+        # (app.api.deps.in_thread), the same size: under a burst of both kinds, threads beyond
+        # the store pool wait for a connection, up to the pool's timeout (then 503 with
+        # Retry-After).
         services = Services.build(settings)
         app.state.services = services
-        dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
-        app.state.dashboard_threads = dashboard_threads
+        thread_pool = ThreadPoolExecutor(threads, thread_name_prefix="requests")
+        app.state.threads = thread_pool
         scheduler = Scheduler(services) if settings.scheduler_on else None
         if scheduler:
             scheduler.start()
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if scheduler:
                 scheduler.stop()
             # uvicorn has finished the requests in flight by now: the threads are idle.
-            dashboard_threads.shutdown(wait=True)
+            thread_pool.shutdown(wait=True)
             services.dispose()
 
     app = FastAPI(

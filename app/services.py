@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from functools import cached_property
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.agents import Authenticated, authenticate
 from app.config import Settings
 from app.db import create_store_engine
 from app.flags import Flags, current_flags, default_flags, flags_with
@@ -37,6 +39,20 @@ class Services:
             ),
         )
 
+    @cached_property
+    def autocommit(self) -> Engine:
+        """The store's pool, each statement its own transaction: for requests that read or
+        write in one statement, BEGIN and COMMIT would be two more round trips."""
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def authenticate(self, token: str) -> Authenticated:
+        with self.autocommit.connect() as conn:
+            return authenticate(conn, token)
+
+    def flags_for(self, overrides: Mapping[str, str]) -> Flags:
+        """The flags in force given the supervisors' overrides (read with the agent)."""
+        return flags_with(self.settings, overrides)
+
     def flags(self) -> Flags:
         """The flags in force, read per call so a supervisor's change reaches every process on
         its next request. With the database down, the environment defaults apply."""
@@ -58,13 +74,11 @@ class Services:
 
     @cached_property
     def claims(self) -> ClaimService:
-        return ClaimService(
-            self.engine, self.replica, self.claim_settings, partial(flags_with, self.settings)
-        )
+        return ClaimService(self.engine, self.replica, self.claim_settings)
 
     @cached_property
     def assignments(self) -> AssignmentService:
-        return AssignmentService(self.engine, self.replica, self.claim_settings)
+        return AssignmentService(self.engine, self.autocommit, self.replica, self.claim_settings)
 
     @cached_property
     def population_options(self) -> PopulationOptions:

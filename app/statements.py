@@ -1,19 +1,28 @@
 """Fixed statements run on the driver's own cursor: the dashboards' hottest path.
 
-next-user and complete run four to six statements each, all day, from every agent. SQLAlchemy
+next-user and complete run a handful of statements each, all day, from every agent. SQLAlchemy
 Core's execution path (an execution context, parameter processing, result metadata rebuilt from
-the cursor's description, Row objects) costs about 0.25 ms of CPU per statement on the 2-core
+the cursor's description, Row objects) cost about 0.25 ms of CPU per statement on the 2-core
 benchmark machine, more than psycopg's own work for the same statement (``bench/claims.py``
-measures both; the README has the figures). These statements are fixed text with plain
-parameters, so there is nothing for SQLAlchemy to process on the way in or out: each is compiled
-once per dialect and then run straight on the pooled connection's DBAPI cursor.
+measures both). These statements are fixed SQL text with plain parameters, so there is nothing
+for SQLAlchemy to process on the way in or out: on PostgreSQL through psycopg each is compiled
+once and then run on the pooled connection's DBAPI cursor. On any other dialect (the replica may be
+MySQL) a statement runs through ``Connection.execute``.
 
-What stays SQLAlchemy's: the pool and its events, the Connection and its transaction (a statement
-marks the transaction begun, so ``commit()`` and ``rollback()`` keep working), and errors: a
-driver error is raised as SQLAlchemy's ``DBAPIError`` and a disconnect invalidates the pool, as
-``Connection.execute`` would. A statement that needs SQLAlchemy's processing (an expanding
-``IN``, a typed parameter with a bind processor, a column with a result processor) is run
-through ``Connection.execute`` instead, with the same result.
+Only public APIs are used, and what stays SQLAlchemy's is kept:
+
+* the pool and the Connection's transaction: a statement begins the transaction when none is
+  open (``Connection.begin``), so ``commit()`` and ``rollback()`` keep working;
+* the ``before_cursor_execute`` and ``after_cursor_execute`` events, fired through the
+  Connection's documented ``dispatch`` collection, so tracing and slow-statement logging see
+  these statements too. The ``context`` argument is a ``DriverContext`` (listeners may set
+  attributes on it), not an ``ExecutionContext``: there is none on this path;
+* errors: a driver error becomes SQLAlchemy's ``DBAPIError`` (``DBAPIError.instance``, with
+  parameters hidden), and a disconnect invalidates the connection (``Connection.invalidate``).
+
+tests/test_statements.py pins each of these, and compares every statement's rows through this
+path and through ``Connection.execute``, so a change in SQLAlchemy or psycopg that this path
+relies on fails a test instead of changing behaviour.
 """
 
 from __future__ import annotations
@@ -22,53 +31,49 @@ from collections import namedtuple
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ClauseElement, Connection, Dialect, text
-from sqlalchemy.sql.compiler import Compiled
+from sqlalchemy import ClauseElement, Connection, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
 
 Params = Mapping[str, Any]
 
+_PSYCOPG = PGDialect_psycopg()
+
+
+class DriverContext:
+    """What ``before_cursor_execute``/``after_cursor_execute`` listeners receive as ``context``
+    for a statement run on the driver's cursor: a plain object they may keep state on."""
+
+    __slots__ = ("__dict__", "statement")
+
+    def __init__(self, statement: str) -> None:
+        self.statement = statement
+
 
 class Statement:
-    """A row-returning statement (SELECT, or DML with RETURNING) run on the driver's cursor.
+    """A row-returning statement (SELECT, a function call, or DML with RETURNING).
 
-    Rows are named tuples: attribute access by column label, as with SQLAlchemy's Row.
+    ``clause`` is SQL text with ``:name`` parameters, or a Core construct whose parameters are
+    plain values (ints, strings, timestamps, UUIDs, lists for arrays) and whose columns need no
+    result processing; tests/test_statements.py checks both for every statement the service runs
+    this way. Rows are named tuples: attribute access by column label, as with SQLAlchemy's Row.
     """
 
-    __slots__ = ("_row", "_sql", "clause")
+    __slots__ = ("_row", "clause", "driver_sql")
 
     def __init__(self, clause: str | ClauseElement) -> None:
         self.clause: ClauseElement = text(clause) if isinstance(clause, str) else clause
-        # Per (dialect, driver): the driver's SQL, or None when SQLAlchemy must run it.
-        self._sql: dict[tuple[str, str], str | None] = {}
+        # psycopg's own SQL (``%(name)s`` parameters), compiled once.
+        self.driver_sql: str = self.clause.compile(dialect=_PSYCOPG).string
         self._row: Any = None
 
     def __repr__(self) -> str:
         return f"Statement({str(self.clause)[:60]!r})"
 
     def all(self, conn: Connection, params: Params | None = None) -> list[Any]:
-        sql = self._driver_sql(conn.dialect)
-        if sql is None:
+        if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
             return list(conn.execute(self.clause, dict(params or {})))  # type: ignore[call-overload]
-        if not conn.in_transaction():
-            # The driver begins a transaction implicitly (unless in autocommit); SQLAlchemy must
-            # know, or a later conn.commit() would do nothing.
-            conn.begin()
-        cursor = None
-        try:
-            cursor = _cursor(conn)
-            # Always a mapping, even empty: the driver then unescapes the compiled "%%".
-            cursor.execute(sql, params if params is not None else {})
-            rows = cursor.fetchall()
-            if self._row is None:
-                self._row = _row_type([d[0] for d in cursor.description])
-        except BaseException as exc:
-            # Wraps the driver's error as Connection.execute does (DBAPIError subclasses, hidden
-            # parameters) and, on a disconnect or an interruption (KeyboardInterrupt, a
-            # cancelled greenlet), invalidates this connection and, on a disconnect, the pool's
-            # older ones; it always raises.
-            conn._handle_dbapi_exception(exc, sql, params, cursor, None)
-        make = self._row._make
-        return [make(row) for row in rows]
+        return self._on_driver(conn, dict(params or {}))
 
     def one_or_none(self, conn: Connection, params: Params | None = None) -> Any:
         rows = self.all(conn, params)
@@ -86,16 +91,60 @@ class Statement:
         row = self.one_or_none(conn, params)
         return None if row is None else row[0]
 
-    def _driver_sql(self, dialect: Dialect) -> str | None:
-        key = (dialect.name, dialect.driver)
+    def _on_driver(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        if not conn.in_transaction():
+            # The driver begins a transaction implicitly (unless in autocommit); SQLAlchemy must
+            # know, or a later conn.commit() would do nothing.
+            conn.begin()
+        dbapi_connection = conn.connection.dbapi_connection
+        assert dbapi_connection is not None
+        sql = self.driver_sql
+        cursor = _cursor(conn, dbapi_connection)
+        dispatch = conn.dispatch
+        context = DriverContext(sql)
+        for listener in dispatch.before_cursor_execute:
+            sql, params = listener(conn, cursor, sql, params, context, False)
         try:
-            return self._sql[key]
-        except KeyError:
-            pass
-        compiled = self.clause.compile(dialect=dialect)
-        sql = compiled.string if _plain(compiled, dialect) else None
-        self._sql[key] = sql
-        return sql
+            # Always a mapping, even empty: the driver then unescapes the compiled "%%".
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            description = cursor.description
+        except Exception as exc:
+            raise _wrapped(conn, exc, sql, params, cursor) from exc
+        except BaseException:
+            # Interrupted mid-statement (KeyboardInterrupt, a cancelled thread): the connection's
+            # state is unknown, so it must not go back to the pool.
+            conn.invalidate()
+            raise
+        for listener in dispatch.after_cursor_execute:
+            listener(conn, cursor, sql, params, context, False)
+        if self._row is None:
+            self._row = _row_type([column[0] for column in description])
+        make = self._row._make
+        return [make(row) for row in rows]
+
+
+def _wrapped(
+    conn: Connection, exc: Exception, sql: str, params: dict[str, Any], cursor: Any
+) -> Exception:
+    """The driver's error as SQLAlchemy's (an IntegrityError, OperationalError... subclass of
+    DBAPIError, parameters hidden); a lost connection is invalidated, so the pool replaces it."""
+    dialect = conn.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    if not isinstance(exc, dbapi_error):
+        return exc
+    disconnect = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if disconnect:
+        conn.invalidate(exc)
+    return DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        dbapi_error,
+        hide_parameters=True,
+        connection_invalidated=disconnect,
+        dialect=dialect,
+    )
 
 
 def _row_type(labels: list[str]) -> Any:
@@ -108,33 +157,12 @@ def _row_type(labels: list[str]) -> Any:
 _CURSOR = "app.statements.cursor"
 
 
-def _cursor(conn: Connection) -> Any:
+def _cursor(conn: Connection, dbapi_connection: Any) -> Any:
     """One cursor per pooled DBAPI connection, kept in the pool's per-connection ``info``: a new
     psycopg cursor copies the connection's adapters map, a cost paid per statement otherwise.
-    A cursor closed after an error (SQLAlchemy's error handling closes it), or whose connection
-    was replaced (an invalidated one), is not reused. pymysql forgets the connection on close."""
-    dbapi = conn.connection.dbapi_connection
+    A closed cursor, or one of a connection since replaced, is not reused."""
     info = conn.info
     cursor = info.get(_CURSOR)
-    if cursor is None or cursor.connection is not dbapi or getattr(cursor, "closed", False):
-        cursor = info[_CURSOR] = dbapi.cursor()  # type: ignore[union-attr]
+    if cursor is None or cursor.connection is not dbapi_connection or cursor.closed:
+        cursor = info[_CURSOR] = dbapi_connection.cursor()
     return cursor
-
-
-def _plain(compiled: Compiled, dialect: Dialect) -> bool:
-    """Named ``%(name)s`` parameters passed through untouched, and values returned as the
-    driver gives them: what SQLAlchemy would have done anyway. Anything else (an expanding
-    ``IN``, a bind processor, a result processor such as MySQL's integer-to-bool for Boolean
-    columns) is left to SQLAlchemy."""
-    if dialect.paramstyle != "pyformat":
-        return False
-    if (
-        getattr(compiled, "post_compile_params", None)
-        or getattr(compiled, "literal_execute_params", None)
-        or getattr(compiled, "_bind_processors", None)
-    ):
-        return False
-    return not any(
-        column.type.dialect_impl(dialect).result_processor(dialect, None)
-        for column in getattr(compiled, "_result_columns", ())
-    )

@@ -859,17 +859,13 @@ FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 STEP_MARKERS: list[tuple[str, str, str]] = [
     ("app/replica/reader.py", "", "replica reads"),
     ("app/replica/classification.py", "", "replica reads"),
-    ("app/queues/claims.py", "_insert_assignment", "ledger insert"),
-    ("app/queues/claims.py", "_score_problem", "score-row check"),
-    ("app/queues/claims.py", "_queue_attempt", "claim tx (lock, select, update, commit)"),
-    ("app/queues/claims.py", "_resume", "resume check"),
-    ("app/queues/leases.py", "", "lease sweep"),
-    ("app/queues/claims.py", "_next_user", "sweep tx begin/commit"),
+    ("app/queues/claims.py", "_invalidate", "claim: mark a failed source"),
+    ("app/queues/claims.py", "_attempt", "claim attempt (cq_claim, cq_hand_out, commit)"),
+    ("app/queues/claims.py", "_resume", "resume"),
+    ("app/queues/claims.py", "_pending_left", "pending-left check"),
     ("app/queues/claims.py", "next_user", "claim metrics"),
-    ("app/queues/assignments.py", "_reclassification_facts", "complete: ledger lookup"),
-    ("app/queues/assignments.py", "_lock", "complete: lock entry + ledger"),
-    ("app/queues/assignments.py", "_apply", "complete: apply outcome"),
-    ("app/queues/assignments.py", "complete", "complete: tx begin/commit"),
+    ("app/queues/leases.py", "", "lease sweep"),
+    ("app/queues/assignments.py", "complete", "complete: head, cq_complete"),
     ("app/queues/views.py", "", "assignment view"),
     ("app/flags.py", "", "flags read"),
     ("app/services.py", "flags", "flags read"),
@@ -1091,26 +1087,6 @@ class StepProbe:
         setattr(owner, name, staticmethod(wrapper) if is_static else wrapper)
         self.restore.append((owner, name, raw))
 
-    def count_driver_statements(self) -> None:
-        """The hot statements run on the driver's cursor (app.statements), which SQLAlchemy's
-        cursor events do not see: count and time them here, by engine, like the others."""
-        from app.statements import Statement
-
-        original = Statement.all
-        probe = self
-
-        def counted(stmt: Statement, conn: Any, params: Any = None) -> list[Any]:
-            t0 = time.perf_counter()
-            try:
-                return original(stmt, conn, params)
-            finally:
-                entry = probe.stmts[(probe.stack[-1], probe.engines.get(conn.engine.pool, "?"))]
-                entry[0] += 1
-                entry[1] += time.perf_counter() - t0
-
-        Statement.all = counted  # type: ignore[method-assign]
-        self.restore.append((Statement, "all", original))
-
     def unwrap(self) -> None:
         for owner, name, raw in reversed(self.restore):
             setattr(owner, name, raw)
@@ -1147,7 +1123,6 @@ def in_process_breakdown(
 ) -> tuple[float, list[str]]:
     """The HTTP routes' bodies replayed in this process, one agent, with every step timed."""
     import app.api.agents as api_agents
-    import app.queues.claims as claims_module
     from app.config import load_settings
     from app.queues.assignments import AssignmentService
     from app.queues.claims import ClaimService
@@ -1167,26 +1142,23 @@ def in_process_breakdown(
     probe.listen(services.engine, "store")
     probe.listen(services.replica.engine, "replica")
     wraps = [
-        (ClaimService, "next_user_for_token", "N claim: next_user total"),
-        (ClaimService, "_open", "N open: auth + flags + held + overdue + swap lock"),
-        (claims_module, "sweep_expired_leases", "N lease sweep"),
-        (ClaimService, "_queue_attempt", "N claim tx"),
-        (Replica, "fetch_claim_facts", "N claim tx: replica facts + contact"),
-        (ClaimService, "_insert_assignment", "N claim tx: ledger insert + entry update"),
-        (AssignmentService, "complete_for_token", "C complete total"),
-        (AssignmentService, "_open", "C open: auth + assignment head"),
+        (ClaimService, "next_user", "N claim: next_user total"),
+        (ClaimService, "_attempt", "N claim attempt"),
+        (Replica, "fetch_claim_facts", "N claim attempt: replica facts + contact"),
+        (AssignmentService, "complete", "C complete total"),
         (AssignmentService, "_verdict", "C replica classify"),
-        (AssignmentService, "_lock_entry", "C lock entry"),
-        (AssignmentService, "_apply", "C apply outcome (one statement)"),
     ]
     queue = QueueType(QUEUE)
     try:
         # Warm the pools and the prepared-statement caches before timing.
         for _ in range(20):
-            _, claimed = services.claims.next_user_for_token(token, queue)
+            found = services.authenticate(token)
+            claimed = services.claims.next_user(
+                found.agent, queue, services.flags_for(found.flag_overrides)
+            )
             assert claimed is not None
-            services.assignments.complete_for_token(
-                token, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+            services.assignments.complete(
+                found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
             )
         with services.engine.connect() as conn:
             ping = []
@@ -1199,14 +1171,16 @@ def in_process_breakdown(
             # left out of the breakdown rather than failing the benchmark.
             if hasattr(owner, name):
                 probe.wrap(owner, name, label)
-        probe.count_driver_statements()
         probe.stmts.clear()
         probe.checkouts.clear()
         probe.ends.clear()
         t_start, c_start = time.perf_counter(), time.thread_time()
         for _ in range(cycles):
             with probe.section("N next-user total"):
-                _, claimed = services.claims.next_user_for_token(token, queue)
+                with probe.section("N auth + flags"):
+                    found = services.authenticate(token)
+                    flags = services.flags_for(found.flag_overrides)
+                claimed = services.claims.next_user(found.agent, queue, flags)
                 assert claimed is not None
                 with probe.section("N assignment view + JSON"):
                     json.dumps(
@@ -1215,8 +1189,10 @@ def in_process_breakdown(
                         )
                     )
             with probe.section("C complete route total"):
-                done = services.assignments.complete_for_token(
-                    token, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+                with probe.section("C auth"):
+                    found = services.authenticate(token)
+                done = services.assignments.complete(
+                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
                 )
                 with probe.section("C assignment view + JSON"):
                     json.dumps(
@@ -1248,39 +1224,27 @@ def in_process_breakdown(
 
     # Exclusive wall per label = inclusive minus the wrapped labels nested inside it.
     nested = {
-        "N next-user total": ["N claim: next_user total", "N assignment view + JSON"],
-        "N claim: next_user total": [
-            "N open: auth + flags + held + overdue + swap lock",
-            "N lease sweep",
-            "N claim tx",
+        "N next-user total": [
+            "N auth + flags",
+            "N claim: next_user total",
+            "N assignment view + JSON",
         ],
-        "N claim tx": [
-            "N claim tx: replica facts + contact",
-            "N claim tx: ledger insert + entry update",
-        ],
-        "C complete route total": ["C complete total", "C assignment view + JSON"],
-        "C complete total": [
-            "C open: auth + assignment head",
-            "C replica classify",
-            "C lock entry",
-            "C apply outcome (one statement)",
-        ],
+        "N claim: next_user total": ["N claim attempt"],
+        "N claim attempt": ["N claim attempt: replica facts + contact"],
+        "C complete route total": ["C auth", "C complete total", "C assignment view + JSON"],
+        "C complete total": ["C replica classify"],
     }
     rows: list[tuple[str, str]] = [
         ("N next-user total", "next-user route body (no HTTP)"),
-        ("N claim: next_user total", "  ClaimService.next_user_for_token (one checkout)"),
-        ("N open: auth + flags + held + overdue + swap lock", "    open: auth, flags, swap lock"),
-        ("N lease sweep", "    lease sweep (only when a lease is overdue)"),
-        ("N claim tx", "    claim attempt"),
-        ("N claim tx: replica facts + contact", "      replica read (one statement)"),
-        ("N claim tx: ledger insert + entry update", "      ledger insert + entry update"),
+        ("N auth + flags", "  authenticate: agent and flags (one statement)"),
+        ("N claim: next_user total", "  ClaimService.next_user (one checkout)"),
+        ("N claim attempt", "    attempt: cq_claim, replica, cq_hand_out, commit"),
+        ("N claim attempt: replica facts + contact", "      replica read (one statement)"),
         ("N assignment view + JSON", "  assignment view + JSON"),
         ("C complete route total", "complete route body (no HTTP)"),
-        ("C complete total", "  AssignmentService.complete_for_token (one checkout)"),
-        ("C open: auth + assignment head", "    open: auth, assignment head, callback"),
+        ("C auth", "  authenticate (one statement)"),
+        ("C complete total", "  AssignmentService.complete: head, replica, cq_complete"),
         ("C replica classify", "    replica classify (one statement)"),
-        ("C lock entry", "    lock entry"),
-        ("C apply outcome (one statement)", "    apply outcome (ledger, entry, score UPDATEs)"),
         ("C assignment view + JSON", "  assignment view + JSON"),
     ]
     out = [

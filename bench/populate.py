@@ -72,7 +72,7 @@ import app.queues.population as population_module
 from app.config import load_settings
 from app.db import create_store_engine
 from app.health import alembic_config
-from app.queues.kinds import KINDS, QueueType, candidates_sql
+from app.queues.kinds import CANDIDATES_SQL, KINDS, QueueType
 from app.queues.population import Population, PopulationOptions, RunReport
 from app.replica.reader import Replica, create_replica_engine
 from app.replica.schema import replica_metadata
@@ -558,15 +558,12 @@ def _baseline(store: Engine, limit: int) -> None:
         with store.begin() as conn:
             conn.execute(text(f"DELETE FROM {kind.table} WHERE status <> 'assigned'"))
             conn.execute(
-                text(
-                    BASELINE_SQL.format(
-                        table=kind.table, candidates=candidates_sql(live_leases_only=True)
-                    )
-                ),
+                text(BASELINE_SQL.format(table=kind.table, candidates=CANDIDATES_SQL)),
                 {
                     "queue_type": str(queue_type),
                     "suffix": kind.reason_suffix,
                     "cooling": COOLING_MINUTES,
+                    "live_leases_only": True,
                     "n": limit,
                 },
             )

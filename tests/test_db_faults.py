@@ -91,7 +91,7 @@ def seed(replica_engine: Engine, store_engine: Engine, user_ids: Iterable[int]) 
 
 def make_agents(engine: Engine, count: int, prefix: str = "agent") -> list[AgentIdentity]:
     with engine.begin() as conn:
-        return [authenticate(conn, create_agent(conn, f"{prefix}-{i}")) for i in range(count)]
+        return [authenticate(conn, create_agent(conn, f"{prefix}-{i}")).agent for i in range(count)]
 
 
 def queue_flags() -> Flags:

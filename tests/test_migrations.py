@@ -3,6 +3,7 @@ into psql builds the same schema (SPEC 2, 6)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,8 +18,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from app.health import alembic_config, schema_head
+from app.health import MIGRATIONS_DIR, alembic_config, schema_head
 from app.models import metadata
+from app.queues.kinds import KINDS, SWAP_LOCK_KEY
 from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +157,21 @@ def test_offline_sql_builds_the_schema_with_psql(fresh_database: str) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_the_claim_functions_know_the_queues_as_the_code_does() -> None:
+    """Migration 0004 freezes each queue's table, swap lock id and detail columns into its
+    functions; app/queues/kinds.py must agree, or claims and swaps would take different locks."""
+    path = MIGRATIONS_DIR / "versions" / "0004_claim_functions.py"
+    spec = importlib.util.spec_from_file_location("claim_functions", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    frozen = {
+        queue: (table, lock_id, tuple(details))
+        for queue, (table, lock_id, details) in migration.QUEUES.items()
+    }
+    assert frozen == {
+        str(q): (kind.table, kind.swap_lock_id, kind.detail_columns) for q, kind in KINDS.items()
+    }
+    assert migration.SWAP_NS == SWAP_LOCK_KEY

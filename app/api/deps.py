@@ -1,4 +1,10 @@
-"""Request dependencies: the process's services and authentication."""
+"""Request dependencies: the process's services, authentication and the flags in force.
+
+Authentication happens here and only here: ``current_agent`` turns the bearer token into an
+``AgentIdentity``, and routes hand services that identity, never the token. The same round trip
+reads the supervisors' flag overrides, which ``current_flags`` turns into the flags in force for
+this request (so a change applies on every process's next request at no extra cost).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,14 @@ import functools
 import hmac
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.security.utils import get_authorization_scheme_param
 
-from app.agents import AgentIdentity, authenticate
+from app.agents import AgentIdentity, Authenticated
 from app.errors import Forbidden, NotFound, Unauthorized
+from app.flags import Flags
 from app.queues.kinds import QueueType
 from app.services import Services
 
@@ -32,12 +38,10 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def require_cron_secret(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> None:
+def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> None:
     """Bearer CRON_SECRET, compared in constant time. With no secret configured, nobody passes."""
     secret = services.settings.cron_secret
     if credentials is None or secret is None:
@@ -47,46 +51,32 @@ def require_cron_secret(
         raise Unauthorized("a valid cron bearer token is required")
 
 
-async def bearer_token(
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    """The agent's bearer token, not yet checked: a missing one is a 401 here (``current_agent``
-    then checks it; next-user and complete use ``dashboard_token`` and check it in their own
-    first statement, on the connection that does the work)."""
+_FLAG_OVERRIDES = "flag_overrides"
+
+
+async def current_agent(
+    request: Request, services: ServicesDep, credentials: CredentialsDep
+) -> AgentIdentity:
+    """The calling agent. Missing, unknown or deactivated token: 401."""
     if credentials is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return credentials.credentials
-
-
-TokenDep = Annotated[str, Depends(bearer_token)]
-
-
-async def dashboard_token(request: Request) -> str:
-    """``bearer_token`` for the two routes every dashboard calls all day (next-user, complete):
-    the header parsed as HTTPBearer parses it, without HTTPBearer's own nested dependency, each
-    of which costs FastAPI a dependency resolution per request. The routes declare the bearer
-    scheme in OpenAPI themselves (``BEARER_SECURITY``)."""
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
-    if not credentials or scheme.lower() != "bearer":
-        raise Unauthorized("a valid agent bearer token is required")
-    return credentials
-
-
-DashboardTokenDep = Annotated[str, Depends(dashboard_token)]
-# What Depends(HTTPBearer()) adds to an operation's OpenAPI document.
-BEARER_SECURITY: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
-
-
-def current_agent(services: ServicesDep, token: TokenDep) -> AgentIdentity:
-    """Missing, unknown or deactivated token: 401."""
-    with services.engine.connect() as conn:
-        return authenticate(conn, token)
+    found: Authenticated = await in_thread(request, services.authenticate, credentials.credentials)
+    setattr(request.state, _FLAG_OVERRIDES, found.flag_overrides)
+    return found.agent
 
 
 AgentDep = Annotated[AgentIdentity, Depends(current_agent)]
 
 
-def require_supervisor(agent: AgentDep) -> AgentIdentity:
+async def current_flags(request: Request, services: ServicesDep, _: AgentDep) -> Flags:
+    """The flags in force for this request, from the overrides read with the agent."""
+    return services.flags_for(getattr(request.state, _FLAG_OVERRIDES))
+
+
+FlagsDep = Annotated[Flags, Depends(current_flags)]
+
+
+async def require_supervisor(agent: AgentDep) -> AgentIdentity:
     if not agent.is_supervisor:
         raise Forbidden("this route is for supervisors")
     return agent
@@ -109,12 +99,11 @@ QueueTypeDep = Annotated[QueueType, Depends(queue_type_path)]
 
 
 async def in_thread(request: Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Blocking work of the dashboards' hottest routes, on the thread pool the application keeps
-    for them (``app.state.dashboard_threads``), in the request's context (its request id for the
-    logs). A sync route's AnyIO hop (capacity limiter, worker hand-off, context copy) cost about
-    0.1 ms of CPU per request under load on the benchmark machine; the executor's hop about a
-    third of that."""
-    executor: Executor = request.app.state.dashboard_threads
+    """Blocking work on the thread pool the application keeps for it (``app.state.threads``),
+    in the request's context (its request id for the logs). A sync route's or dependency's AnyIO
+    hop (capacity limiter, worker hand-off, context copy) cost about 0.1 ms of CPU per request
+    under load on the benchmark machine; the executor's hop about a third of that."""
+    executor: Executor = request.app.state.threads
     context = contextvars.copy_context()
     call = functools.partial(context.run, fn, *args, **kwargs)
     return await asyncio.get_running_loop().run_in_executor(executor, call)

@@ -53,7 +53,9 @@ KINDS: dict[QueueType, QueueKind] = {
 
 # The contract's key for single-flight population: 'call' in ASCII.
 POPULATION_LOCK_KEY = 1667329132
-# Refresh swap vs. claims: claims take this per-queue lock shared, the swap takes it exclusive.
+# Refresh swap vs. every writer of a queue's entries (claims, completions, releases, sweeps),
+# which take this per-queue lock shared while the swap takes it exclusively. The ids are frozen in
+# migration 0004's functions; tests/test_migrations.py checks they agree.
 SWAP_LOCK_KEY = 1667329132
 
 
@@ -71,25 +73,12 @@ def queue_reason(kind: QueueKind, score: int) -> str:
     return score_band_reason(score) + kind.reason_suffix
 
 
-def candidates_sql(*, live_leases_only: bool) -> str:
-    """The leads of a queue type (``:queue_type``) that may be called now, past the cooling
-    period (``:cooling`` minutes), in serving order (score, newest first, user id): what a
-    population walks and what direct mode serves from.
-
-    A user with an active assignment is never a candidate. ``live_leases_only`` counts only
-    assignments whose lease still runs: a population sweeps lapsed ones before its swap, so
-    their users belong in the new snapshot; a direct claim would collide with the lapsed
-    assignment's unique index, so it skips them until a sweep.
-    """
-    lease = " AND a.lease_expires_at > now()" if live_leases_only else ""
-    return f"""
-        SELECT s.user_id, s.current_score, s.created_at
-          FROM user_call_scores s
-         WHERE s.current_queue_type = :queue_type
-           AND s.is_active
-           AND (s.next_call_after IS NULL OR s.next_call_after <= now())
-           AND s.created_at <= now() - make_interval(mins => :cooling)
-           AND NOT EXISTS (SELECT 1 FROM assignments a
-                            WHERE a.user_id = s.user_id AND a.status = 'active'{lease})
-         ORDER BY s.current_score, s.created_at DESC, s.user_id
-    """
+# The leads of a queue type (``:queue_type``) that may be called now, past the cooling period
+# (``:cooling`` minutes), in serving order: what a population walks and what direct mode serves
+# from. One definition, ``cq_candidates`` (migration 0004), which the planner inlines so the walk
+# streams along the partial index ix_user_call_scores_population. ``:live_leases_only``: count only
+# assignments whose lease still runs (a population sweeps lapsed ones before its swap).
+CANDIDATES_SQL = (
+    "SELECT user_id, current_score, created_at"
+    " FROM cq_candidates(:queue_type, :cooling, :live_leases_only)"
+)

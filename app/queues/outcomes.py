@@ -1,4 +1,5 @@
-"""The outcome table (SPEC 3.4) as data, and its single-statement application to a score row."""
+"""The outcome table (SPEC 3.4) as data; cq_complete (migration 0004) applies it to a score row
+in one relative, clamped statement."""
 
 from __future__ import annotations
 
@@ -50,26 +51,3 @@ RULES: dict[Outcome, OutcomeRule] = {
 
 MAX_CALLBACK_AHEAD = 30 * DAYS
 MIN_SCORE, MAX_SCORE = 0, 200
-
-# One statement, relative and clamped, so a concurrent upstream write to the score is never lost.
-# The attempt penalty looks at total_attempts after this completion's increment.
-APPLY_OUTCOME_SQL = """
-UPDATE user_call_scores
-   SET total_attempts = total_attempts + 1,
-       successful_calls = successful_calls + CASE WHEN :successful THEN 1 ELSE 0 END,
-       last_call_at = now(),
-       last_outcome = :outcome,
-       last_queue_check = now(),
-       current_score = LEAST(:max_score, GREATEST(:min_score, current_score + :change
-           + CASE WHEN total_attempts + 1 > 10 THEN 3
-                  WHEN total_attempts + 1 > 5 THEN 1
-                  ELSE 0 END)),
-       next_call_after = CASE
-           WHEN CAST(:callback_at AS timestamptz) IS NOT NULL THEN CAST(:callback_at AS timestamptz)
-           WHEN CAST(:delay_seconds AS integer) IS NULL THEN NULL
-           ELSE now() + make_interval(secs => CAST(:delay_seconds AS integer)) END,
-       is_active = is_active AND NOT :deactivates,
-       updated_at = now()
- WHERE user_id = :user_id
-"""
-OUTCOME_RETURNING = "RETURNING current_score, next_call_after, is_active, current_queue_type"

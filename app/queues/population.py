@@ -39,12 +39,12 @@ from sqlalchemy.exc import DBAPIError
 from app import metrics
 from app.errors import CallqueueError, PopulationLockLost, PopulationRunning, ReplicaLagging
 from app.queues.kinds import (
+    CANDIDATES_SQL,
     KINDS,
     POPULATION_LOCK_KEY,
     SWAP_LOCK_KEY,
     QueueKind,
     QueueType,
-    candidates_sql,
     queue_reason,
 )
 from app.queues.leases import sweep_expired_leases
@@ -437,7 +437,7 @@ class Population:
         """
         limit = self.options.queue_size_limit
         walk = _Walk()
-        candidates = text(candidates_sql(live_leases_only=True))
+        candidates = text(CANDIDATES_SQL)
         with self.engine.connect() as conn:
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             walk.started = conn.execute(text("SELECT now()")).scalar_one()
@@ -446,6 +446,7 @@ class Population:
                 {
                     "queue_type": str(kind.queue_type),
                     "cooling": self.options.cooling_period_minutes,
+                    "live_leases_only": True,
                 },
             )
             reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="population-replica")
@@ -524,7 +525,11 @@ class Population:
     def _swap(self, kind: QueueKind, walk: _Walk, available_from: datetime) -> tuple[int, int, int]:
         """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated).
 
-        Users who got an assignment since the walk began (still active, or already finished) are
+        The swap lock, taken exclusively, waits for every transaction that writes this queue's
+        entries (claims, completions, releases, sweeps: they hold it shared) and keeps new ones
+        out until the commit: nothing changes the entries between the sweep, the delete and the
+        insert below, so the insert's checks hold when it runs. Users who got an assignment since
+        the walk began (still active, or already finished), or whose call was completed since, are
         left out: the walk saw them as candidates, but they have been dealt with since.
         """
         kept = walk.kept
@@ -541,7 +546,7 @@ class Population:
                 )
             )
             self._copy_rows(conn, "cq_stage", f"position, {columns}", self._entry_rows(kind, kept))
-            # From here on, claims on this queue wait for the commit.
+            # From here on, every writer of this queue's entries waits for the commit.
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(:key, :id)"),
                 {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
@@ -562,7 +567,9 @@ class Population:
                      WHERE NOT EXISTS (SELECT 1 FROM assignments a
                                         WHERE a.user_id = s.user_id
                                           AND (a.status = 'active'
-                                               OR a.assigned_at >= :built_since))
+                                               OR a.assigned_at >= :built_since
+                                               OR (a.status = 'completed'
+                                                   AND a.finished_at >= :built_since)))
                        AND NOT EXISTS (SELECT 1 FROM {table} e
                                         WHERE e.user_id = s.user_id AND e.status = 'assigned')
                     """

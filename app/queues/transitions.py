@@ -16,25 +16,11 @@ class Reclassification:
     reason: str
 
 
+# cq_reclassify (migration 0004): the update and its audit rows in one statement, also used by
+# the claim and completion functions.
 _RECLASSIFY = text(
-    """
-    WITH changes AS (
-        SELECT * FROM unnest(CAST(:user_ids AS bigint[]), CAST(:to_types AS text[]),
-                             CAST(:reasons AS text[])) AS c(user_id, to_type, reason)
-    ), moved AS (
-        UPDATE user_call_scores s
-           SET current_queue_type = c.to_type, last_queue_check = now(), updated_at = now()
-          FROM changes c
-         WHERE s.user_id = c.user_id
-           AND s.current_queue_type IS NOT DISTINCT FROM CAST(:from_type AS text)
-           AND s.current_queue_type IS DISTINCT FROM c.to_type
-        RETURNING s.user_id, c.to_type, c.reason
-    )
-    INSERT INTO queue_transitions
-           (user_id, from_queue_type, to_queue_type, reason, source, agent_id, run_id)
-    SELECT user_id, CAST(:from_type AS text), to_type, reason, :source, :agent_id, :run_id
-      FROM moved
-    """
+    "SELECT cq_reclassify(CAST(:user_ids AS bigint[]), CAST(:to_types AS text[]),"
+    " CAST(:reasons AS text[]), :from_type, :source, :agent_id, :run_id)"
 )
 
 
@@ -54,7 +40,7 @@ def reclassify(
     """
     if not changes:
         return 0
-    result = conn.execute(
+    moved = conn.execute(
         _RECLASSIFY,
         {
             "user_ids": [c.user_id for c in changes],
@@ -65,5 +51,5 @@ def reclassify(
             "agent_id": agent_id,
             "run_id": run_id,
         },
-    )
-    return result.rowcount
+    ).scalar_one()
+    return int(moved)

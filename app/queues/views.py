@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from app.replica.reader import Contact
-
-# The ledger columns assignment_view reads: what the hot statements return instead of every column.
-ASSIGNMENT_COLUMNS = (
-    "id, status, queue_type, source, queue_entry_id, user_id, claim_id, priority_score,"
-    " queue_position, queue_reason, assigned_at, lease_expires_at, outcome, details"
-)
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def details_json(details: dict[str, Any]) -> str:
-    """Queue-specific details, frozen on the ledger row at hand-out (no personal data)."""
-    return json.dumps(details, default=_default)
+@dataclass(frozen=True, slots=True)
+class AssignmentRow:
+    """A ledger row as a hand-out knows it without reading it back: the columns
+    ``assignment_view`` reads."""
+
+    id: Any
+    status: str
+    queue_type: str
+    source: str
+    queue_entry_id: Any
+    user_id: int
+    claim_id: int | None
+    priority_score: int
+    queue_position: int | None
+    queue_reason: str | None
+    assigned_at: datetime
+    lease_expires_at: datetime
+    outcome: str | None
+    details: dict[str, Any]
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
+def details_document(details: dict[str, Any]) -> dict[str, Any]:
+    """Queue-specific details as frozen on the ledger row at hand-out (no personal data): times
+    as ISO 8601 strings, as the jsonb column gives them back."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in details.items()}
 
 
 def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app import metrics
 from app.config import Settings
+from app.db import log_slow_statements
 from app.errors import ConfigError, ReplicaUnavailable
 from app.replica.classification import (
     ReplicaClaim,
@@ -76,7 +77,7 @@ def create_replica_engine(settings: Settings) -> Engine:
     # Sized like the store's pool: every claim reads the replica, and an overflow connection
     # opened and closed per request costs more than the read. No pre-ping: Replica._read
     # retries once on a connection found dead, which costs nothing when it is alive.
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -85,6 +86,8 @@ def create_replica_engine(settings: Settings) -> Engine:
         hide_parameters=True,
         connect_args=connect_args,
     )
+    log_slow_statements(engine, settings.slow_statement_ms)
+    return engine
 
 
 CONTACT_COLUMNS = (

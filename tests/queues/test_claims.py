@@ -108,7 +108,10 @@ def make_agents(
     engine: Engine, count: int, prefix: str = "agent", role: str = "agent"
 ) -> list[AgentIdentity]:
     with engine.begin() as conn:
-        return [authenticate(conn, create_agent(conn, f"{prefix}-{i}", role)) for i in range(count)]
+        return [
+            authenticate(conn, create_agent(conn, f"{prefix}-{i}", role)).agent
+            for i in range(count)
+        ]
 
 
 def agent_token(engine: Engine, name: str, role: str = "agent") -> dict[str, str]:
