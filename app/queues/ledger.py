@@ -63,12 +63,12 @@ def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -
             " ORDER BY a.assigned_at DESC, a.id LIMIT :limit OFFSET :offset"
         ),
         params,
-    )
+    ).mappings()
     items = [
         {
-            **row._mapping,
-            "assignment_id": str(row.id),
-            "queue_entry_id": str(row.queue_entry_id) if row.queue_entry_id else None,
+            **row,
+            "assignment_id": str(row["id"]),
+            "queue_entry_id": str(row["queue_entry_id"]) if row["queue_entry_id"] else None,
         }
         for row in rows
     ]

@@ -139,10 +139,10 @@ def list_entries(
             " ORDER BY queue_position, id LIMIT :limit OFFSET :offset"
         ),
         params,
-    )
+    ).mappings()
     items = []
     for row in rows:
-        item = dict(row._mapping)
+        item = dict(row)
         item["id"] = str(item["id"])
         for key, value in item.items():
             if isinstance(value, datetime):
@@ -170,9 +170,9 @@ def list_runs(conn: Connection, *, limit: int, offset: int) -> dict[str, Any]:
                 " WHERE run_id = ANY(:ids)"
             ),
             {"ids": [r.id for r in runs]},
-        ):
-            per_queue[q.run_id][q.queue_type] = {
-                k: v for k, v in q._mapping.items() if k not in ("run_id", "queue_type")
+        ).mappings():
+            per_queue[q["run_id"]][q["queue_type"]] = {
+                k: v for k, v in q.items() if k not in ("run_id", "queue_type")
             }
     items = [
         {

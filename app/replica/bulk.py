@@ -159,7 +159,7 @@ def _classify_batch(replica: Replica, ids: list[int]) -> dict[int, Verdict]:
             conn.exec_driver_sql(_MYSQL_SESSION)
         return conn.execute(_POSTGRES if postgres else _MYSQL, {"ids": ids}).all()
 
-    found = {row[0]: _verdict(postgres, *row[1:]) for row in replica._read("classify", work)}
+    found = {row[0]: _verdict(postgres, *row[1:]) for row in replica.read("classify", work)}
     return {uid: found.get(uid) or Verdict(None, "not_in_replica") for uid in ids}
 
 

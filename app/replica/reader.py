@@ -75,7 +75,7 @@ def create_replica_engine(settings: Settings) -> Engine:
         }
     # Autocommit: every read sees the replica's latest state and no transaction is left open there.
     # Sized like the store's pool: every claim reads the replica, and an overflow connection
-    # opened and closed per request costs more than the read. No pre-ping: Replica._read
+    # opened and closed per request costs more than the read. No pre-ping: Replica.read
     # retries once on a connection found dead, which costs nothing when it is alive.
     engine = create_engine(
         url,
@@ -348,7 +348,7 @@ class Replica:
         self.deadline_seconds = deadline_seconds
         self._queries = _QUERIES[engine.dialect.name == "postgresql"]
 
-    def _read(self, operation: str, work: Callable[[Connection], T]) -> T:
+    def read(self, operation: str, work: Callable[[Connection], T]) -> T:
         """One bounded replica read. A pooled connection found dead at once (the replica
         restarted while it sat idle) is retried on a fresh one; a read that ran into the
         deadline is not, so a caller never waits on the replica longer than one attempt."""
@@ -365,7 +365,7 @@ class Replica:
 
     def ping(self) -> bool:
         try:
-            self._read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar())
+            self.read("ping", lambda conn: conn.execute(text("SELECT 1")).scalar())
             return True
         except (ReplicaUnavailable, SQLAlchemyError):
             return False
@@ -420,12 +420,12 @@ class Replica:
                         found[uid] = Contact(t1, t2, t3, t4)
             return facts, found
 
-        facts, found = self._read("facts", work)
+        facts, found = self.read("facts", work)
         if contacts is not None:
             contacts.update(found)
         return facts
 
     def fetch_contacts(self, user_id: int) -> Contact | None:
         """Names, phone and email: read at claim time only, for the agent holding the user."""
-        row = self._read("contacts", lambda conn: _CONTACT.one_or_none(conn, {"user_id": user_id}))
+        row = self.read("contacts", lambda conn: _CONTACT.one_or_none(conn, {"user_id": user_id}))
         return Contact(*row) if row else None
