@@ -64,9 +64,11 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
     return token
 
 
+# The supervisors' flag overrides as [name, value] pairs (a text array: no JSON to parse on every
+# request).
 _AUTHENTICATE = Statement(
     "SELECT ag.id, ag.name, ag.role,"
-    " (SELECT coalesce(json_object_agg(f.name, f.value), '{}') FROM feature_flags f) AS flags"
+    " (SELECT array_agg(ARRAY[f.name, f.value]) FROM feature_flags f) AS flags"
     " FROM agents ag WHERE ag.token_hash = :token_hash AND ag.is_active"
 )
 
@@ -76,7 +78,7 @@ def authenticate(conn: Connection, token: str) -> Authenticated:
     row = _AUTHENTICATE.one_or_none(conn, {"token_hash": hash_token(token)})
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return Authenticated(AgentIdentity(row.id, row.name, row.role), row.flags)
+    return Authenticated(AgentIdentity(row.id, row.name, row.role), dict(row.flags or ()))
 
 
 @dataclass(frozen=True, slots=True)

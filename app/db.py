@@ -64,12 +64,20 @@ def log_slow_statements(engine: Engine, threshold_ms: int) -> None:
     slow_log = logging.getLogger("app.db.slow")
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _started(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        conn.info["statement_started"] = time.perf_counter()
+    def _started(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any
+    ) -> None:
+        if context is not None:
+            context.cq_started = time.perf_counter()
 
     @event.listens_for(engine, "after_cursor_execute")
-    def _finished(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        took = time.perf_counter() - conn.info.pop("statement_started", time.perf_counter())
+    def _finished(
+        conn: Any, cursor: Any, statement: str, params: Any, context: Any, *_: Any
+    ) -> None:
+        started = getattr(context, "cq_started", None)
+        if started is None:
+            return
+        took = time.perf_counter() - started
         if took >= threshold:
             slow_log.warning(
                 "db.slow_statement",

@@ -9,7 +9,6 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.agents import Authenticated, authenticate
 from app.config import Settings
 from app.db import create_store_engine
 from app.flags import Flags, current_flags, default_flags, flags_with
@@ -44,10 +43,6 @@ class Services:
         """The store's pool, each statement its own transaction: for requests that read or
         write in one statement, BEGIN and COMMIT would be two more round trips."""
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
-    def authenticate(self, token: str) -> Authenticated:
-        with self.autocommit.connect() as conn:
-            return authenticate(conn, token)
 
     def flags_for(self, overrides: Mapping[str, str]) -> Flags:
         """The flags in force given the supervisors' overrides (read with the agent)."""

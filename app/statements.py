@@ -12,7 +12,8 @@ MySQL) a statement runs through ``Connection.execute``.
 Only public APIs are used, and what stays SQLAlchemy's is kept:
 
 * the pool and the Connection's transaction: a statement begins the transaction when none is
-  open (``Connection.begin``), so ``commit()`` and ``rollback()`` keep working;
+  open and the connection is not in autocommit (``Connection.begin``), so ``commit()`` and
+  ``rollback()`` keep working;
 * the ``before_cursor_execute`` and ``after_cursor_execute`` events, fired through the
   Connection's documented ``dispatch`` collection, so tracing and slow-statement logging see
   these statements too. The ``context`` argument is a ``DriverContext`` (listeners may set
@@ -92,12 +93,11 @@ class Statement:
         return None if row is None else row[0]
 
     def _on_driver(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
-        if not conn.in_transaction():
-            # The driver begins a transaction implicitly (unless in autocommit); SQLAlchemy must
-            # know, or a later conn.commit() would do nothing.
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        if not dbapi_connection.autocommit and not conn.in_transaction():
+            # The driver begins a transaction implicitly; SQLAlchemy must know, or a later
+            # conn.commit() would do nothing. (In autocommit there is none to know about.)
             conn.begin()
-        dbapi_connection = conn.connection.dbapi_connection
-        assert dbapi_connection is not None
         sql = self.driver_sql
         cursor = _cursor(conn, dbapi_connection)
         dispatch = conn.dispatch
@@ -108,7 +108,9 @@ class Statement:
             # Always a mapping, even empty: the driver then unescapes the compiled "%%".
             cursor.execute(sql, params)
             rows = cursor.fetchall()
-            description = cursor.description
+            if self._row is None:
+                # psycopg builds the description's column objects anew on every access: once.
+                self._row = _row_type([column.name for column in cursor.description])
         except Exception as exc:
             raise _wrapped(conn, exc, sql, params, cursor) from exc
         except BaseException:
@@ -118,8 +120,6 @@ class Statement:
             raise
         for listener in dispatch.after_cursor_execute:
             listener(conn, cursor, sql, params, context, False)
-        if self._row is None:
-            self._row = _row_type([column[0] for column in description])
         make = self._row._make
         return [make(row) for row in rows]
 

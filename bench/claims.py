@@ -1123,6 +1123,7 @@ def in_process_breakdown(
 ) -> tuple[float, list[str]]:
     """The HTTP routes' bodies replayed in this process, one agent, with every step timed."""
     import app.api.agents as api_agents
+    from app.agents import authenticate
     from app.config import load_settings
     from app.queues.assignments import AssignmentService
     from app.queues.claims import ClaimService
@@ -1152,7 +1153,8 @@ def in_process_breakdown(
     try:
         # Warm the pools and the prepared-statement caches before timing.
         for _ in range(20):
-            found = services.authenticate(token)
+            with services.autocommit.connect() as conn:
+                found = authenticate(conn, token)
             claimed = services.claims.next_user(
                 found.agent, queue, services.flags_for(found.flag_overrides)
             )
@@ -1177,10 +1179,12 @@ def in_process_breakdown(
         t_start, c_start = time.perf_counter(), time.thread_time()
         for _ in range(cycles):
             with probe.section("N next-user total"):
+                conn = services.autocommit.connect()
                 with probe.section("N auth + flags"):
-                    found = services.authenticate(token)
+                    found = authenticate(conn, token)
                     flags = services.flags_for(found.flag_overrides)
-                claimed = services.claims.next_user(found.agent, queue, flags)
+                claimed = services.claims.next_user(found.agent, queue, flags, conn)
+                conn.close()
                 assert claimed is not None
                 with probe.section("N assignment view + JSON"):
                     json.dumps(
@@ -1189,11 +1193,13 @@ def in_process_breakdown(
                         )
                     )
             with probe.section("C complete route total"):
+                conn = services.autocommit.connect()
                 with probe.section("C auth"):
-                    found = services.authenticate(token)
+                    found = authenticate(conn, token)
                 done = services.assignments.complete(
-                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None
+                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None, conn
                 )
+                conn.close()
                 with probe.section("C assignment view + JSON"):
                     json.dumps(
                         {

@@ -166,7 +166,8 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
     services.population().run(trigger="test")
     with store_engine.begin() as conn:
         token = create_agent(conn, "pinned")
-    agent = services.authenticate(token).agent
+    with services.autocommit.connect() as conn:
+        agent = agents.authenticate(conn, token).agent
     claim = {
         "agent_id": agent.id,
         "queue_type": "unsigned_users",
@@ -209,6 +210,9 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
         complete = {
             "agent_id": agent.id,
             "id": out.assignment_id,
+            "queue_type": "unsigned_users",
+            "entry_id": item.item_id,
+            "assigned_at": out.assigned_at,
             "outcome": "call_back",
             "callback_at": datetime.now(UTC) + timedelta(days=1),
             "notes": "n",

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AgentDep, FlagsDep, QueueTypeDep, ServicesDep, in_thread
+from app.api.deps import AgentDep, FlagsDep, QueueTypeDep, RequestDbDep, ServicesDep, in_thread
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
 from app.queues.reports import queue_stats
@@ -38,10 +38,13 @@ async def next_user(
     queue_type: QueueTypeDep,
     agent: AgentDep,
     flags: FlagsDep,
+    db: RequestDbDep,
     services: ServicesDep,
     request: Request,
 ) -> Any:
-    claimed = await in_thread(request, services.claims.next_user, agent, queue_type, flags)
+    claimed = await in_thread(
+        request, services.claims.next_user, agent, queue_type, flags, db.connection()
+    )
     if claimed is None:
         return Response(status_code=204)
     return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))
@@ -56,6 +59,7 @@ async def complete(
     assignment_id: uuid.UUID,
     body: CompleteIn,
     agent: AgentDep,
+    db: RequestDbDep,
     services: ServicesDep,
     request: Request,
 ) -> Any:
@@ -67,6 +71,7 @@ async def complete(
         body.outcome,
         body.callback_at,
         body.notes,
+        db.connection(),
     )
     return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
 

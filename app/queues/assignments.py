@@ -8,6 +8,7 @@ not found, so ids cannot be probed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -31,16 +32,16 @@ log = logging.getLogger(__name__)
 # The assignment's unchanging head (holder, user, queue, entry), and whether callback_at is within
 # bounds by the database's clock: what a completion needs before it reads the replica.
 _HEAD = Statement(
-    "SELECT agent_id, user_id, queue_type, queue_entry_id,"
+    "SELECT agent_id, user_id, queue_type, queue_entry_id, assigned_at,"
     " CAST(:callback_at AS timestamptz) > now()"
     "   AND CAST(:callback_at AS timestamptz) <= now() + make_interval(days => :max_days)"
     "   AS callback_ok"
     " FROM assignments WHERE id = :id"
 )
 _COMPLETE = Statement(
-    "SELECT * FROM cq_complete(:agent_id, :id, :outcome, CAST(:callback_at AS timestamptz),"
-    " :notes, :change, :delay_seconds, :successful, :deactivates, :min_score, :max_score,"
-    " :verdict_known, :verdict_type, :verdict_reason)"
+    "SELECT * FROM cq_complete(:agent_id, :id, :queue_type, :entry_id, :assigned_at, :outcome,"
+    " CAST(:callback_at AS timestamptz), :notes, :change, :delay_seconds, :successful,"
+    " :deactivates, :min_score, :max_score, :verdict_known, :verdict_type, :verdict_reason)"
 )
 _LOCK_LEDGER = text(
     "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
@@ -141,7 +142,9 @@ class AssignmentService:
             ).one()
             if row.queue_entry_id is not None:
                 conn.execute(
-                    text("SELECT cq_set_entry(:q, :id, :status, ARRAY['assigned'], NULL, NULL)"),
+                    text(
+                        "SELECT cq_set_entry(:q, :id, :status, ARRAY['assigned'], NULL, NULL, NULL)"
+                    ),
                     {
                         "q": row.queue_type,
                         "id": row.queue_entry_id,
@@ -176,9 +179,12 @@ class AssignmentService:
         outcome: Outcome,
         callback_at: datetime | None,
         notes: str | None,
+        conn: Connection | None = None,
     ) -> Completed:
         """The outcome, the score row and the reclassification the replica asks for, in one
-        transaction (``cq_complete``); the replica is read first, with no lock held."""
+        transaction (``cq_complete``); the replica is read first, with no lock held.
+
+        ``conn``: the request's connection (in autocommit), instead of a checkout of its own."""
         rule = RULES[outcome]
         if callback_at is not None and not rule.accepts_callback:
             raise InvalidInput(
@@ -186,7 +192,9 @@ class AssignmentService:
                 f" call_back, not {outcome}",
                 ["body", "callback_at"],
             )
-        with self.autocommit.connect() as conn:
+        with (
+            contextlib.nullcontext(conn) if conn is not None else self.autocommit.connect() as conn
+        ):
             head = _HEAD.one_or_none(
                 conn,
                 {
@@ -209,6 +217,9 @@ class AssignmentService:
                 {
                     "agent_id": agent.id,
                     "id": assignment_id,
+                    "queue_type": head.queue_type,
+                    "entry_id": head.queue_entry_id,
+                    "assigned_at": head.assigned_at,
                     "outcome": str(outcome),
                     "callback_at": callback_at,
                     "notes": notes,

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -141,6 +142,17 @@ _PENDING_LEFT = {
 }
 
 
+@contextlib.contextmanager
+def _transactional(engine: Engine, given: Connection | None) -> Iterator[Connection]:
+    """The connection the attempts run on, as transactions: the request's (switched out of
+    autocommit; it is idle) or a checkout of our own."""
+    if given is None:
+        with engine.connect() as conn:
+            yield conn
+    else:
+        yield given.execution_options(isolation_level=given.default_isolation_level)
+
+
 def _end(conn: Connection) -> None:
     """Close whatever transaction an error left open (a no-op after a commit). A connection
     that broke is discarded by the pool; the error that broke it is the one to report."""
@@ -155,13 +167,20 @@ class ClaimService:
         self.settings = settings
 
     def next_user(
-        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags
+        self,
+        agent: AgentIdentity,
+        queue_type: QueueType,
+        flags: Flags,
+        conn: Connection | None = None,
     ) -> Claimed | None:
-        """The agent's next user, their current assignment again, or None when nobody is left."""
+        """The agent's next user, their current assignment again, or None when nobody is left.
+
+        ``conn``: the request's connection (idle, in autocommit), used instead of a checkout of
+        its own; the attempts run on it as transactions."""
         started = time.perf_counter()
         result, source = "error", "none"
         try:
-            claimed = self._serve(agent, queue_type, flags, started)
+            claimed = self._serve(agent, queue_type, flags, started, conn)
             if claimed is None:
                 result = "empty"
             else:
@@ -182,11 +201,16 @@ class ClaimService:
             metrics.NEXT_USER_SECONDS.labels(str(queue_type)).observe(time.perf_counter() - started)
 
     def _serve(
-        self, agent: AgentIdentity, queue_type: QueueType, flags: Flags, started: float
+        self,
+        agent: AgentIdentity,
+        queue_type: QueueType,
+        flags: Flags,
+        started: float,
+        given: Connection | None,
     ) -> Claimed | None:
         kind = KINDS[queue_type]
         ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started)
-        with self.engine.connect() as conn:
+        with _transactional(self.engine, given) as conn:
             try:
                 exhausted = False
                 for source in SOURCES[flags.serving_mode]:

@@ -113,22 +113,26 @@ END $$
 CREATE FUNCTION cq_lock_entry_{queue}(p_id uuid) RETURNS void
 LANGUAGE sql VOLATILE AS $$ SELECT 1 FROM {table} WHERE id = p_id FOR UPDATE $$
 """,
-        # Move one entry to a status, from one of the statuses it may be in (its lock is held).
+        # Move one entry to a status, from one of the statuses it may be in. Assigning it records
+        # the hand-out (agent p_agent at p_at, the ledger row's assigned_at); moving it on from
+        # 'assigned' with p_at given changes it only while it is still that hand-out's.
         f"""
 CREATE FUNCTION cq_set_entry_{queue}(p_id uuid, p_status text, p_from text[], p_agent integer,
-                                     p_reason text)
+                                     p_reason text, p_at timestamptz)
 RETURNS boolean
 LANGUAGE sql VOLATILE AS $$
     UPDATE {table}
        SET status = p_status,
            assigned_to_agent = CASE p_status WHEN 'assigned' THEN p_agent
                                              WHEN 'completed' THEN assigned_to_agent END,
-           assigned_at = CASE p_status WHEN 'assigned' THEN now()
+           assigned_at = CASE p_status WHEN 'assigned' THEN p_at
                                        WHEN 'completed' THEN assigned_at END,
            invalid_reason = CASE WHEN p_status IN ('invalid', 'skipped') THEN p_reason
                                  ELSE invalid_reason END,
            updated_at = now()
      WHERE id = p_id AND status = ANY(p_from)
+       AND (p_status = 'assigned' OR p_at IS NULL
+            OR (assigned_to_agent = p_agent AND assigned_at = p_at))
     RETURNING true
 $$
 """,
@@ -145,6 +149,9 @@ BEGIN
 END $$
 """,
     ]
+
+
+SET_ENTRY_CALL = "v_done := cq_set_entry_{q}(p_id, p_status, p_from, p_agent, p_reason, p_at)"
 
 
 def _functions() -> list[str]:
@@ -174,13 +181,13 @@ END $$
     statements.append(
         f"""
 CREATE FUNCTION cq_set_entry(p_queue text, p_id uuid, p_status text, p_from text[],
-                             p_agent integer, p_reason text)
+                             p_agent integer, p_reason text, p_at timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     v_done boolean;
 BEGIN
-    {_dispatch("p_queue", "v_done := cq_set_entry_{q}(p_id, p_status, p_from, p_agent, p_reason)")}
+    {_dispatch("p_queue", SET_ENTRY_CALL)}
     RETURN coalesce(v_done, false);
 END $$
 """
@@ -273,7 +280,7 @@ $$
         for q in QUEUES
     )
     back = "\n    ".join(
-        f"PERFORM cq_set_entry_{q}(r.entry_id, 'pending', ARRAY['assigned'], NULL, NULL)"
+        f"PERFORM cq_set_entry_{q}(r.entry_id, 'pending', ARRAY['assigned'], NULL, NULL, NULL)"
         f"\n       FROM unnest(v_types, v_back) AS r(queue_type, entry_id)"
         f"\n      WHERE r.queue_type = '{q}' AND r.entry_id IS NOT NULL;"
         for q in QUEUES
@@ -336,7 +343,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     IF p_source = 'queue' THEN
-        PERFORM cq_set_entry(p_queue, p_item, p_status, ARRAY['pending'], p_agent, p_reason);
+        PERFORM cq_set_entry(p_queue, p_item, p_status, ARRAY['pending'], p_agent, p_reason,
+                             NULL);
     END IF;
     INSERT INTO entry_invalidations (queue_type, source, entry_id, user_id, reason, agent_id)
     VALUES (p_queue, p_source, CASE WHEN p_source = 'queue' THEN p_item END, p_user, p_reason,
@@ -509,7 +517,7 @@ BEGIN
     END IF;
 
     IF p_source = 'queue' THEN
-        PERFORM cq_set_entry(p_queue, p_item, 'assigned', ARRAY['pending'], p_agent, NULL);
+        PERFORM cq_set_entry(p_queue, p_item, 'assigned', ARRAY['pending'], p_agent, NULL, v_at);
     END IF;
     RETURN QUERY SELECT 'assigned'::text, NULL::text, v_id, v_at, v_until;
 END $$
@@ -517,8 +525,8 @@ END $$
     )
 
     # Record an outcome (SPEC 3.4) and reclassify the user as the replica said (p_verdict_known),
-    # in one transaction. Lock order: the entry's queue swap lock and the entry, the ledger row,
-    # the score row. Results:
+    # in one transaction. The caller has read the assignment's unchanging head (queue, entry,
+    # assigned_at). Results:
     #   completed          the outcome is recorded (score columns returned);
     #   not_found          no such assignment for this agent;
     #   already_completed  it was completed before;
@@ -526,13 +534,20 @@ END $$
     #                      released): nothing written;
     #   late_deactivation  as not_active, but the outcome asks never to call again: the score row
     #                      is deactivated and the outcome recorded on the assignment anyway.
-    # A lapsed assignment (active with its lease run out, or expired by a sweep) may still be
-    # completed while nobody else has had the user: that is decided with the score row locked,
-    # which a hand-out of the same user must also lock, so a hand-out still in flight either
-    # finishes first (and is seen) or waits and then sees this outcome.
+    #
+    # The usual case, a live assignment, writes in the order everywhere else takes its locks: the
+    # entry's queue swap lock, the entry (only while it is still this hand-out's), the ledger row
+    # (only while it is live and this agent's), the score row. Anything else is decided on the
+    # ledger row locked (FOR UPDATE) after the entry; a lapsed assignment (active with its lease
+    # run out, or expired by a sweep) may still be completed while nobody else has had the
+    # user, decided with the score row locked, which a hand-out of the same user also takes: a
+    # hand-out still in flight either finishes first (and is seen) or waits and then sees this
+    # outcome. (When the entry was changed above, the assignment is one whose lease ran out but
+    # which no sweep has expired: nobody can have had the user since, so it is completed.)
     statements.append(
         """
-CREATE FUNCTION cq_complete(p_agent integer, p_assignment uuid, p_outcome text,
+CREATE FUNCTION cq_complete(p_agent integer, p_assignment uuid, p_queue text, p_entry uuid,
+                            p_assigned_at timestamptz, p_outcome text,
                             p_callback_at timestamptz, p_notes text, p_change integer,
                             p_delay_seconds integer, p_successful boolean,
                             p_deactivates boolean, p_min_score integer, p_max_score integer,
@@ -550,21 +565,33 @@ DECLARE
     s record;
     v_found boolean;
 BEGIN
-    SELECT * INTO a FROM assignments WHERE assignments.id = p_assignment;
-    IF NOT FOUND OR a.agent_id <> p_agent THEN
-        RETURN QUERY SELECT 'not_found'::text, NULL::uuid, NULL::text, NULL::text, NULL::text,
-            NULL::uuid, NULL::bigint, NULL::bigint, NULL::integer, NULL::integer, NULL::text,
-            NULL::timestamptz, NULL::timestamptz, NULL::text, NULL::jsonb, NULL::boolean,
-            NULL::integer, NULL::timestamptz, NULL::boolean, NULL::text;
-        RETURN;
+    IF p_entry IS NOT NULL THEN
+        PERFORM cq_swap_lock_shared(p_queue);
+        PERFORM cq_set_entry(p_queue, p_entry, 'completed', ARRAY['assigned'], p_agent, NULL,
+                             p_assigned_at);
     END IF;
-    IF a.queue_entry_id IS NOT NULL THEN
-        PERFORM cq_swap_lock_shared(a.queue_type);
-        PERFORM cq_lock_entry(a.queue_type, a.queue_entry_id);
-    END IF;
-    SELECT * INTO a FROM assignments WHERE assignments.id = p_assignment FOR UPDATE;
+    -- Times of the moment it happened (clock_timestamp), under the locks, not the statement's
+    -- start: the ledger orders a user's hand-outs and outcomes as they happened.
+    UPDATE assignments
+       SET status = 'completed', outcome = p_outcome, callback_at = p_callback_at,
+           notes = p_notes, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+     WHERE assignments.id = p_assignment AND agent_id = p_agent
+       AND assignments.status = 'active' AND assignments.lease_expires_at > clock_timestamp()
+    RETURNING * INTO a;
 
-    IF NOT (a.status = 'active' AND a.lease_expires_at > now()) THEN
+    IF NOT FOUND THEN
+        IF p_entry IS NOT NULL THEN
+            PERFORM cq_lock_entry(p_queue, p_entry);
+        END IF;
+        SELECT * INTO a FROM assignments WHERE assignments.id = p_assignment FOR UPDATE;
+        IF NOT FOUND OR a.agent_id <> p_agent THEN
+            RETURN QUERY SELECT 'not_found'::text, NULL::uuid, NULL::text, NULL::text,
+                NULL::text, NULL::uuid, NULL::bigint, NULL::bigint, NULL::integer,
+                NULL::integer, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::text,
+                NULL::jsonb, NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean,
+                NULL::text;
+            RETURN;
+        END IF;
         IF a.status = 'completed' THEN
             RETURN QUERY SELECT 'already_completed'::text, a.id, a.status, a.queue_type,
                 a.source, a.queue_entry_id, a.user_id, a.claim_id, a.priority_score,
@@ -604,19 +631,18 @@ BEGIN
                 NULL::text;
             RETURN;
         END IF;
+        -- Lapsed, and nobody has had the user since: the outcome counts.
+        UPDATE assignments
+           SET status = 'completed', outcome = p_outcome, callback_at = p_callback_at,
+               notes = p_notes, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+         WHERE assignments.id = a.id
+        RETURNING * INTO a;
+        IF a.queue_entry_id IS NOT NULL THEN
+            PERFORM cq_set_entry(a.queue_type, a.queue_entry_id, 'completed',
+                                 ARRAY['assigned', 'pending'], NULL, NULL, NULL);
+        END IF;
     END IF;
 
-    -- Times of the moment it happened (clock_timestamp), under the locks, not the statement's
-    -- start: the ledger orders a user's hand-outs and outcomes as they happened.
-    UPDATE assignments
-       SET status = 'completed', outcome = p_outcome, callback_at = p_callback_at,
-           notes = p_notes, finished_at = clock_timestamp(), updated_at = clock_timestamp()
-     WHERE assignments.id = a.id
-    RETURNING * INTO a;
-    IF a.queue_entry_id IS NOT NULL THEN
-        PERFORM cq_set_entry(a.queue_type, a.queue_entry_id, 'completed',
-                             ARRAY['assigned', 'pending'], NULL, NULL);
-    END IF;
     -- Relative and clamped, in one statement, so a concurrent upstream write to the score is
     -- never lost. The attempt penalty looks at total_attempts after this increment.
     UPDATE user_call_scores
@@ -664,13 +690,13 @@ FUNCTION_SIGNATURES = [
             f"cq_swap_lock_shared_{q}()",
             f"cq_take_{q}()",
             f"cq_lock_entry_{q}(uuid)",
-            f"cq_set_entry_{q}(uuid, text, text[], integer, text)",
+            f"cq_set_entry_{q}(uuid, text, text[], integer, text, timestamptz)",
             f"cq_lock_entries_{q}(uuid[])",
         )
     ),
     "cq_swap_lock_shared(text)",
     "cq_lock_entry(text, uuid)",
-    "cq_set_entry(text, uuid, text, text[], integer, text)",
+    "cq_set_entry(text, uuid, text, text[], integer, text, timestamptz)",
     "cq_candidates(text, integer, boolean)",
     "cq_score_problem(boolean, text, timestamptz, text)",
     "cq_reclassify(bigint[], text[], text[], text, text, integer, uuid)",
@@ -679,8 +705,8 @@ FUNCTION_SIGNATURES = [
     "cq_claim(integer, text, text, boolean, bigint[], integer, integer)",
     "cq_hand_out(integer, text, text, uuid, bigint, bigint, integer, integer, text, jsonb,"
     " integer, integer)",
-    "cq_complete(integer, uuid, text, timestamptz, text, integer, integer, boolean, boolean,"
-    " integer, integer, boolean, text, text)",
+    "cq_complete(integer, uuid, text, uuid, timestamptz, text, timestamptz, text, integer,"
+    " integer, boolean, boolean, integer, integer, boolean, text, text)",
 ]
 
 
