@@ -74,6 +74,8 @@ class Services:
             cooling_period_minutes=s.cooling_period_minutes,
             recheck_batch=s.recheck_batch,
             population_interval_minutes=s.population_interval_minutes,
+            max_attempts_per_day=s.max_attempts_per_day,
+            max_attempts_per_week=s.max_attempts_per_week,
         )
 
     def population(self) -> Population:

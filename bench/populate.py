@@ -76,12 +76,15 @@ from app.queues.kinds import KINDS, QueueType, candidates_sql
 from app.queues.population import Population, PopulationOptions, RunReport
 from app.replica.reader import Replica, create_replica_engine
 from app.replica.schema import replica_metadata
+from app.rules.caps import DAY_PARAM, WEEK_PARAM
 
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 STORE_DB = "cq_bench_store"
 REPLICA_DB = "cq_bench_replica"
 COOLING_MINUTES = 120
 RECHECK_BATCH = 1000
+# The attempt caps at their defaults (SPEC 7.3), in the baseline as in the population.
+CAPS = {DAY_PARAM: 3, WEEK_PARAM: 10}
 TARGET_SMALL_SECONDS = 0.5
 TARGET_LARGE_RATIO = 3.0
 
@@ -560,7 +563,8 @@ def _baseline(store: Engine, limit: int) -> None:
             conn.execute(
                 text(
                     BASELINE_SQL.format(
-                        table=kind.table, candidates=candidates_sql(live_leases_only=True)
+                        table=kind.table,
+                        candidates=candidates_sql(live_leases_only=True, attempt_caps=True),
                     )
                 ),
                 {
@@ -568,6 +572,7 @@ def _baseline(store: Engine, limit: int) -> None:
                     "suffix": kind.reason_suffix,
                     "cooling": COOLING_MINUTES,
                     "n": limit,
+                    **CAPS,
                 },
             )
 
@@ -736,6 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             cooling_period_minutes=settings.cooling_period_minutes,
             recheck_batch=settings.recheck_batch,
             population_interval_minutes=settings.population_interval_minutes,
+            max_attempts_per_day=settings.max_attempts_per_day,
+            max_attempts_per_week=settings.max_attempts_per_week,
         )
         return Population(store, replica, options)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
+from app.rules.caps import attempt_cap_sql
 
 
 class QueueType(StrEnum):
@@ -71,7 +72,7 @@ def queue_reason(kind: QueueKind, score: int) -> str:
     return score_band_reason(score) + kind.reason_suffix
 
 
-def candidates_sql(*, live_leases_only: bool) -> str:
+def candidates_sql(*, live_leases_only: bool, attempt_caps: bool = False) -> str:
     """The leads of a queue type (``:queue_type``) that may be called now, past the cooling
     period (``:cooling`` minutes), in serving order (score, newest first, user id): what a
     population walks and what direct mode serves from.
@@ -80,8 +81,14 @@ def candidates_sql(*, live_leases_only: bool) -> str:
     assignments whose lease still runs: a population sweeps lapsed ones before its swap, so
     their users belong in the new snapshot; a direct claim would collide with the lapsed
     assignment's unique index, so it skips them until a sweep.
+
+    ``attempt_caps`` leaves out users at an attempt cap (SPEC 7.3, app/rules/caps.py); the
+    statement then takes ``:max_attempts_per_day`` and ``:max_attempts_per_week``
+    (``app.rules.caps.cap_params``). The population sets it; direct mode will with the claim
+    path's rewrite (issue 10), which also binds the two parameters.
     """
     lease = " AND a.lease_expires_at > now()" if live_leases_only else ""
+    caps = f"\n           AND {attempt_cap_sql('s.user_id')} IS NULL" if attempt_caps else ""
     return f"""
         SELECT s.user_id, s.current_score, s.created_at
           FROM user_call_scores s
@@ -90,6 +97,6 @@ def candidates_sql(*, live_leases_only: bool) -> str:
            AND (s.next_call_after IS NULL OR s.next_call_after <= now())
            AND s.created_at <= now() - make_interval(mins => :cooling)
            AND NOT EXISTS (SELECT 1 FROM assignments a
-                            WHERE a.user_id = s.user_id AND a.status = 'active'{lease})
+                            WHERE a.user_id = s.user_id AND a.status = 'active'{lease}){caps}
          ORDER BY s.current_score, s.created_at DESC, s.user_id
     """

@@ -52,6 +52,7 @@ from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict
 from app.replica.reader import Replica
+from app.rules import caps
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class PopulationOptions:
     cooling_period_minutes: int
     recheck_batch: int
     population_interval_minutes: int
+    # Attempt caps (SPEC 7.3): users at a cap are not candidates.
+    max_attempts_per_day: int
+    max_attempts_per_week: int
     use_separated_queues: bool = True
 
 
@@ -437,7 +441,7 @@ class Population:
         """
         limit = self.options.queue_size_limit
         walk = _Walk()
-        candidates = text(candidates_sql(live_leases_only=True))
+        candidates = text(candidates_sql(live_leases_only=True, attempt_caps=True))
         with self.engine.connect() as conn:
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             walk.started = conn.execute(text("SELECT now()")).scalar_one()
@@ -446,6 +450,8 @@ class Population:
                 {
                     "queue_type": str(kind.queue_type),
                     "cooling": self.options.cooling_period_minutes,
+                    caps.DAY_PARAM: self.options.max_attempts_per_day,
+                    caps.WEEK_PARAM: self.options.max_attempts_per_week,
                 },
             )
             reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="population-replica")
