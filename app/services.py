@@ -15,6 +15,7 @@ from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions
 from app.replica.reader import Replica, create_replica_engine
+from app.rules.suppression import SuppressionList
 
 
 @dataclass
@@ -45,6 +46,12 @@ class Services:
                 return current_flags(conn, self.settings)
         except SQLAlchemyError:
             return default_flags(self.settings)
+
+    @cached_property
+    def suppression(self) -> SuppressionList:
+        """The do-not-call list with this process's key (SUPPRESSION_KEY, or the development
+        key in DATA_DIR), built on first use."""
+        return SuppressionList.from_settings(self.settings)
 
     @cached_property
     def claim_settings(self) -> ClaimSettings:
