@@ -237,6 +237,8 @@ def _export(settings: Settings) -> None:
 
 def _seed_demo(settings: Settings) -> None:
     from app.demo import seed_demo
+    from app.rules.calling import update_calling_rules
+    from app.rules.suppression import SuppressionList
 
     if settings.app_env == "production":
         raise ConfigError("--demo writes made-up people: it needs APP_ENV=development")
@@ -259,7 +261,11 @@ def _seed_demo(settings: Settings) -> None:
             )
             return
         log.info("demo.seeding")
-        counts = seed_demo(store, replica)
+        counts = seed_demo(store, replica, suppression=SuppressionList.from_settings(settings))
+        # Usable at any hour: the demo's calling hours are 'always', set as a supervisor would
+        # (audited, shown by GET /api/admin/calling-rules, changed with PUT).
+        with store.begin() as conn:
+            update_calling_rules(conn, settings, {"hours": "always"}, None)
         log.info("demo.seeded", extra=counts.as_dict())
     finally:
         store.dispose()
