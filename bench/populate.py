@@ -560,6 +560,7 @@ def _baseline(store: Engine, limit: int) -> None:
     for queue_type, kind in KINDS.items():
         with store.begin() as conn:
             conn.execute(text(f"DELETE FROM {kind.table} WHERE status <> 'assigned'"))
+            conn.execute(text("SET LOCAL jit = off"))  # as the population's walk runs it
             conn.execute(
                 text(
                     BASELINE_SQL.format(

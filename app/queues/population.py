@@ -443,6 +443,11 @@ class Population:
         walk = _Walk()
         candidates = text(candidates_sql(live_leases_only=True, attempt_caps=True))
         with self.engine.connect() as conn:
+            # The attempt caps' subquery lifts the plan's estimated cost over jit_above_cost,
+            # and compiling it cost 0.3-0.7 s before the first row; the walk reads a few batches
+            # of an index scan and stops, which JIT never repays (bench/caps_plan.py). Set
+            # before streaming: a server-side cursor cannot carry a SET.
+            conn.execute(text("SET LOCAL jit = off"))
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             walk.started = conn.execute(text("SELECT now()")).scalar_one()
             result = conn.execute(
