@@ -30,7 +30,7 @@ from sqlalchemy import Connection, text
 
 from app.config import Settings
 from app.errors import InvalidInput, OutsideCallingHours
-from app.rules.hours import CallingRules, RulesError
+from app.rules.hours import CallingRules, RulesError, parse_hours, parse_timezone
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +124,17 @@ def update_calling_rules(
     unknown = set(changes) - set(FIELDS)
     if unknown:
         raise ValueError("unknown calling-rules fields")
+    for name, parse in (("timezone", parse_timezone), ("hours", parse_hours)):
+        if name in changes:
+            try:
+                parse(changes[name])
+            except RulesError as exc:
+                raise InvalidInput(str(exc), ["body", name]) from None
     conn.execute(text("LOCK TABLE calling_rules IN SHARE ROW EXCLUSIVE MODE"))
     before = load_calling_rules(conn, settings)
     timezone = changes.get("timezone", before.timezone)
     hours = changes.get("hours", before.hours)
     holidays = changes.get("holidays", before.holidays)
-    for name, check in (
-        ("timezone", lambda: CallingRules.parse(timezone, "never")),
-        ("hours", lambda: CallingRules.parse("UTC", hours)),
-    ):
-        if name in changes:
-            try:
-                check()
-            except RulesError as exc:
-                raise InvalidInput(str(exc), ["body", name]) from None
     after = CallingRules.parse(timezone, hours, holidays)
     # Only the fields given are stored; the others keep what is stored (or the default).
     stored = {
