@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
@@ -36,12 +36,16 @@ class AgentIdentity:
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
-    """An agent and the supervisors' flag overrides in force, read in one round trip: every
-    request needs both, and the flags must be read per request (a change applies everywhere on
-    the next request)."""
+    """An agent, and what every request needs besides, read in the same round trip: the
+    supervisors' run-time changes (flag overrides, the calling rules' stored change), which
+    every process must apply on its next request, and the database's clock."""
 
     agent: AgentIdentity
     flag_overrides: Mapping[str, str]
+    # (timezone, hours, holidays) as stored by supervisors (a None field keeps the
+    # environment's), or None when nobody changed the rules.
+    calling_rules: tuple[str | None, str | None, list[date] | None] | None
+    now: datetime
 
 
 def hash_token(token: str) -> str:
@@ -67,9 +71,11 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
 # The supervisors' flag overrides as [name, value] pairs (a text array: no JSON to parse on every
 # request).
 _AUTHENTICATE = Statement(
-    "SELECT ag.id, ag.name, ag.role,"
-    " (SELECT array_agg(ARRAY[f.name, f.value]) FROM feature_flags f) AS flags"
-    " FROM agents ag WHERE ag.token_hash = :token_hash AND ag.is_active"
+    "SELECT ag.id, ag.name, ag.role, now() AS now,"
+    " (SELECT array_agg(ARRAY[f.name, f.value]) FROM feature_flags f) AS flags,"
+    " cr.id IS NOT NULL AS rules_changed, cr.timezone, cr.hours, cr.holidays"
+    " FROM agents ag LEFT JOIN calling_rules cr ON true"
+    " WHERE ag.token_hash = :token_hash AND ag.is_active"
 )
 
 
@@ -78,7 +84,12 @@ def authenticate(conn: Connection, token: str) -> Authenticated:
     row = _AUTHENTICATE.one_or_none(conn, {"token_hash": hash_token(token)})
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
-    return Authenticated(AgentIdentity(row.id, row.name, row.role), dict(row.flags or ()))
+    return Authenticated(
+        AgentIdentity(row.id, row.name, row.role),
+        dict(row.flags or ()),
+        (row.timezone, row.hours, row.holidays) if row.rules_changed else None,
+        row.now,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -11,8 +12,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
+from app.rules.hours import CallingRules, parse_holidays, parse_hours, parse_timezone
 
 MIN_CRON_SECRET_LENGTH = 32
+MIN_SUPPRESSION_KEY_LENGTH = 32
 
 
 class MigrationMode(StrEnum):
@@ -75,6 +78,14 @@ class Settings(BaseSettings):
     # Statements slower than this are logged (first line and duration only); 0 disables.
     slow_statement_ms: int = Field(1000, ge=0)
 
+    # Calling rules (SPEC 7.3): defaults; supervisors change the hours at run time.
+    calling_timezone: str = "Europe/London"
+    calling_hours: str = "mon-fri 08:00-21:00; sat 09:00-17:00"
+    calling_holidays: Annotated[list[date], NoDecode] = []
+    max_attempts_per_day: int = Field(3, ge=1, le=1000)
+    max_attempts_per_week: int = Field(10, ge=1, le=10_000)
+    suppression_key: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
@@ -92,12 +103,36 @@ class Settings(BaseSettings):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("cron_secret")
+    @field_validator("calling_timezone")
+    @classmethod
+    def _calling_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value.strip()
+
+    @field_validator("calling_hours")
+    @classmethod
+    def _calling_hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value.strip()
+
+    @field_validator("calling_holidays", mode="before")
+    @classmethod
+    def _calling_holidays(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return list(parse_holidays(value))
+        return value
+
+    @field_validator("cron_secret", "suppression_key")
     @classmethod
     def _empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
             return None
         return value
+
+    @property
+    def calling_rules(self) -> CallingRules:
+        """The environment's calling rules (supervisors' run-time changes come on top)."""
+        return CallingRules.parse(self.calling_timezone, self.calling_hours, self.calling_holidays)
 
     @property
     def replica_url(self) -> str | None:
@@ -124,6 +159,13 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"CRON_SECRET must be set to at least {MIN_CRON_SECRET_LENGTH} characters"
                 " in production"
+            )
+        key = self.suppression_key.get_secret_value() if self.suppression_key else ""
+        if len(key) < MIN_SUPPRESSION_KEY_LENGTH:
+            raise ConfigError(
+                f"SUPPRESSION_KEY must be set to at least {MIN_SUPPRESSION_KEY_LENGTH} characters"
+                " in production (the key of the do-not-call list's hashes; keep it with the"
+                " database's backups, the list is unusable without it)"
             )
 
 

@@ -16,6 +16,10 @@ It writes the claims platform's tables (users, claims, claim_requirements) and t
 
 Contact details are fiction: phone numbers only from Ofcom's drama range 07700 900000-900999
 (a few users have none, which claims must reject), e-mail addresses at example.com/example.org.
+The last ten numbers of the range, 07700 900990-900999, are kept for the suppression list: each
+belongs to exactly two callable users, written once nationally and once internationally
+(``+44 7700 900990``), and is put on the list (SPEC 7.3), so both people are blocked whichever
+of them comes up and however the number is written.
 
 The same ``seed`` and ``now`` give the same rows. ``now`` defaults to the current time so the
 book always looks recent. Replica rows go in with COPY on PostgreSQL and batched executemany
@@ -46,6 +50,7 @@ from app.replica.classification import (
     UserFacts,
     classify,
 )
+from app.rules.suppression import SuppressionList, add_numbers
 
 DEFAULT_SEED = 20_240_601
 FIRST_USER_ID = 100_001
@@ -53,6 +58,9 @@ FIRST_CLAIM_ID = 500_001
 FIRST_REQUIREMENT_ID = 2_000_001
 HISTORY = timedelta(days=270)
 STALE_SHARE = 0.07
+SUPPRESSED_PAIRS = 10
+# Regular numbers are drawn below this; the ten above it are the suppressed pairs' own.
+SUPPRESSED_FIRST = 990
 UNSCORED_SHARE = 0.02
 INSERT_BATCH = 2000
 
@@ -183,6 +191,9 @@ class DemoCounts:
     # Score rows whose stored current_queue_type disagrees with the classification.
     stale: int
     inactive: int
+    # Numbers put on the suppression list, and the users holding them (two per number).
+    suppressed_numbers: int = 0
+    suppressed_users: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -197,6 +208,10 @@ class _Book:
     truth: Counter[str | None] = field(default_factory=Counter)
     stale: int = 0
     inactive: int = 0
+    # Users who will be queued (active score row, a queue by the replica), with a number.
+    queued: list[int] = field(default_factory=list)
+    # Numbers shared by two such users each, for the suppression list.
+    suppressed_phones: list[str] = field(default_factory=list)
 
 
 class _Generator:
@@ -230,7 +245,13 @@ class _Generator:
         enabled = profile != "disabled"
         signed = profile != "unsigned" and (profile != "disabled" or rng.random() < 0.5)
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        phone = None if rng.random() < 0.005 else f"07700 900{rng.randrange(1000):03d}"
+        # The draw is unchanged (the same book for the same seed); its last ten values fold back
+        # into the range, leaving 900990-900999 to the suppressed pairs.
+        phone = (
+            None
+            if rng.random() < 0.005
+            else f"07700 900{rng.randrange(1000) % SUPPRESSED_FIRST:03d}"
+        )
         email = None
         if rng.random() > 0.03:
             local = f"{first}.{last}".lower().replace("'", "")
@@ -387,6 +408,8 @@ class _Generator:
             current, next_call_after, is_active = 200, None, False
             self.book.inactive += 1
 
+        if is_active and truth is not None:
+            self.book.queued.append(user_id)
         stored = None if truth is None else str(truth)
         if rng.random() < STALE_SHARE:
             stored = rng.choice([t for t in (*map(str, QueueType), None) if t != stored])
@@ -418,7 +441,28 @@ def build_book(*, users: int, seed: int, now: datetime) -> _Book:
     generator = _Generator(seed, now)
     for offset in range(users):
         generator.user(FIRST_USER_ID + offset)
+    _share_suppressed_numbers(generator.book, random.Random(seed + 1))
     return generator.book
+
+
+def _share_suppressed_numbers(book: _Book, rng: random.Random) -> None:
+    """Give each reserved number to two queued users, once written nationally and once
+    internationally: the list must block both, however the number is written."""
+    position = {row[0]: index for index, row in enumerate(book.users)}
+    phoned = [uid for uid in book.queued if book.users[position[uid]][5] is not None]
+    pairs = min(SUPPRESSED_PAIRS, len(phoned) // 2)
+    chosen = rng.sample(phoned, pairs * 2)
+    for pair in range(pairs):
+        digits = f"{SUPPRESSED_FIRST + pair:03d}"
+        book.suppressed_phones.append(f"07700 900{digits}")
+        for user_id, written in zip(
+            chosen[2 * pair : 2 * pair + 2],
+            (f"07700 900{digits}", f"+44 7700 900{digits}"),
+            strict=True,
+        ):
+            row = list(book.users[position[user_id]])
+            row[5] = written
+            book.users[position[user_id]] = tuple(row)
 
 
 def seed_demo(
@@ -428,8 +472,10 @@ def seed_demo(
     users: int = 6000,
     seed: int = DEFAULT_SEED,
     now: datetime | None = None,
+    suppression: SuppressionList | None = None,
 ) -> DemoCounts:
-    """Write the demo book into an empty replica and an empty ``user_call_scores``.
+    """Write the demo book into an empty replica and an empty ``user_call_scores``, and, given
+    the process's ``suppression`` list, the book's shared numbers onto it.
 
     Creates the replica tables when they are missing. When the store and the replica are the
     same database (the embedded default), everything goes in one transaction; otherwise the
@@ -447,6 +493,11 @@ def seed_demo(
         _write(replica, schema.claims, CLAIM_COLUMNS, book.claims)
         _write(replica, schema.claim_requirements, REQUIREMENT_COLUMNS, book.requirements)
         _copy(store, "user_call_scores", SCORE_COLUMNS, book.scores)
+        suppressed = 0
+        if suppression is not None:
+            suppression.check_key(store)
+            keys = [suppression.phone_key(phone) for phone in book.suppressed_phones]
+            suppressed = add_numbers(store, [k for k in keys if k], "demo", None)
     return DemoCounts(
         users=len(book.users),
         claims=len(book.claims),
@@ -457,6 +508,8 @@ def seed_demo(
         no_queue=book.truth[None],
         stale=book.stale,
         inactive=book.inactive,
+        suppressed_numbers=suppressed,
+        suppressed_users=2 * suppressed,
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
+from typing import Any
+
 
 class CallqueueError(Exception):
     code = "Error"
@@ -9,6 +13,10 @@ class CallqueueError(Exception):
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
+
+    def body_extra(self) -> dict[str, Any]:
+        """Members the error adds to the standard body (never input values)."""
+        return {}
 
 
 class ConfigError(CallqueueError):
@@ -62,3 +70,25 @@ class ServiceBusy(CallqueueError):
 
     code = "ServiceBusy"
     retry_after = 2
+
+
+class OutsideCallingHours(CallqueueError):
+    """Nobody may be called now (SPEC 7.3). ``opens_at`` is the next opening (None when the rules
+    never open); ``retry_after`` the whole seconds until then, counted from ``now`` (the
+    database's clock), rounded up so a client retrying then finds the window open."""
+
+    code = "OutsideCallingHours"
+
+    def __init__(self, opens_at: datetime | None, now: datetime) -> None:
+        super().__init__(
+            "outside calling hours: nobody may be called now; see opens_at"
+            if opens_at is not None
+            else "the calling rules never open: nobody may be called"
+        )
+        self.opens_at = opens_at
+        self.retry_after: int | None = (
+            None if opens_at is None else max(1, math.ceil((opens_at - now).total_seconds()))
+        )
+
+    def body_extra(self) -> dict[str, Any]:
+        return {"opens_at": self.opens_at.isoformat() if self.opens_at else None}

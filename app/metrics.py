@@ -9,7 +9,7 @@ database at scrape time, so every worker reports the same truth.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,9 +23,10 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.config import Settings
 from app.models.queues import ENTRY_STATUSES
 from app.queues.kinds import KINDS
 
@@ -76,6 +77,12 @@ OUTCOMES = Counter("callqueue_outcomes_total", "call outcomes recorded", ["queue
 REPLICA_ERRORS = Counter(
     "callqueue_replica_errors_total", "failed replica reads by operation", ["operation"]
 )
+SUPPRESSION_CHANGES = Counter(
+    "callqueue_suppression_changes_total",
+    "numbers added to or removed from the suppression list, by source"
+    " (api, import, do_not_contact, demo)",
+    ["action", "source"],
+)
 HTTP_REQUESTS = Counter(
     "callqueue_http_requests_total",
     "HTTP requests by route template and status",
@@ -89,8 +96,9 @@ HTTP_SECONDS = Histogram(
 
 
 class QueueDepthCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
         self.engine = engine
+        self.settings = settings
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -109,20 +117,51 @@ class QueueDepthCollector(Collector):
                     )
                     for status in ENTRY_STATUSES:
                         depth.add_metric([str(queue_type), status], counts.get(status, 0))
+                rules: list[GaugeMetricFamily] = []
+                if self.settings is not None:
+                    try:
+                        with conn.begin_nested():
+                            rules = list(self._rules(conn))
+                    except SQLAlchemyError:
+                        pass  # a schema behind this code (readiness says so): depth still counts
             up.add_metric([], 1)
             yield depth
+            yield from rules
         except SQLAlchemyError:
             up.add_metric([], 0)
         yield up
 
+    def _rules(self, conn: Connection) -> Iterator[GaugeMetricFamily]:
+        """Whether calling is allowed now (the rules in force, the database's clock), so a
+        dashboard can put claims and refusals beside it, and the do-not-call list's size (an
+        import that went wrong shows as a step)."""
+        from app.rules.calling import load_calling_rules
 
-def render(engine: Engine) -> tuple[bytes, str]:
-    """The exposition: every process's counters (or this one's alone) plus queue depth."""
+        assert self.settings is not None
+        now = conn.execute(text("SELECT now()")).scalar_one()
+        is_open = GaugeMetricFamily(
+            "callqueue_calling_window_open",
+            "1 while the calling rules in force allow calls, 0 outside calling hours",
+        )
+        is_open.add_metric([], 1 if load_calling_rules(conn, self.settings).is_open(now) else 0)
+        yield is_open
+        size = GaugeMetricFamily(
+            "callqueue_suppressed_numbers", "numbers on the suppression (do-not-call) list"
+        )
+        size.add_metric(
+            [], conn.execute(text("SELECT count(*) FROM suppressed_numbers")).scalar_one()
+        )
+        yield size
+
+
+def render(engine: Engine, settings: Settings | None = None) -> tuple[bytes, str]:
+    """The exposition: every process's counters (or this one's alone), queue depth, and the
+    calling rules' figures when ``settings`` (for their defaults) are given."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
     depth = CollectorRegistry()
-    depth.register(QueueDepthCollector(engine))
+    depth.register(QueueDepthCollector(engine, settings))
     return generate_latest(registry) + generate_latest(depth), CONTENT_TYPE_LATEST

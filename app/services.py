@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 from functools import cached_property
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
@@ -16,6 +17,9 @@ from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions
 from app.replica.reader import Replica, create_replica_engine
+from app.rules.calling import CallingWindow, calling_window, rules_from_row
+from app.rules.hours import CallingRules
+from app.rules.suppression import SuppressionList
 
 
 @dataclass
@@ -44,6 +48,15 @@ class Services:
         write in one statement, BEGIN and COMMIT would be two more round trips."""
         return self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
+    def calling_rules_for(
+        self, stored: tuple[str | None, str | None, Sequence[date] | None] | None
+    ) -> CallingRules:
+        """The calling rules in force given the supervisors' stored change (read with the
+        agent), or the environment's when there is none."""
+        if stored is None:
+            return self.settings.calling_rules
+        return rules_from_row(self.settings, True, *stored)
+
     def flags_for(self, overrides: Mapping[str, str]) -> Flags:
         """The flags in force given the supervisors' overrides (read with the agent)."""
         return flags_with(self.settings, overrides)
@@ -58,6 +71,12 @@ class Services:
             return default_flags(self.settings)
 
     @cached_property
+    def suppression(self) -> SuppressionList:
+        """The do-not-call list with this process's key (SUPPRESSION_KEY, or the development
+        key in DATA_DIR), built on first use."""
+        return SuppressionList.from_settings(self.settings)
+
+    @cached_property
     def claim_settings(self) -> ClaimSettings:
         s = self.settings
         return ClaimSettings(
@@ -65,15 +84,33 @@ class Services:
             max_validation_attempts=s.max_validation_attempts,
             cooling_period_minutes=s.cooling_period_minutes,
             skip_cooldown_minutes=s.skip_cooldown_minutes,
+            max_attempts_per_day=s.max_attempts_per_day,
+            max_attempts_per_week=s.max_attempts_per_week,
         )
+
+    def calling_window(self, conn: Connection) -> CallingWindow:
+        return calling_window(conn, self.settings)
 
     @cached_property
     def claims(self) -> ClaimService:
-        return ClaimService(self.engine, self.replica, self.claim_settings)
+        return ClaimService(
+            self.engine,
+            self.replica,
+            self.claim_settings,
+            self.suppression.phone_key,
+            self.calling_window,
+        )
 
     @cached_property
     def assignments(self) -> AssignmentService:
-        return AssignmentService(self.engine, self.autocommit, self.replica, self.claim_settings)
+        return AssignmentService(
+            self.engine,
+            self.autocommit,
+            self.replica,
+            self.claim_settings,
+            self.suppression.phone_key,
+            self.calling_window,
+        )
 
     @cached_property
     def population_options(self) -> PopulationOptions:
@@ -83,6 +120,8 @@ class Services:
             cooling_period_minutes=s.cooling_period_minutes,
             recheck_batch=s.recheck_batch,
             population_interval_minutes=s.population_interval_minutes,
+            max_attempts_per_day=s.max_attempts_per_day,
+            max_attempts_per_week=s.max_attempts_per_week,
         )
 
     def population(self) -> Population:

@@ -523,6 +523,8 @@ def server_env(
         DB_POOL_SIZE=str(pool_size),
         DB_MAX_OVERFLOW=str(max_overflow),
         PROMETHEUS_MULTIPROC_DIR=prom_dir,
+        # The benchmark runs at any hour: the calling window is always open.
+        CALLING_HOURS="always",
         # As `callqueue serve` and the Docker image run the workers.
         MALLOC_ARENA_MAX=MALLOC_ARENAS,
     )
@@ -1130,6 +1132,7 @@ def in_process_breakdown(
     from app.queues.kinds import QueueType
     from app.queues.outcomes import Outcome
     from app.replica.reader import Replica
+    from app.rules.calling import CallingWindow
     from app.services import Services
 
     settings = load_settings(
@@ -1137,6 +1140,7 @@ def in_process_breakdown(
         replica_database_url=replica_url,
         app_env="test",
         log_level="WARNING",
+        calling_hours="always",
     )
     services = Services.build(settings)
     probe = StepProbe()
@@ -1183,7 +1187,8 @@ def in_process_breakdown(
                 with probe.section("N auth + flags"):
                     found = authenticate(conn, token)
                     flags = services.flags_for(found.flag_overrides)
-                claimed = services.claims.next_user(found.agent, queue, flags, conn)
+                window = CallingWindow(services.calling_rules_for(found.calling_rules), found.now)
+                claimed = services.claims.next_user(found.agent, queue, flags, conn, window)
                 conn.close()
                 assert claimed is not None
                 with probe.section("N assignment view + JSON"):
@@ -1197,7 +1202,7 @@ def in_process_breakdown(
                 with probe.section("C auth"):
                     found = authenticate(conn, token)
                 done = services.assignments.complete(
-                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None, conn
+                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None, conn, window
                 )
                 conn.close()
                 with probe.section("C assignment view + JSON"):

@@ -24,6 +24,7 @@ from tests import pg
 from tests.factories import Replica
 
 CRON_SECRET = "test-cron-secret-0123456789abcdef-XYZ"
+SUPPRESSION_KEY = "test-suppression-key-0123456789abcdef-XYZ"
 MYSQL_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
@@ -91,9 +92,12 @@ def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
             "database_url": store_url,
             "replica_database_url": replica_url,
             "cron_secret": CRON_SECRET,
+            "suppression_key": SUPPRESSION_KEY,
             "app_env": "test",
             "cooling_period_minutes": 0,
             "scheduler_enabled": False,
+            # Tests run at any hour; the calling-hours tests set their own rules.
+            "calling_hours": "always",
         }
         values.update(overrides)
         return load_settings(**values)

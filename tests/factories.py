@@ -22,6 +22,16 @@ def next_id() -> int:
     return next(_ids)
 
 
+OWN_PHONE = "own"
+
+
+def own_phone(user_id: int) -> str:
+    """A number of the range reserved for fiction, one per user (ids a thousand apart share it):
+    a do_not_contact suppresses the number for everyone who has it, so users must not all share
+    one unless a test means them to."""
+    return f"07700 900{user_id % 1000:03d}"
+
+
 class Replica:
     """Builds the claims platform's rows for one test, on PostgreSQL or MariaDB."""
 
@@ -35,7 +45,7 @@ class Replica:
         enabled: bool = True,
         signed: bool = True,
         created_at: datetime = LONG_AGO,
-        phone: str | None = "07700 900123",
+        phone: str | None = OWN_PHONE,
         **extra: Any,
     ) -> int:
         row = {
@@ -44,7 +54,7 @@ class Replica:
             "current_signature_file_id": 7 if signed else None,
             "first_name": "Test",
             "last_name": f"User{user_id}",
-            "phone_number": phone,
+            "phone_number": own_phone(user_id) if phone == OWN_PHONE else phone,
             "email_address": f"user{user_id}@example.invalid",
             "status": "active",
             "created_at": created_at,

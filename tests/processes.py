@@ -25,8 +25,10 @@ def command() -> list[str]:
 
 
 def clean_env(**variables: str) -> dict[str, str]:
-    """The caller's environment without any callqueue setting, plus ``variables``."""
+    """The caller's environment without any callqueue setting, plus ``variables``; calling
+    hours ``always`` unless given (tests run at any hour)."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in SETTING_VARIABLES}
+    env["CALLING_HOURS"] = "always"
     env.update(variables)
     return env
 

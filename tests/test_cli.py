@@ -271,10 +271,23 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
         assert {q["populated"] for q in populated.json()["queues"].values()} == {100}
         assert httpx.post(f"{base}{CRON_PATH}", headers=auth, timeout=30).status_code == 200
         assert (data_dir / "pgdata" / "postmaster.pid").exists()
+
+        # Calling rules and suppression (issue 14): open at any hour, as a supervisor set it;
+        # ten suppressed numbers hashed with the development key kept in DATA_DIR.
+        boss = {
+            "Authorization": "Bearer "
+            + json.loads((data_dir / "demo_tokens.json").read_text())["demo-supervisor"]
+        }
+        rules = httpx.get(f"{base}/api/admin/calling-rules", headers=boss, timeout=30).json()
+        assert (rules["hours"], rules["open_now"]) == ("always", True)
+        listed = httpx.get(f"{base}/api/admin/suppression", headers=boss, timeout=30).json()
+        assert listed == {"count": 10}
+        assert stat.S_IMODE((data_dir / "suppression_key").stat().st_mode) == 0o600
     finally:
         code, err = stop(proc)
     assert code == 0, err
     assert secret in err, "development mode prints the secret and the curl"
+    assert (data_dir / "suppression_key").read_text().strip() not in err, "the key is never shown"
     assert "embedded.stopped" in err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was stopped"
 

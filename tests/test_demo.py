@@ -22,7 +22,8 @@ from app.replica.reader import Replica
 from app.replica.schema import replica_metadata
 from app.services import Services
 
-FICTION_PHONE = re.compile(r"^07700 900\d{3}$")
+# National form, and the international one some suppressed pairs' second holder uses.
+FICTION_PHONE = re.compile(r"^(07700 |\+44 7700 )900\d{3}$")
 NOW = datetime(2025, 6, 2, 8, 30, tzinfo=UTC)
 
 
@@ -226,3 +227,45 @@ def test_the_book_seeds_a_mariadb_replica(store_engine: Engine, mysql_replica: E
             None: counts.no_queue,
         }
     )
+
+
+def test_suppressed_numbers_are_each_shared_by_two_queued_users(
+    store_engine: Engine, replica_engine: Engine
+) -> None:
+    """Ten numbers of the fiction range on the suppression list, each held by exactly two users
+    who would otherwise be called, written once nationally and once internationally."""
+    from app.rules.suppression import SuppressionList
+
+    hashing = SuppressionList(b"demo-test-key")
+    counts = seed_demo(store_engine, replica_engine, suppression=hashing)
+    assert (counts.suppressed_numbers, counts.suppressed_users) == (10, 20)
+
+    with replica_engine.connect() as conn:
+        holders = conn.execute(
+            text(
+                "SELECT id, phone_number FROM users"
+                " WHERE replace(replace(phone_number, '+44 ', '0'), ' ', '') LIKE '0770090099_'"
+                " ORDER BY phone_number, id"
+            )
+        ).all()
+    by_number: dict[str, list[str]] = {}
+    for _, phone in holders:
+        by_number.setdefault(str(hashing.phone_key(phone)), []).append(phone)
+    assert len(by_number) == 10
+    assert all(
+        sorted(forms) == sorted([f"07700 {forms[0][-6:]}", f"+44 7700 {forms[0][-6:]}"])
+        for forms in by_number.values()
+    )
+    with store_engine.connect() as conn:
+        listed = dict(conn.execute(text("SELECT phone_hash, source FROM suppressed_numbers")).all())
+        scores = dict(
+            conn.execute(
+                text("SELECT user_id, is_active FROM user_call_scores WHERE user_id = ANY(:ids)"),
+                {"ids": [uid for uid, _ in holders]},
+            ).all()
+        )
+    assert listed == {key: "demo" for key in by_number}
+    assert scores == {uid: True for uid, _ in holders}, "every holder has an active score row"
+    # Chosen among users the replica puts in a queue and whose score row is active.
+    verdicts = Replica(replica_engine).classify([uid for uid, _ in holders])
+    assert all(v.queue_type is not None for v in verdicts.values())

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from app.agents import create_agent
-from tests.conftest import CRON_SECRET
+from tests.conftest import CRON_SECRET, SUPPRESSION_KEY
 from tests.factories import Replica, add_scores
 from tests.processes import clean_env, command, free_port, stop, wait_ready
 
@@ -43,6 +43,8 @@ def server_env(store_url: str, replica_url: str) -> dict[str, str]:
         REPLICA_DATABASE_URL=replica_url,
         APP_ENV="test",
         CRON_SECRET=CRON_SECRET,
+        # Given, so `serve` does not generate a development key into ./.data.
+        SUPPRESSION_KEY=SUPPRESSION_KEY,
         COOLING_PERIOD_MINUTES="0",
         SCHEDULER_ENABLED="false",
         DB_POOL_SIZE="3",

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.agents import create_agent
 from app.replica.schema import replica_metadata
 from tests.factories import Replica as ReplicaRows
-from tests.factories import add_scores
+from tests.factories import add_scores, own_phone
 from tests.proxy import FaultProxy
 
 POPULATE = "/api/cron/populate-separated-queues"
@@ -304,7 +304,7 @@ def assert_claims_work_again(
     assert got.status_code == 200, got.text
     body = got.json()
     assert (body["user_id"], body["queue_position"], body["resumed"]) == (user_id, position, False)
-    assert body["user"]["phone_number"] == "07700 900123"
+    assert body["user"]["phone_number"] == own_phone(body["user_id"])
     return dict(body)
 
 

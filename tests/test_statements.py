@@ -176,6 +176,8 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
         "tried": [],
         "cooling": 0,
         "sweep_limit": 10,
+        "max_day": 3,
+        "max_week": 10,
     }
     with store_engine.connect() as conn:
         item = claims._CLAIM.one(conn, claim)
@@ -193,6 +195,10 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "details": json.dumps(item.details),
             "lease": 60,
             "claim_ms": 1,
+            "max_day": 3,
+            "max_week": 10,
+            "daily_exempt": False,
+            "phone_key": "0" * 64,
         }
         steps: list[tuple[Statement, dict[str, Any]]] = [
             (agents._AUTHENTICATE, {"token_hash": hash_token(token)}),
@@ -202,8 +208,8 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
         ]
         driver, plain = _both_ways(conn, steps)
         for i in range(len(steps)):
-            # hand-out: the new assignment's id and times are generated
-            _same(driver[i], plain[i], generated={2, 3, 4} if i == 2 else set())
+            # generated: the authentication's now(); the hand-out's new id and times
+            _same(driver[i], plain[i], generated={0: {3}, 2: {2, 3, 4}}.get(i, set()))
 
         with conn.begin():
             out = claims._HAND_OUT.one(conn, hand_out)
@@ -225,6 +231,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "verdict_known": True,
             "verdict_type": "outstanding_requests",
             "verdict_reason": "r",
+            "suppress_key": None,
         }
         head = {"id": out.assignment_id, "callback_at": complete["callback_at"], "max_days": 30}
         driver, plain = _both_ways(

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.deps import AgentDep, FlagsDep, QueueTypeDep, RequestDbDep, ServicesDep, in_thread
+from app.api.deps import (
+    AgentDep,
+    FlagsDep,
+    QueueTypeDep,
+    RequestDbDep,
+    ServicesDep,
+    WindowDep,
+    in_thread,
+)
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
 from app.queues.reports import queue_stats
@@ -38,12 +46,13 @@ async def next_user(
     queue_type: QueueTypeDep,
     agent: AgentDep,
     flags: FlagsDep,
+    window: WindowDep,
     db: RequestDbDep,
     services: ServicesDep,
     request: Request,
 ) -> Any:
     claimed = await in_thread(
-        request, services.claims.next_user, agent, queue_type, flags, db.connection()
+        request, services.claims.next_user, agent, queue_type, flags, db.connection(), window
     )
     if claimed is None:
         return Response(status_code=204)
@@ -59,6 +68,7 @@ async def complete(
     assignment_id: uuid.UUID,
     body: CompleteIn,
     agent: AgentDep,
+    window: WindowDep,
     db: RequestDbDep,
     services: ServicesDep,
     request: Request,
@@ -72,6 +82,7 @@ async def complete(
         body.callback_at,
         body.notes,
         db.connection(),
+        window,
     )
     return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
 

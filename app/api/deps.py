@@ -27,6 +27,7 @@ from app.agents import AgentIdentity, Authenticated, authenticate
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.flags import Flags
 from app.queues.kinds import QueueType
+from app.rules.calling import CallingWindow
 from app.services import Services
 
 bearer = HTTPBearer(auto_error=False)
@@ -106,7 +107,7 @@ async def request_db(request: Request, services: ServicesDep) -> AsyncIterator[R
 
 RequestDbDep = Annotated[RequestDb, Depends(request_db)]
 
-_FLAG_OVERRIDES = "flag_overrides"
+_AUTHENTICATED = "authenticated"
 
 
 def _authenticate(db: RequestDb, token: str) -> Authenticated:
@@ -122,19 +123,33 @@ async def current_agent(
     if token is None:
         raise Unauthorized("a valid agent bearer token is required")
     found = await in_thread(request, _authenticate, db, token)
-    setattr(request.state, _FLAG_OVERRIDES, found.flag_overrides)
+    setattr(request.state, _AUTHENTICATED, found)
     return found.agent
 
 
 AgentDep = Annotated[AgentIdentity, Depends(current_agent)]
 
 
+def _authenticated(request: Request) -> Authenticated:
+    found: Authenticated = getattr(request.state, _AUTHENTICATED)
+    return found
+
+
 async def current_flags(request: Request, services: ServicesDep, _: AgentDep) -> Flags:
     """The flags in force for this request, from the overrides read with the agent."""
-    return services.flags_for(getattr(request.state, _FLAG_OVERRIDES))
+    return services.flags_for(_authenticated(request).flag_overrides)
 
 
 FlagsDep = Annotated[Flags, Depends(current_flags)]
+
+
+async def current_window(request: Request, services: ServicesDep, _: AgentDep) -> CallingWindow:
+    """The calling rules in force and the database's clock, read with the agent."""
+    found = _authenticated(request)
+    return CallingWindow(services.calling_rules_for(found.calling_rules), found.now)
+
+
+WindowDep = Annotated[CallingWindow, Depends(current_window)]
 
 
 async def require_supervisor(agent: AgentDep) -> AgentIdentity:

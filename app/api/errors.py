@@ -32,6 +32,7 @@ STATUS: dict[type[errors.CallqueueError], int] = {
     errors.ReplicaLagging: 503,
     errors.InvalidInput: 422,
     errors.ServiceBusy: 503,
+    errors.OutsideCallingHours: 409,
 }
 
 
@@ -75,7 +76,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CallqueueError)
     async def domain_error(_: Request, exc: errors.CallqueueError) -> JSONResponse:
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = exc.body_extra()
         fields = getattr(exc, "fields", None)
         if fields is not None:
             extra["fields"] = fields

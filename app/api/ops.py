@@ -33,5 +33,5 @@ def readyz(services: ServicesDep) -> Any:
 @router.get("/metrics", response_class=Response)
 def prometheus_metrics(services: ServicesDep) -> Response:
     """Prometheus text format: every worker's counters plus queue depth read at scrape time."""
-    body, content_type = metrics.render(services.engine)
+    body, content_type = metrics.render(services.engine, services.settings)
     return Response(body, media_type=content_type)

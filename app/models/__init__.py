@@ -6,6 +6,13 @@ from app.models.audit import QueueTransition
 from app.models.flags import FeatureFlag, FeatureFlagChange
 from app.models.ops import EntryInvalidation, SchedulerTick
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
+from app.models.rules import (
+    CallingRulesChange,
+    CallingRulesOverride,
+    SuppressedNumber,
+    SuppressionChange,
+    SuppressionKeyCheck,
+)
 from app.models.runs import PopulationRun, PopulationRunQueue
 from app.models.scores import UserCallScore
 
@@ -14,6 +21,8 @@ metadata = Base.metadata
 __all__ = [
     "Agent",
     "Assignment",
+    "CallingRulesChange",
+    "CallingRulesOverride",
     "EntryInvalidation",
     "FeatureFlag",
     "FeatureFlagChange",
@@ -23,6 +32,9 @@ __all__ = [
     "QueueEntry",
     "QueueTransition",
     "SchedulerTick",
+    "SuppressedNumber",
+    "SuppressionChange",
+    "SuppressionKeyCheck",
     "UnsignedUsersEntry",
     "UserCallScore",
     "metadata",

@@ -1,9 +1,9 @@
 """What an agent does with an assignment: look at it, extend, release, complete (SPEC 3.3, 3.4).
 
 Every action takes its locks in the service-wide order (the entry's queue swap lock, the entry,
-the ledger row, the score row; see migration 0004), so actions, claims, sweeps and refreshes
-never deadlock one another. Only the holder may act; another agent's assignment is reported as
-not found, so ids cannot be probed.
+the ledger row, the score row; see the claim functions' migration), so actions, claims, sweeps
+and refreshes never deadlock one another. Only the holder may act; another agent's assignment is
+reported as not found, so ids cannot be probed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,8 +24,9 @@ from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.ledger import held_by
 from app.queues.outcomes import MAX_CALLBACK_AHEAD, MAX_SCORE, MIN_SCORE, RULES, Outcome
-from app.replica.classification import Verdict
+from app.replica.classification import Verdict, classify
 from app.replica.reader import Contact, Replica
+from app.rules.calling import CallingWindow, require_callback_inside
 from app.statements import Statement
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,8 @@ _HEAD = Statement(
 _COMPLETE = Statement(
     "SELECT * FROM cq_complete(:agent_id, :id, :queue_type, :entry_id, :assigned_at, :outcome,"
     " CAST(:callback_at AS timestamptz), :notes, :change, :delay_seconds, :successful,"
-    " :deactivates, :min_score, :max_score, :verdict_known, :verdict_type, :verdict_reason)"
+    " :deactivates, :min_score, :max_score, :verdict_known, :verdict_type, :verdict_reason,"
+    " :suppress_key)"
 )
 _LOCK_LEDGER = text(
     "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
@@ -65,13 +68,23 @@ class Completed:
 
 class AssignmentService:
     def __init__(
-        self, engine: Engine, autocommit: Engine, replica: Replica, settings: ClaimSettings
+        self,
+        engine: Engine,
+        autocommit: Engine,
+        replica: Replica,
+        settings: ClaimSettings,
+        phone_key: Callable[[str | None], str | None],
+        window_of: Callable[[Connection], CallingWindow],
     ) -> None:
         self.engine = engine
         # A completion is a read and one function call: each its own transaction.
         self.autocommit = autocommit
         self.replica = replica
         self.settings = settings
+        # The do-not-call list's key of a number (a do_not_contact outcome adds the user's).
+        self.phone_key = phone_key
+        # The calling rules and the clock, for callers that did not read them with the agent.
+        self.window_of = window_of
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -121,7 +134,7 @@ class AssignmentService:
         requeue = requeue or forced
         with self.engine.begin() as conn:
             head = self._head(conn, assignment_id, None if forced else agent.id)
-            # The order of migration 0004: swap lock and entry, then ledger row, then score row.
+            # The order everywhere: swap lock and entry, then ledger row, then score row.
             if head.queue_entry_id is not None:
                 conn.execute(text("SELECT cq_swap_lock_shared(:q)"), {"q": head.queue_type})
                 conn.execute(
@@ -180,11 +193,15 @@ class AssignmentService:
         callback_at: datetime | None,
         notes: str | None,
         conn: Connection | None = None,
+        window: CallingWindow | None = None,
     ) -> Completed:
         """The outcome, the score row and the reclassification the replica asks for, in one
-        transaction (``cq_complete``); the replica is read first, with no lock held.
+        transaction (``cq_complete``); the replica is read first, with no lock held. A
+        ``callback_at`` must be in the calling window; a do_not_contact puts the user's number
+        on the do-not-call list in the same transaction.
 
-        ``conn``: the request's connection (in autocommit), instead of a checkout of its own."""
+        ``conn``: the request's connection (in autocommit), instead of a checkout of its own.
+        ``window``: the calling rules as read with the agent (read here when not given)."""
         rule = RULES[outcome]
         if callback_at is not None and not rule.accepts_callback:
             raise InvalidInput(
@@ -205,13 +222,15 @@ class AssignmentService:
             )
             if head is None or head.agent_id != agent.id:
                 raise NotFound("no such assignment for this agent")
-            if callback_at is not None and not head.callback_ok:
-                raise InvalidInput(
-                    "callback_at must be in the future and at most"
-                    f" {MAX_CALLBACK_AHEAD.days} days ahead",
-                    ["body", "callback_at"],
-                )
-            verdict = self._verdict(head.user_id)
+            if callback_at is not None:
+                if not head.callback_ok:
+                    raise InvalidInput(
+                        "callback_at must be in the future and at most"
+                        f" {MAX_CALLBACK_AHEAD.days} days ahead",
+                        ["body", "callback_at"],
+                    )
+                require_callback_inside((window or self.window_of(conn)).rules, callback_at)
+            verdict, suppress_key = self._verdict(head.user_id, outcome)
             done = _COMPLETE.one(
                 conn,
                 {
@@ -234,6 +253,7 @@ class AssignmentService:
                     if verdict
                     else None,
                     "verdict_reason": verdict.reason if verdict else None,
+                    "suppress_key": suppress_key,
                 },
             )
         if done.result == "not_found":  # the holder cannot change; only a vanished row
@@ -259,15 +279,26 @@ class AssignmentService:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _verdict(self, user_id: int) -> Verdict | None:
-        """The replica's verdict on the user, read before any lock is taken. If the replica is
-        down the outcome still counts; the user is reclassified by the next population or claim
-        instead."""
+    def _verdict(self, user_id: int, outcome: Outcome) -> tuple[Verdict | None, str | None]:
+        """The replica's verdict on the user, read before any lock is taken, and for a
+        do_not_contact the do-not-call key of the user's number (the same one statement). If
+        the replica is down the outcome still counts: the user is reclassified by the next
+        population or claim instead, and the number cannot be added (logged; the user is
+        deactivated all the same)."""
         try:
-            return self.replica.classify([user_id])[user_id]
+            if outcome is not Outcome.DO_NOT_CONTACT:
+                return self.replica.classify([user_id])[user_id], None
+            facts, contact = self.replica.fetch_claim_facts(user_id)
+            return classify(facts), self.phone_key(contact.phone_number if contact else None)
         except ReplicaUnavailable:
-            log.warning("assignment.reclassify_skipped", extra={"user_id": user_id})
-            return None
+            log.warning(
+                "assignment.reclassify_skipped",
+                extra={
+                    "user_id": user_id,
+                    "number_not_suppressed": outcome is Outcome.DO_NOT_CONTACT,
+                },
+            )
+            return None, None
 
     @staticmethod
     def _head(conn: Connection, assignment_id: uuid.UUID, agent_id: int | None) -> Row[Any]:

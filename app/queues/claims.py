@@ -17,8 +17,8 @@ data (which source, which queue):
    the source with the reason it failed, so the next attempt moves on;
 4. commit.
 
-The order of every lock, and why, is written in the functions (migration 0004). A replica error
-rolls back only the attempt in progress: the source stays as it was.
+The order of every lock, and why, is written in the functions (the claim functions' migration).
+A replica error rolls back only the attempt in progress: the source stays as it was.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -37,13 +37,15 @@ from sqlalchemy.exc import DBAPIError
 
 from app import metrics
 from app.agents import AgentIdentity
-from app.errors import Conflict, ReplicaUnavailable, ServiceBusy
+from app.errors import Conflict, OutsideCallingHours, ReplicaUnavailable, ServiceBusy
 from app.flags import Flags
 from app.queues.kinds import KINDS, QueueKind, QueueType, queue_reason
 from app.queues.ledger import held_by
 from app.queues.views import AssignmentRow, details_document
 from app.replica.classification import UserFacts, Verdict, classify
 from app.replica.reader import Contact, Replica
+from app.rules.calling import CallingWindow
+from app.rules.caps import REASON as ATTEMPT_CAP
 from app.statements import Statement
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class ClaimSettings:
     max_validation_attempts: int
     cooling_period_minutes: int
     skip_cooldown_minutes: int
+    max_attempts_per_day: int
+    max_attempts_per_week: int
 
 
 @dataclass(slots=True)
@@ -116,12 +120,12 @@ class _Held:
 
 _CLAIM = Statement(
     "SELECT * FROM cq_claim(:agent_id, :queue_type, :source, :open, CAST(:tried AS bigint[]),"
-    " :cooling, :sweep_limit)"
+    " :cooling, :sweep_limit, :max_day, :max_week)"
 )
 _HAND_OUT = Statement(
     "SELECT * FROM cq_hand_out(:agent_id, :queue_type, :source, :item_id, :user_id, :claim_id,"
     " :priority_score, :queue_position, :queue_reason, CAST(:details AS jsonb), :lease,"
-    " :claim_ms)"
+    " :claim_ms, :max_day, :max_week, :daily_exempt, :phone_key)"
 )
 _INVALIDATE = Statement(
     "SELECT cq_invalidate(:agent_id, :queue_type, :source, :item_id, :user_id, :status, :reason,"
@@ -161,10 +165,22 @@ def _end(conn: Connection) -> None:
 
 
 class ClaimService:
-    def __init__(self, engine: Engine, replica: Replica, settings: ClaimSettings) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        replica: Replica,
+        settings: ClaimSettings,
+        phone_key: Callable[[str | None], str | None],
+        window_of: Callable[[Connection], CallingWindow],
+    ) -> None:
         self.engine = engine
         self.replica = replica
         self.settings = settings
+        # The do-not-call list's key of a number (app.rules.suppression), None when unparseable.
+        self.phone_key = phone_key
+        # The calling rules in force and the database's clock, for callers that did not read
+        # them with the agent (app.api.deps reads them in the authentication's round trip).
+        self.window_of = window_of
 
     def next_user(
         self,
@@ -172,15 +188,18 @@ class ClaimService:
         queue_type: QueueType,
         flags: Flags,
         conn: Connection | None = None,
+        window: CallingWindow | None = None,
     ) -> Claimed | None:
         """The agent's next user, their current assignment again, or None when nobody is left.
+        Outside calling hours: OutsideCallingHours, whatever the agent holds.
 
         ``conn``: the request's connection (idle, in autocommit), used instead of a checkout of
-        its own; the attempts run on it as transactions."""
+        its own; the attempts run on it as transactions. ``window``: the calling rules and the
+        clock as read with the agent (read here when not given)."""
         started = time.perf_counter()
         result, source = "error", "none"
         try:
-            claimed = self._serve(agent, queue_type, flags, started, conn)
+            claimed = self._serve(agent, queue_type, flags, started, conn, window)
             if claimed is None:
                 result = "empty"
             else:
@@ -196,6 +215,9 @@ class ClaimService:
         except ReplicaUnavailable:
             result = "replica_error"
             raise
+        except OutsideCallingHours:
+            result = "outside_hours"
+            raise
         finally:
             metrics.CLAIMS.labels(str(queue_type), source, result).inc()
             metrics.NEXT_USER_SECONDS.labels(str(queue_type)).observe(time.perf_counter() - started)
@@ -207,11 +229,13 @@ class ClaimService:
         flags: Flags,
         started: float,
         given: Connection | None,
+        window: CallingWindow | None,
     ) -> Claimed | None:
         kind = KINDS[queue_type]
         ask = _Ask(agent, kind, flags.ENABLE_QUEUE_VALIDATION, started)
         with _transactional(self.engine, given) as conn:
             try:
+                (window or self.window_of(conn)).require_open()
                 exhausted = False
                 for source in SOURCES[flags.serving_mode]:
                     found = self._attempts(conn, ask, source)
@@ -260,6 +284,8 @@ class ClaimService:
                 "tried": ask.tried,
                 "cooling": self.settings.cooling_period_minutes,
                 "sweep_limit": SWEEP_LIMIT,
+                "max_day": self.settings.max_attempts_per_day,
+                "max_week": self.settings.max_attempts_per_week,
             },
         )
         ask.opened = True
@@ -270,7 +296,8 @@ class ClaimService:
         if item.source == "held":
             return _Held(item.item_id)
         if item.problem is not None:
-            self._invalidate(conn, ask, source, item, item.problem)
+            status = "skipped" if item.problem == ATTEMPT_CAP else "invalid"
+            self._invalidate(conn, ask, source, item, item.problem, status=status)
             return _Next.AGAIN
 
         # Direct mode reads the facts whatever the validation flag: the replica gives the
@@ -315,6 +342,10 @@ class ClaimService:
                 "details": json.dumps(details),
                 "lease": self.settings.lease_seconds,
                 "claim_ms": int((time.perf_counter() - ask.started) * 1000),
+                "max_day": self.settings.max_attempts_per_day,
+                "max_week": self.settings.max_attempts_per_week,
+                "daily_exempt": False,
+                "phone_key": self.phone_key(contact.phone_number),
             },
         )
         if out.result == "assigned":
@@ -395,9 +426,12 @@ class ClaimService:
         item: Any,
         reason: str,
         verdict: Verdict | None = None,
+        *,
+        status: str = "invalid",
     ) -> None:
-        """Mark the source with why it failed (a queue entry becomes ``invalid``), keep the
-        record, and move the user where the replica placed them."""
+        """Mark the source with why it failed (a queue entry becomes ``invalid``, or ``skipped``
+        for an attempt cap), keep the record, and move the user where the replica placed
+        them."""
         kind = ask.kind
         metrics.INVALID_ENTRIES.labels(str(kind.queue_type), reason).inc()
         ask.tried.append(item.user_id)
@@ -409,7 +443,7 @@ class ClaimService:
                 "source": source.value,
                 "item_id": item.item_id,
                 "user_id": item.user_id,
-                "status": "invalid",
+                "status": status,
                 "reason": reason,
                 "reclassify": verdict is not None,
                 "to_type": verdict.queue_type and str(verdict.queue_type) if verdict else None,

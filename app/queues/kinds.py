@@ -55,7 +55,7 @@ KINDS: dict[QueueType, QueueKind] = {
 POPULATION_LOCK_KEY = 1667329132
 # Refresh swap vs. every writer of a queue's entries (claims, completions, releases, sweeps),
 # which take this per-queue lock shared while the swap takes it exclusively. The ids are frozen in
-# migration 0004's functions; tests/test_migrations.py checks they agree.
+# the claim functions' migration; tests/test_migrations.py checks they agree.
 SWAP_LOCK_KEY = 1667329132
 
 
@@ -74,11 +74,13 @@ def queue_reason(kind: QueueKind, score: int) -> str:
 
 
 # The leads of a queue type (``:queue_type``) that may be called now, past the cooling period
-# (``:cooling`` minutes), in serving order: what a population walks and what direct mode serves
-# from. One definition, ``cq_candidates`` (migration 0004), which the planner inlines so the walk
-# streams along the partial index ix_user_call_scores_population. ``:live_leases_only``: count only
-# assignments whose lease still runs (a population sweeps lapsed ones before its swap).
+# (``:cooling`` minutes) and below the attempt caps (``:max_attempts_per_day``,
+# ``:max_attempts_per_week``: app.rules.caps.cap_params), in serving order: what a population
+# walks and what direct mode serves from. One definition, ``cq_candidates`` (the claim functions'
+# migration), which the planner inlines so the walk streams along the partial index
+# ix_user_call_scores_population. ``:live_leases_only``: count only assignments whose lease still
+# runs (a population sweeps lapsed ones before its swap).
 CANDIDATES_SQL = (
-    "SELECT user_id, current_score, created_at"
-    " FROM cq_candidates(:queue_type, :cooling, :live_leases_only)"
+    "SELECT user_id, current_score, created_at FROM cq_candidates(:queue_type, :cooling,"
+    " :live_leases_only, :max_attempts_per_day, :max_attempts_per_week)"
 )

@@ -14,9 +14,9 @@ _SWEEP = Statement("SELECT cq_sweep(:limit) AS expired")
 
 def sweep_expired_leases(conn: Connection, limit: int = SWEEP_BATCH) -> int:
     """Mark up to ``limit`` overdue assignments ``expired`` and put their entries back to
-    ``pending`` (``cq_sweep``, migration 0004: the swap locks shared, then entries and ledger rows
-    with SKIP LOCKED, so concurrent sweeps never wait for one another and never run beside a
-    swap). Returns the number of assignments expired; the caller commits."""
+    ``pending`` (``cq_sweep``, in the claim functions' migration: the swap locks shared, then
+    entries and ledger rows with SKIP LOCKED, so concurrent sweeps never wait for one another and
+    never run beside a swap). Returns the number of assignments expired; the caller commits."""
     expired: dict[str, int] = _SWEEP.scalar(conn, {"limit": limit}) or {}
     for queue_type, count in expired.items():
         metrics.LEASE_EXPIRIES.labels(queue_type).inc(count)

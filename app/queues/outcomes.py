@@ -1,5 +1,5 @@
-"""The outcome table (SPEC 3.4) as data; cq_complete (migration 0004) applies it to a score row
-in one relative, clamped statement."""
+"""The outcome table (SPEC 3.4) as data; cq_complete (the claim functions' migration) applies it
+to a score row in one relative, clamped statement."""
 
 from __future__ import annotations
 

@@ -52,6 +52,7 @@ from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict
 from app.replica.reader import Replica
+from app.rules import caps
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class PopulationOptions:
     cooling_period_minutes: int
     recheck_batch: int
     population_interval_minutes: int
+    # Attempt caps (SPEC 7.3): users at a cap are not candidates.
+    max_attempts_per_day: int
+    max_attempts_per_week: int
     use_separated_queues: bool = True
 
 
@@ -439,6 +443,11 @@ class Population:
         walk = _Walk()
         candidates = text(CANDIDATES_SQL)
         with self.engine.connect() as conn:
+            # The attempt caps' subquery lifts the plan's estimated cost over jit_above_cost,
+            # and compiling it cost 0.3-0.7 s before the first row; the walk reads a few batches
+            # of an index scan and stops, which JIT never repays (bench/caps_plan.py). Set
+            # before streaming: a server-side cursor cannot carry a SET.
+            conn.execute(text("SET LOCAL jit = off"))
             conn = conn.execution_options(stream_results=True, max_row_buffer=5000)
             walk.started = conn.execute(text("SELECT now()")).scalar_one()
             result = conn.execute(
@@ -447,6 +456,8 @@ class Population:
                     "queue_type": str(kind.queue_type),
                     "cooling": self.options.cooling_period_minutes,
                     "live_leases_only": True,
+                    caps.DAY_PARAM: self.options.max_attempts_per_day,
+                    caps.WEEK_PARAM: self.options.max_attempts_per_week,
                 },
             )
             reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="population-replica")

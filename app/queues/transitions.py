@@ -16,8 +16,8 @@ class Reclassification:
     reason: str
 
 
-# cq_reclassify (migration 0004): the update and its audit rows in one statement, also used by
-# the claim and completion functions.
+# cq_reclassify (the claim functions' migration): the update and its audit rows in one statement,
+# also used by the claim and completion functions.
 _RECLASSIFY = text(
     "SELECT cq_reclassify(CAST(:user_ids AS bigint[]), CAST(:to_types AS text[]),"
     " CAST(:reasons AS text[]), :from_type, :source, :agent_id, :run_id)"

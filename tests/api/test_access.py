@@ -82,6 +82,12 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/assignments"): (401, 401, 401, 401, 403, 200, 401),
     ("GET", "/api/queues/{queue_type}"): (401, 401, 401, 401, 403, 200, 401),
     ("GET", "/api/population-runs"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/admin/calling-rules"): (401, 401, 401, 401, 403, 200, 401),
+    ("PUT", "/api/admin/calling-rules"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
+    ("POST", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
+    ("DELETE", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/reports/compliance"): (401, 401, 401, 401, 403, 200, 401),
 }
 
 # The request sent for each route: valid, and harmless (a dry run, nobody's assignment).
@@ -100,6 +106,18 @@ CALLS: dict[tuple[str, str], Call] = {
         f"/api/admin/assignments/{NOBODY}/release", json={"reason": "matrix"}
     ),
     ("GET", "/api/queues/{queue_type}"): Call("/api/queues/unsigned_users"),
+    ("PUT", "/api/admin/calling-rules"): Call(
+        "/api/admin/calling-rules", json={"hours": "mon-fri 08:00-21:00; sat 09:00-17:00"}
+    ),
+    ("POST", "/api/admin/suppression"): Call(
+        "/api/admin/suppression", json={"phones": ["07700 900999"]}
+    ),
+    ("DELETE", "/api/admin/suppression"): Call(
+        "/api/admin/suppression", json={"phones": ["07700 900999"]}
+    ),
+    ("GET", "/api/reports/compliance"): Call(
+        "/api/reports/compliance", params={"from": "2026-11-30", "to": "2026-12-06"}
+    ),
 }
 
 

@@ -1,7 +1,7 @@
 """An agent's whole day through the API: claim, call, outcome, next."""
 
 from app.agents import create_agent
-from tests.factories import add_scores
+from tests.factories import add_scores, own_phone
 
 
 def test_claim_complete_next(client, services, replica, store_engine, cron_headers):
@@ -26,7 +26,7 @@ def test_claim_complete_next(client, services, replica, store_engine, cron_heade
     body = first.json()
     assert body["user_id"] == 1
     assert body["resumed"] is False
-    assert body["user"]["phone_number"] == "07700 900123"
+    assert body["user"]["phone_number"] == own_phone(body["user_id"])
     assert body["queue_position"] == 1
     assert body["details"]["signature_type"] == "initial"
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from app.agents import deactivate_agent
 from tests.conftest import CRON_SECRET
-from tests.factories import Agent, Replica, add_scores, new_agent
+from tests.factories import Agent, Replica, add_scores, new_agent, own_phone
 
 UNSIGNED = "unsigned_users"
 OUTSTANDING = "outstanding_requests"
@@ -679,7 +679,7 @@ def test_ledger_never_shows_contact_details_or_notes(
     alice = new_agent(store_engine, "alice")
     boss = new_agent(store_engine, "boss", "supervisor")
     first = claim(client, alice)
-    assert first["user"]["phone_number"] == "07700 900123"
+    assert first["user"]["phone_number"] == own_phone(first["user_id"])
     client.post(
         f"/api/assignments/{first['assignment_id']}/complete",
         json={"outcome": "call_back", "notes": "wife answered, call after 6pm"},
@@ -698,7 +698,8 @@ def test_ledger_never_shows_contact_details_or_notes(
         assert set(item) == LEDGER_KEYS
         assert not set(item) & set(PERSONAL)
     for secret in (
-        "07700 900123",
+        own_phone(1),
+        own_phone(2),
         "user1@example.invalid",
         "user2@example.invalid",
         "User1",
@@ -732,7 +733,7 @@ def test_current_assignment(
     assert body["user"] == {
         "first_name": "Test",
         "last_name": "User11",
-        "phone_number": "07700 900123",
+        "phone_number": own_phone(11),
         "email_address": "user11@example.invalid",
     }
     assert body["details"] == held["details"]

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from app.config import load_settings
 from app.main import create_app
 from tests.api.test_agents_api import Agent, book, claim, new_agent
-from tests.conftest import CRON_SECRET, OWNED_TABLES, REPLICA_TABLES
+from tests.conftest import CRON_SECRET, OWNED_TABLES, REPLICA_TABLES, SUPPRESSION_KEY
 from tests.factories import Replica
 
 SQL = "'; DROP TABLE agents; --"
@@ -110,6 +110,8 @@ def shared(store_url: str, replica_url: str) -> Iterator[Shared]:
         app_env="test",
         cooling_period_minutes=0,
         scheduler_enabled=False,
+        calling_hours="always",
+        suppression_key=SUPPRESSION_KEY,
     )
     store = create_engine(store_url, pool_size=2, max_overflow=2)
     replica = create_engine(replica_url, pool_size=2, max_overflow=2)

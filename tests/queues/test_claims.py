@@ -28,7 +28,7 @@ from app.queues.kinds import SWAP_LOCK_KEY, QueueType
 from app.queues.outcomes import Outcome
 from app.replica.schema import claim_requirements, claims, users
 from app.services import Services
-from tests.factories import LONG_AGO, add_scores, next_id
+from tests.factories import LONG_AGO, OWN_PHONE, add_scores, next_id, own_phone
 
 UNSIGNED = QueueType.UNSIGNED_USERS
 OUTSTANDING = QueueType.OUTSTANDING_REQUESTS
@@ -48,7 +48,7 @@ def seed(
     queue: QueueType = UNSIGNED,
     *,
     score: int | Callable[[int], int] = 0,
-    phone: str | None = "07700 900123",
+    phone: str | None = OWN_PHONE,
 ) -> list[int]:
     """Replica users who belong in ``queue`` plus their score rows, written in bulk."""
     ids = list(user_ids)
@@ -62,7 +62,7 @@ def seed(
                 "current_signature_file_id": 7 if signed else None,
                 "first_name": "Test",
                 "last_name": f"User{uid}",
-                "phone_number": phone,
+                "phone_number": own_phone(uid) if phone == OWN_PHONE else phone,
                 "email_address": f"user{uid}@example.invalid",
                 "status": "active",
                 "created_at": LONG_AGO,
@@ -1042,7 +1042,7 @@ def test_flag_switches_to_direct_mode_at_run_time(
     body = direct.json()
     assert (body["source"], body["user_id"]) == ("direct", 99)
     assert body["queue_entry_id"] is None and body["queue_position"] is None
-    assert body["user"]["phone_number"] == "07700 900123"
+    assert body["user"]["phone_number"] == own_phone(body["user_id"])
     assert body["details"]["signature_type"] == "initial"
     complete(body)
     row = next(r for r in ledger(store_engine) if r["user_id"] == 99)
@@ -1123,7 +1123,9 @@ def test_validation_off_serves_a_reclassifiable_user_but_score_checks_apply(
     assert got.status_code == 200, got.text
     body = got.json()
     assert (body["source"], body["user_id"]) == ("queue", 12)
-    assert body["user"]["phone_number"] == "07700 900123"  # contacts still from the replica
+    assert body["user"]["phone_number"] == own_phone(
+        body["user_id"]
+    )  # contacts still from the replica
     queue = entries(store_engine)
     assert (queue[11]["status"], queue[11]["invalid_reason"]) == ("invalid", "inactive")
     assert (

@@ -2,9 +2,10 @@
 
 Every test pauses one transaction at the exact point where the race lives (a trigger that sleeps,
 or a second connection holding what the service's own code took) and lets the other side run
-into the gap. Before the claim path took its locks in one written order (migration 0004) each of
-these broke a promise of SPEC 3.3: a population failed beside a sweep, a deactivated person was
-handed out, a claim and a completion deadlocked, a late outcome landed on someone else's call.
+into the gap. Before the claim path took its locks in one written order (the claim functions'
+migration) each of these broke a promise of SPEC 3.3: a population failed beside a sweep, a
+deactivated person was handed out, a claim and a completion deadlocked, a late outcome landed on
+someone else's call.
 """
 
 from __future__ import annotations

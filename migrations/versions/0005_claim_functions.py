@@ -1,7 +1,7 @@
 """claim path as PL/pgSQL functions: one round trip per step, lock order written out
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 23:00:00
 
 Why functions: a claim's steps (the swap lock, the source row, the ledger row, the score row) must
@@ -38,8 +38,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -193,8 +193,9 @@ END $$
 """
     )
 
-    # The leads of a queue type that may be called now: what a population walks and what direct
-    # mode serves from, in serving order (score, newest first, user id). A SQL function the
+    # The leads of a queue type that may be called now (SPEC 3.2, and below the attempt caps of
+    # SPEC 7.3): what a population walks and what direct mode serves from, in serving order
+    # (score, newest first, user id). A SQL function the
     # planner inlines into the calling query, so the ORDER BY still walks the partial index
     # ix_user_call_scores_population and a population can stream it.
     #
@@ -204,7 +205,8 @@ END $$
     # assignment, so it skips them until a sweep.
     statements.append(
         """
-CREATE FUNCTION cq_candidates(p_queue text, p_cooling_minutes integer, p_live_leases_only boolean)
+CREATE FUNCTION cq_candidates(p_queue text, p_cooling_minutes integer, p_live_leases_only boolean,
+                              p_max_day integer, p_max_week integer)
 RETURNS TABLE (user_id bigint, current_score integer, created_at timestamptz)
 LANGUAGE sql STABLE AS $$
     SELECT s.user_id, s.current_score, s.created_at
@@ -216,6 +218,7 @@ LANGUAGE sql STABLE AS $$
        AND NOT EXISTS (SELECT 1 FROM assignments a
                         WHERE a.user_id = s.user_id AND a.status = 'active'
                           AND (NOT p_live_leases_only OR a.lease_expires_at > now()))
+       AND callqueue_attempt_cap(s.user_id, p_max_day, p_max_week) IS NULL
      ORDER BY s.current_score, s.created_at DESC, s.user_id
 $$
 """
@@ -330,6 +333,29 @@ END $$
 """
     )
 
+    # Add numbers (keyed hashes, app.rules.suppression) to the do-not-call list, each new one
+    # audited; returns how many were new. One definition for the API, the import and the
+    # do_not_contact outcome (cq_complete).
+    statements.append(
+        """
+CREATE FUNCTION cq_suppress(p_hashes text[], p_source text, p_agent integer)
+RETURNS integer
+LANGUAGE sql VOLATILE AS $$
+    WITH added AS (
+        INSERT INTO suppressed_numbers (phone_hash, source, added_by)
+        SELECT h, p_source, p_agent FROM unnest(p_hashes) AS h
+        ON CONFLICT (phone_hash) DO NOTHING
+        RETURNING phone_hash
+    ), audited AS (
+        INSERT INTO suppression_changes (action, phone_hash, source, agent_id)
+        SELECT 'add', phone_hash, p_source, p_agent FROM added
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM audited
+$$
+"""
+    )
+
     # Record a source that failed its checks, so the next attempt moves on; and, when the
     # replica placed the user elsewhere, move the user (with the audit row). A queue entry
     # becomes p_status ('invalid', or 'skipped' for an attempt cap) with the reason; every
@@ -365,11 +391,14 @@ END $$
     #
     # Direct mode walks the candidates in serving order and takes the first one whose per-user
     # advisory lock it gets (pg_try_advisory_xact_lock never waits), skipping users the request
-    # already rejected (p_tried) and users handed out since the walk's snapshot was taken.
+    # already rejected (p_tried) and users handed out since the walk's snapshot was taken. A
+    # queue entry whose user is at an attempt cap is reported as 'attempt_cap' (the caller marks
+    # it skipped), before the replica is read.
     statements.append(
         f"""
 CREATE FUNCTION cq_claim(p_agent integer, p_queue text, p_source text, p_open boolean,
-                         p_tried bigint[], p_cooling_minutes integer, p_sweep_limit integer)
+                         p_tried bigint[], p_cooling_minutes integer, p_sweep_limit integer,
+                         p_max_day integer, p_max_week integer)
 RETURNS TABLE (source text, item_id uuid, user_id bigint, claim_id bigint,
                priority_score integer, queue_position integer, queue_reason text,
                details jsonb, problem text, swept jsonb)
@@ -407,7 +436,11 @@ BEGIN
             SELECT 'queue'::text, v_item.item_id, v_item.user_id, v_item.claim_id,
                    v_item.priority_score, v_item.queue_position, v_item.queue_reason,
                    v_item.details,
-                   cq_score_problem(s.is_active, s.current_queue_type, s.next_call_after, p_queue),
+                   coalesce(
+                       cq_score_problem(s.is_active, s.current_queue_type, s.next_call_after,
+                                        p_queue),
+                       CASE WHEN callqueue_attempt_cap(v_item.user_id, p_max_day, p_max_week)
+                                 IS NOT NULL THEN 'attempt_cap' END),
                    v_swept
               FROM (SELECT 1) one
               LEFT JOIN user_call_scores s ON s.user_id = v_item.user_id;
@@ -417,7 +450,7 @@ BEGIN
     IF p_source = 'direct' THEN
         FOR v_lead IN
             SELECT c.user_id, c.current_score
-              FROM cq_candidates(p_queue, p_cooling_minutes, false) c
+              FROM cq_candidates(p_queue, p_cooling_minutes, false, p_max_day, p_max_week) c
              WHERE NOT c.user_id = ANY(p_tried)
         LOOP
             CONTINUE WHEN NOT pg_try_advisory_xact_lock({USER_NS}, hashint8(v_lead.user_id));
@@ -444,15 +477,18 @@ END $$
     #   assigned    the ledger row is in, the entry (if any) 'assigned';
     #   user_taken  another agent holds the user: the source is marked 'already_assigned';
     #   agent_busy  this agent got an assignment from a concurrent request (a double click);
-    #   invalid     the score row no longer allows it (an outcome since, a deactivation): the
-    #               ledger row is removed again and the source marked with the problem;
+    #   invalid     the score row no longer allows it (an outcome since, a deactivation), the
+    #               person is at an attempt cap (the source is then marked 'skipped'), or the
+    #               number is on the do-not-call list: the ledger row is removed again and the
+    #               source marked with the problem;
     #   retry       both conflicts ended in between: nothing was written.
     statements.append(
         """
 CREATE FUNCTION cq_hand_out(p_agent integer, p_queue text, p_source text, p_item uuid,
                             p_user bigint, p_claim bigint, p_priority integer, p_position integer,
                             p_reason text, p_details jsonb, p_lease_seconds integer,
-                            p_claim_ms integer)
+                            p_claim_ms integer, p_max_day integer, p_max_week integer,
+                            p_daily_exempt boolean, p_phone_key text)
 RETURNS TABLE (result text, problem text, assignment_id uuid, assigned_at timestamptz,
                lease_expires_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
@@ -507,10 +543,22 @@ BEGIN
     IF NOT FOUND THEN
         v_problem := 'score_row_missing';
     END IF;
+    -- The calling rules on this person, decided under the same lock: the attempt caps (the
+    -- ledger's completed attempts; an outcome takes the score row too) and the do-not-call list
+    -- for the number about to be handed out, whoever else it belongs to.
+    IF v_problem IS NULL
+       AND callqueue_attempt_cap(p_user, p_max_day, p_max_week, p_daily_exempt) IS NOT NULL THEN
+        v_problem := 'attempt_cap';
+    END IF;
+    IF v_problem IS NULL
+       AND EXISTS (SELECT 1 FROM suppressed_numbers sn WHERE sn.phone_hash = p_phone_key) THEN
+        v_problem := 'suppressed';
+    END IF;
     IF v_problem IS NOT NULL THEN
         DELETE FROM assignments WHERE id = v_id;
-        PERFORM cq_invalidate(p_agent, p_queue, p_source, p_item, p_user, 'invalid', v_problem,
-                              false, NULL, NULL);
+        PERFORM cq_invalidate(p_agent, p_queue, p_source, p_item, p_user,
+                              CASE v_problem WHEN 'attempt_cap' THEN 'skipped' ELSE 'invalid' END,
+                              v_problem, false, NULL, NULL);
         RETURN QUERY SELECT 'invalid'::text, v_problem, NULL::uuid, NULL::timestamptz,
                             NULL::timestamptz;
         RETURN;
@@ -551,7 +599,8 @@ CREATE FUNCTION cq_complete(p_agent integer, p_assignment uuid, p_queue text, p_
                             p_callback_at timestamptz, p_notes text, p_change integer,
                             p_delay_seconds integer, p_successful boolean,
                             p_deactivates boolean, p_min_score integer, p_max_score integer,
-                            p_verdict_known boolean, p_verdict_type text, p_verdict_reason text)
+                            p_verdict_known boolean, p_verdict_type text, p_verdict_reason text,
+                            p_suppress_key text)
 RETURNS TABLE (result text, id uuid, status text, queue_type text, source text,
                queue_entry_id uuid, user_id bigint, claim_id bigint, priority_score integer,
                queue_position integer, queue_reason text, assigned_at timestamptz,
@@ -624,6 +673,9 @@ BEGIN
             UPDATE user_call_scores
                SET is_active = false, last_outcome = p_outcome, updated_at = now()
              WHERE user_call_scores.user_id = a.user_id;
+            IF p_suppress_key IS NOT NULL THEN
+                PERFORM cq_suppress(ARRAY[p_suppress_key], 'do_not_contact', p_agent);
+            END IF;
             RETURN QUERY SELECT 'late_deactivation'::text, a.id, a.status, a.queue_type,
                 a.source, a.queue_entry_id, a.user_id, a.claim_id, a.priority_score,
                 a.queue_position, a.queue_reason, a.assigned_at, a.lease_expires_at, a.outcome,
@@ -666,6 +718,10 @@ BEGIN
               user_call_scores.is_active, user_call_scores.current_queue_type
          INTO s;
     v_found := FOUND;
+    -- do_not_contact: the number goes on the do-not-call list, for every user who has it.
+    IF p_suppress_key IS NOT NULL THEN
+        PERFORM cq_suppress(ARRAY[p_suppress_key], 'do_not_contact', p_agent);
+    END IF;
     IF v_found AND p_verdict_known
        AND s.current_queue_type IS DISTINCT FROM p_verdict_type THEN
         PERFORM cq_reclassify(ARRAY[a.user_id], ARRAY[p_verdict_type], ARRAY[p_verdict_reason],
@@ -697,16 +753,17 @@ FUNCTION_SIGNATURES = [
     "cq_swap_lock_shared(text)",
     "cq_lock_entry(text, uuid)",
     "cq_set_entry(text, uuid, text, text[], integer, text, timestamptz)",
-    "cq_candidates(text, integer, boolean)",
+    "cq_candidates(text, integer, boolean, integer, integer)",
     "cq_score_problem(boolean, text, timestamptz, text)",
     "cq_reclassify(bigint[], text[], text[], text, text, integer, uuid)",
     "cq_sweep(integer)",
+    "cq_suppress(text[], text, integer)",
     "cq_invalidate(integer, text, text, uuid, bigint, text, text, boolean, text, text)",
-    "cq_claim(integer, text, text, boolean, bigint[], integer, integer)",
+    "cq_claim(integer, text, text, boolean, bigint[], integer, integer, integer, integer)",
     "cq_hand_out(integer, text, text, uuid, bigint, bigint, integer, integer, text, jsonb,"
-    " integer, integer)",
+    " integer, integer, integer, integer, boolean, text)",
     "cq_complete(integer, uuid, text, uuid, timestamptz, text, timestamptz, text, integer,"
-    " integer, boolean, boolean, integer, integer, boolean, text, text)",
+    " integer, boolean, boolean, integer, integer, boolean, text, text, text)",
 ]
 
 

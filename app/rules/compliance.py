@@ -1,0 +1,208 @@
+"""The compliance report (SPEC 7.3): per day, did we call anyone outside hours, too often, or
+against their wishes? Every figure comes from the ledger and the invalidation record.
+
+Days are local dates in the time zone of the calling rules in force when the report is made, from
+``from`` to ``to`` inclusive. Each hand-out is judged by the calling rules in force at the moment it
+was made (their history is the audit of their changes, app/rules/calling.py), so a later change
+never rewrites the past; the attempt caps are the settings' (MAX_ATTEMPTS_PER_DAY/WEEK).
+
+The report is a list of sections, each adding its columns to every day: the callbacks of issue 13
+come as one more section (booked / kept on time / late / overdue / cancelled) without touching
+the others, the JSON shape, the table or the CSV.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, text
+
+from app.config import Settings
+from app.errors import InvalidInput
+from app.rules.calling import RulesTimeline, load_calling_rules, rules_timeline
+from app.rules.caps import REASON as ATTEMPT_CAP_REASON
+from app.rules.hours import local_day_start
+
+MAX_DAYS = 366
+SUPPRESSED_REASON = "suppressed"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    first: date
+    last: date
+    zone: ZoneInfo
+    # [start, end) in UTC: local midnight of ``first`` to local midnight after ``last``.
+    start: datetime
+    end: datetime
+
+    def day_of(self, instant: datetime) -> date:
+        return instant.astimezone(self.zone).date()
+
+    def days(self) -> Iterator[date]:
+        day = self.first
+        while day <= self.last:
+            yield day
+            day += timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    settings: Settings
+    period: Period
+    timeline: RulesTimeline
+
+
+DayCounts = dict[date, Counter[str]]
+
+
+class Section(Protocol):
+    columns: tuple[Column, ...]
+
+    def count(self, conn: Connection, context: Context, counts: DayCounts) -> None: ...
+
+
+class HandOuts:
+    """Every hand-out of the period, judged by the rules of its moment and the caps."""
+
+    columns: tuple[Column, ...] = (
+        Column("handouts", "users handed out to agents"),
+        Column("outside_hours", "hand-outs outside the calling hours in force at the time"),
+        Column(
+            "over_daily_cap",
+            "hand-outs of users who already had MAX_ATTEMPTS_PER_DAY completed attempts in the"
+            " 24 hours before (due callbacks exempt)",
+        ),
+        Column(
+            "over_weekly_cap",
+            "hand-outs of users who already had MAX_ATTEMPTS_PER_WEEK completed attempts in the"
+            " 7 days before",
+        ),
+    )
+
+    # The attempts each hand-out's user had completed in the 24 hours and 7 days before it;
+    # one index range scan per hand-out (ix_assignments_completed_user_id_finished_at).
+    SQL = """
+        SELECT a.assigned_at, a.source = 'callback' AS callback, p.day, p.week
+          FROM assignments a
+          CROSS JOIN LATERAL (
+               SELECT count(*) FILTER (WHERE c.finished_at > a.assigned_at - interval '24 hours')
+                          AS day,
+                      count(*) AS week
+                 FROM assignments c
+                WHERE c.user_id = a.user_id AND c.status = 'completed' AND c.id <> a.id
+                  AND c.finished_at > a.assigned_at - interval '168 hours'
+                  AND c.finished_at <= a.assigned_at) p
+         WHERE a.assigned_at >= :start AND a.assigned_at < :end
+         ORDER BY a.assigned_at
+    """
+
+    def count(self, conn: Connection, context: Context, counts: DayCounts) -> None:
+        period, timeline, settings = context.period, context.timeline, context.settings
+        rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
+            text(self.SQL), {"start": period.start, "end": period.end}
+        )
+        for assigned_at, callback, day, week in rows:
+            figures = counts[period.day_of(assigned_at)]
+            figures["handouts"] += 1
+            if not timeline.at(assigned_at).is_open(assigned_at):
+                figures["outside_hours"] += 1
+            if not callback and day >= settings.max_attempts_per_day:
+                figures["over_daily_cap"] += 1
+            if week >= settings.max_attempts_per_week:
+                figures["over_weekly_cap"] += 1
+
+
+class Blocked:
+    """Hand-outs the claim path refused, from the invalidation record."""
+
+    columns: tuple[Column, ...] = (
+        Column("blocked_suppressed", "hand-outs refused because the number is suppressed"),
+        Column("blocked_attempt_cap", "hand-outs refused because the user was at an attempt cap"),
+    )
+    REASONS = {SUPPRESSED_REASON: "blocked_suppressed", ATTEMPT_CAP_REASON: "blocked_attempt_cap"}
+
+    def count(self, conn: Connection, context: Context, counts: DayCounts) -> None:
+        period = context.period
+        rows = conn.execute(
+            text(
+                "SELECT created_at, reason FROM entry_invalidations"
+                " WHERE created_at >= :start AND created_at < :end"
+                " AND reason = ANY(CAST(:reasons AS text[]))"
+            ),
+            {"start": period.start, "end": period.end, "reasons": list(self.REASONS)},
+        )
+        for created_at, reason in rows:
+            counts[period.day_of(created_at)][self.REASONS[reason]] += 1
+
+
+SECTIONS: tuple[Section, ...] = (HandOuts(), Blocked())
+COLUMNS: tuple[Column, ...] = tuple(c for s in SECTIONS for c in s.columns)
+
+
+def parse_period_dates(first: str | None, last: str | None) -> tuple[date, date]:
+    """``from`` and ``to`` as given (ISO dates), or InvalidInput on the one that is wrong."""
+    days = []
+    for name, value in (("from", first), ("to", last)):
+        if value is None or not value.strip():
+            raise InvalidInput(f"'{name}' is required (an ISO date, YYYY-MM-DD)", ["query", name])
+        try:
+            if not _ISO_DATE.fullmatch(value.strip()):
+                raise ValueError
+            days.append(date.fromisoformat(value.strip()))
+        except ValueError:
+            raise InvalidInput(
+                f"'{name}' must be an ISO date (YYYY-MM-DD)", ["query", name]
+            ) from None
+    if days[1] < days[0]:
+        raise InvalidInput("'to' must not be before 'from'", ["query", "to"])
+    if (days[1] - days[0]).days >= MAX_DAYS:
+        raise InvalidInput(f"the report covers at most {MAX_DAYS} days", ["query", "to"])
+    return days[0], days[1]
+
+
+def compliance_report(
+    conn: Connection, settings: Settings, first: date, last: date
+) -> dict[str, Any]:
+    now = conn.execute(text("SELECT now()")).scalar_one()
+    rules = load_calling_rules(conn, settings)
+    zone = rules.zone
+    period = Period(
+        first,
+        last,
+        zone,
+        local_day_start(zone, first),
+        local_day_start(zone, last + timedelta(days=1)),
+    )
+    context = Context(settings, period, rules_timeline(conn, settings))
+    counts: DayCounts = {day: Counter() for day in period.days()}
+    for section in SECTIONS:
+        section.count(conn, context, counts)
+    names = [c.name for c in COLUMNS]
+    days = [{"date": day.isoformat(), **{n: counts[day][n] for n in names}} for day in counts]
+    return {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "timezone": rules.timezone,
+        "generated_at": now.isoformat(),
+        "caps": {
+            "per_day": settings.max_attempts_per_day,
+            "per_week": settings.max_attempts_per_week,
+        },
+        "columns": [{"name": c.name, "description": c.description} for c in COLUMNS],
+        "days": days,
+        "totals": {n: sum(d[n] for d in days) for n in names},
+    }
