@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.api import admin, agents, cron, errors, ops
+from app.api.body_limit import BodyLimitMiddleware
+from app.api.docs import docs_router
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
 from app.scheduler import Scheduler
@@ -94,7 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # size: under a burst of both kinds, threads beyond the store pool wait for a connection,
         # up to the pool's timeout (then 503 with Retry-After).
         services = Services.build(settings)
+        services.require_session_bounds()
         app.state.services = services
+        services.replica_monitor.start()
         dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
         app.state.dashboard_threads = dashboard_threads
         scheduler = Scheduler(services) if settings.scheduler_on else None
@@ -117,6 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Prioritised outbound call queues with atomic hand-out to agents",
         lifespan=lifespan,
+        # DOCS_ENABLED: off in production unless asked for. The pages are our own (their
+        # assets served by the service, app/api/docs.py); no OAuth2 flow to redirect to.
+        openapi_url="/openapi.json" if settings.docs_on else None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -127,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     errors.install(app)
 
+    # Before routing and authentication: a body over the cap is never read (app/api/body_limit).
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware)
 
     # Routes are matched in order: the dashboards' routes, called all day, come first.
@@ -134,6 +146,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(cron.router)
     app.include_router(admin.router)
+    if settings.docs_on:
+        app.include_router(docs_router(app.title, "/openapi.json"))
     return app
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
+from app.db import SessionBoundsMissing
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,12 @@ def _status_of(exc: errors.CallqueueError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
 
 
@@ -114,7 +120,8 @@ def install(app: FastAPI) -> None:
         detail = (
             exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
         )
-        return error_response(exc.status_code, code, detail)
+        # Starlette's own headers travel on: a 405's Allow (RFC 9110 15.5.6), for one.
+        return error_response(exc.status_code, code, detail, headers=exc.headers)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
@@ -132,6 +139,15 @@ def install(app: FastAPI) -> None:
         else:
             log.error("request.database_error", exc_info=exc)
             return error_response(500, "InternalError", "the server failed to handle the request")
+        response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
+        return response
+
+    @app.exception_handler(SessionBoundsMissing)
+    async def bounds_missing(_: Request, exc: SessionBoundsMissing) -> JSONResponse:
+        """Behind a pooler that does not bound its sessions, nothing runs (app.db)."""
+        response = error_response(
+            503, "DatabaseMisconfigured", "the database connection is not usable; see the logs"
+        )
         response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
         return response
 
