@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app import errors
 from app.db import SessionBoundsMissing
@@ -78,6 +81,22 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def _allowed_methods(request: Request) -> set[str]:
+    """The methods of every route whose path template matches the request's path."""
+    index: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_index", None
+    )
+    if index is None:
+        index = [
+            (compile_path(context.path)[0], set(context.methods or ()))
+            for context in iter_route_contexts(request.app.routes)
+            if context.path
+        ]
+        request.app.state.allow_index = index
+    path = request.url.path
+    return {method for pattern, methods in index if pattern.match(path) for method in methods}
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.CallqueueError)
     async def domain_error(_: Request, exc: errors.CallqueueError) -> JSONResponse:
@@ -106,7 +125,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # A body FastAPI cannot even parse (invalid UTF-8, absurd nesting or numbers) is a bad
             # body like any other: 422, as the contract says.
@@ -120,8 +139,12 @@ def install(app: FastAPI) -> None:
         detail = (
             exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
         )
-        # Starlette's own headers travel on: a 405's Allow (RFC 9110 15.5.6), for one.
-        return error_response(exc.status_code, code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 15.5.6: every method the resource supports. Starlette names only those
+            # of the first route that matched the path (GET and PUT /api/admin/flags are two).
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return error_response(exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
