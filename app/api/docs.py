@@ -1,10 +1,12 @@
-"""The documentation pages (DOCS_ENABLED), served with their own scripts and styles.
+"""The documentation page (DOCS_ENABLED), served with its own scripts and styles.
 
 FastAPI's pages load Swagger UI and ReDoc from a public CDN: on a machine or a call-centre
-network without internet access they are blank. The assets come from the ``fastapi-offline``
-package instead (Swagger UI's bundle and stylesheet, ReDoc's standalone bundle), served by the
-service under /docs/assets/, and each page says so to the browser: its Content-Security-Policy
-allows nothing but this origin.
+network without internet access they are blank. Swagger UI's bundle and stylesheet come from
+the ``fastapi-offline`` package instead, served by the service under /docs/assets/, and the page
+says so to the browser: its Content-Security-Policy allows nothing but this origin.
+
+ReDoc is not served: its bundle always loads the Redocly logo from cdn.redoc.ly (no option turns
+it off; the browser test caught it), and Swagger UI shows the same document.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from app.errors import NotFound
@@ -22,16 +24,13 @@ ASSETS_DIR = files("fastapi_offline") / "static"
 ASSETS = {
     "swagger-ui-bundle.js": "text/javascript",
     "swagger-ui.css": "text/css",
-    "redoc.standalone.js": "text/javascript",
     "favicon.png": "image/png",
 }
 ASSETS_URL = "/docs/assets"
-# The pages' own inline bootstrap script and styles aside, everything comes from this origin;
-# ReDoc renders through a worker it builds from a blob.
+# The page's own inline bootstrap script and styles aside, everything comes from this origin.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
-    " img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self';"
-    " frame-ancestors 'none'"
+    " img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
 )
 
 
@@ -58,21 +57,9 @@ def docs_router(title: str, openapi_url: str) -> APIRouter:
             )
         )
 
-    @router.get("/redoc", response_class=HTMLResponse)
-    async def redoc() -> HTMLResponse:
-        return _page(
-            get_redoc_html(
-                openapi_url=openapi_url,
-                title=f"{title} - ReDoc",
-                redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
-                with_google_fonts=False,
-            )
-        )
-
     @router.get(ASSETS_URL + "/{name}")
     async def asset(name: Annotated[str, Path(max_length=64)]) -> Any:
-        """Only the four files the pages use, never a path into the package."""
+        """Only the files the page uses, never a path into the package."""
         media_type = ASSETS.get(name)
         if media_type is None:
             raise NotFound("there is no such documentation asset")

@@ -57,12 +57,12 @@ class Call:
 # queue (204), no current assignment (204), an assignment id nobody holds (404).
 MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
-    # see test_documentation_is_off_in_production) and probes answer everyone, whatever the
-    # Authorization header says. /metrics is open unless METRICS_TOKEN is set.
+    # see test_documentation_is_off_in_production; no /redoc, see app/api/docs.py) and probes
+    # answer everyone, whatever the Authorization header says. /metrics is open unless
+    # METRICS_TOKEN is set.
     ("GET", "/openapi.json"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/docs"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/docs/assets/{name}"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/redoc"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/healthz"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/readyz"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/metrics"): (200, 200, 200, 200, 200, 200, 200),
@@ -231,7 +231,7 @@ def test_non_ascii_and_binary_tokens_are_refused_not_crashed(client: TestClient)
 
 # -- documentation: DOCS_ENABLED ----------------------------------------------------------------
 
-DOCS_ROUTES = [route for route in MATRIX if route[1] in ("/openapi.json", "/redoc")]
+DOCS_ROUTES = [route for route in MATRIX if route[1] == "/openapi.json"]
 DOCS_ROUTES += [route for route in MATRIX if route[1].startswith("/docs")]
 
 
