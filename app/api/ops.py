@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.security.utils import get_authorization_scheme_param
 
 from app import metrics
-from app.api.deps import ServicesDep, bearer
+from app.api.deps import ServicesDep
 from app.api.errors import responses
 from app.api.schemas import Liveness, Readiness
 from app.errors import Unauthorized
@@ -42,19 +42,16 @@ def readyz(services: ServicesDep) -> Any:
         **responses(401),
     },
 )
-def prometheus_metrics(
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Response:
+def prometheus_metrics(services: ServicesDep, request: Request) -> Response:
     """Prometheus text format: every worker's counters plus queue depth read at scrape time.
-    With METRICS_TOKEN set, scrapers present it as a bearer token (401 otherwise)."""
+    With METRICS_TOKEN set, scrapers present it as a bearer token (401 otherwise); the header is
+    read here rather than declared as a security scheme, since the token is optional."""
     token = services.settings.metrics_token
-    if token is not None and (
-        credentials is None
-        or not hmac.compare_digest(
-            credentials.credentials.encode(), token.get_secret_value().encode()
-        )
-    ):
-        raise Unauthorized("a valid metrics bearer token is required")
+    if token is not None:
+        scheme, presented = get_authorization_scheme_param(request.headers.get("authorization"))
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.encode(), token.get_secret_value().encode()
+        ):
+            raise Unauthorized("a valid metrics bearer token is required")
     body, content_type = metrics.render(services.engine)
     return Response(body, media_type=content_type)
