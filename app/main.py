@@ -96,7 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # size: under a burst of both kinds, threads beyond the store pool wait for a connection,
         # up to the pool's timeout (then 503 with Retry-After).
         services = Services.build(settings)
-        services.require_session_bounds()
+        try:
+            services.require_session_bounds()
+        except BaseException:
+            services.dispose()
+            raise
         app.state.services = services
         services.replica_monitor.start()
         dashboard_threads = ThreadPoolExecutor(threads, thread_name_prefix="dashboard")
