@@ -268,15 +268,19 @@ def test_the_scheduler_runs_its_jobs_through_pgbouncer(
             assert time.monotonic() < deadline, f"the scheduler's jobs did not all run: {jobs}"
             time.sleep(0.5)
         runs = httpx.get(f"{base}/api/population-runs", headers=boss, timeout=30)
-    assert jobs["population"] == "succeeded"
+    # The population job and the queue-level check (the queues are empty) may race for the
+    # population lock: whichever gets it populates, the other reports that it was running.
+    running = "skipped: a population was already running"
+    assert not [r for r in jobs.values() if r.startswith("error")], jobs
+    assert jobs["population"] in ("succeeded", running), jobs
+    assert jobs["queue_level_check"] in ("nothing to do", running) or jobs[
+        "queue_level_check"
+    ].startswith("refilled"), jobs
     assert jobs["lease_sweep"] == "expired 0"
-    assert jobs["queue_level_check"] in (
-        "nothing to do",
-        "skipped: a population was already running",
-    ) or jobs["queue_level_check"].startswith("refilled")
     assert runs.status_code == 200
-    scheduled = [r for r in runs.json()["items"] if r["trigger"] == "scheduler"]
-    assert [r["status"] for r in scheduled] == ["succeeded"]
+    scheduled = [r for r in runs.json()["items"] if r["trigger"].startswith("scheduler")]
+    assert scheduled, runs.json()
+    assert {r["status"] for r in scheduled} == {"succeeded"}, scheduled
 
 
 # -- what cannot work is refused -------------------------------------------------------------
