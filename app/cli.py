@@ -364,7 +364,8 @@ def migrate() -> None:
     """Upgrade the database to the latest schema (the embedded one when DATABASE_URL is unset)."""
     settings = command_settings()
     if settings.database_url:
-        migrate_database(settings.database_url)
+        # DDL, one transaction per migration, at the operator's pace: never through a pooler.
+        migrate_database(settings.direct_url or settings.database_url)
         return
     with database(settings):
         pass  # database() migrates the embedded database on the way in
@@ -406,7 +407,9 @@ def sweep() -> None:
     from app.queues.leases import sweep_expired_leases
 
     with database(command_settings()) as settings:
-        engine = create_engine(settings.require_database())
+        # Operator commands use the direct connection: they repeat statements, which psycopg
+        # prepares, and prepared statements do not survive a transaction pooler.
+        engine = create_engine(settings.direct_url or settings.require_database())
         expired = 0
         try:
             while True:
@@ -427,7 +430,7 @@ cli.add_typer(agents_cli, name="agents")
 @contextmanager
 def _store() -> Iterator[Engine]:
     with database(command_settings()) as settings:
-        engine = create_engine(settings.require_database())
+        engine = create_engine(settings.direct_url or settings.require_database())
         try:
             yield engine
         finally:

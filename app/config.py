@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
 
     database_url: str | None = None
+    # A connection that bypasses a transaction-pooling proxy, for what needs a session (the
+    # population's advisory lock, migrations). Defaults to DATABASE_URL.
+    database_direct_url: str | None = None
     replica_database_url: str | None = None
     cron_secret: SecretStr | None = None
     app_env: Literal["production", "development", "test"] = "production"
@@ -86,10 +89,28 @@ class Settings(BaseSettings):
     max_attempts_per_week: int = Field(10, ge=1, le=10_000)
     suppression_key: SecretStr | None = None
 
+    # Production traps (issue 11).
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    docs_enabled: bool | None = None
+    metrics_token: SecretStr | None = None
+    # DATABASE_URL goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction).
+    db_transaction_pooling: bool = False
+    # How long a peer (database host, replica, the app host holding the population lock) may be
+    # silent before its connection is given up: TCP keepalives, tcp_user_timeout, and the
+    # population lock's session lease.
+    dead_peer_timeout_seconds: int = Field(60, ge=2, le=3600)
+    # How often each process checks the replica in the background for the probes.
+    replica_check_seconds: float = Field(5.0, gt=0, le=300)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
         return normalise_postgres_url(value, "DATABASE_URL") if value else None
+
+    @field_validator("database_direct_url")
+    @classmethod
+    def _direct_url(cls, value: str | None) -> str | None:
+        return normalise_postgres_url(value, "DATABASE_DIRECT_URL") if value else None
 
     @field_validator("replica_database_url")
     @classmethod
@@ -122,7 +143,7 @@ class Settings(BaseSettings):
             return list(parse_holidays(value))
         return value
 
-    @field_validator("cron_secret", "suppression_key")
+    @field_validator("cron_secret", "suppression_key", "metrics_token")
     @classmethod
     def _empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
@@ -139,6 +160,23 @@ class Settings(BaseSettings):
         return self.replica_database_url or self.database_url
 
     @property
+    def direct_url(self) -> str | None:
+        """Where session-level work goes: never through a transaction pooler."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def replica_pooled(self) -> bool:
+        """The replica is read through the store's transaction pooler (REPLICA_DATABASE_URL
+        unset, or the same URL)."""
+        return self.db_transaction_pooling and self.replica_url == self.database_url
+
+    @property
+    def docs_on(self) -> bool:
+        if self.docs_enabled is not None:
+            return self.docs_enabled
+        return self.app_env != "production"
+
+    @property
     def scheduler_on(self) -> bool:
         if self.scheduler_enabled is not None:
             return self.scheduler_enabled
@@ -149,8 +187,21 @@ class Settings(BaseSettings):
             raise ConfigError("DATABASE_URL is not set: point it at the PostgreSQL database to use")
         return self.database_url
 
+    def check_pooling(self) -> None:
+        """Behind a transaction pooler the population's session lock needs a direct connection:
+        without one, refuse to start rather than hold a lock the pooler cannot keep."""
+        if not self.db_transaction_pooling or not self.database_url:
+            return
+        if not self.database_direct_url or self.database_direct_url == self.database_url:
+            raise ConfigError(
+                "DB_TRANSACTION_POOLING is on but DATABASE_DIRECT_URL is not set to a connection"
+                " that bypasses the pooler: the population's session lock cannot work through"
+                " transaction pooling"
+            )
+
     def check_server_ready(self) -> None:
         """The production server fails closed: no database or a weak cron secret stops start-up."""
+        self.check_pooling()
         if self.app_env != "production":
             return
         self.require_database()

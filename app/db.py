@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from app.config import Settings
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -29,9 +32,96 @@ class Base(DeclarativeBase):
 # A pooled connection idle for longer than this is pinged before use.
 PING_AFTER_IDLE_SECONDS = 5.0
 
+# The bounds every store session runs under (pg_settings units: milliseconds). UTC sessions:
+# times are stored and returned in UTC whatever the server's zone. No statement waits on a lock
+# for more than 5 s (the refresh swap allows itself 15 s with SET LOCAL); callers answer 503
+# with Retry-After instead of hanging.
+SESSION_BOUNDS_MS = {
+    "statement_timeout": 60_000,
+    "lock_timeout": 5_000,
+    "idle_in_transaction_session_timeout": 120_000,
+}
+UTC_NAMES = ("UTC", "Etc/UTC", "UCT", "Etc/UCT", "Zulu", "Etc/Zulu")
+
+
+class SessionBoundsMissing(SQLAlchemyError):
+    """A connection through the transaction pooler whose server session lacks the bounds: the
+    pooler must set them on its server connections (see the README, "PgBouncer")."""
+
+
+def keepalive_args(dead_peer_seconds: int) -> dict[str, int]:
+    """libpq's client-side dead-peer detection: keepalive probes after half the bound of
+    silence, then probes until the bound is spent; and ``tcp_user_timeout`` for data sent and
+    never acknowledged (a peer that vanished mid-request), which keepalives do not cover."""
+    idle, interval, count = keepalive_timing(dead_peer_seconds)
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": dead_peer_seconds * 1000,
+    }
+
+
+def keepalive_timing(dead_peer_seconds: int) -> tuple[int, int, int]:
+    """(idle, interval, count) such that idle + interval * count is about the bound."""
+    idle = max(1, dead_peer_seconds // 2)
+    interval = max(1, dead_peer_seconds // 10)
+    count = max(1, (dead_peer_seconds - idle) // interval)
+    return idle, interval, count
+
+
+def set_tcp_keepalive(sock: socket.socket, dead_peer_seconds: int) -> None:
+    """The options of ``keepalive_args`` on a socket the driver opened itself (pymysql). Only
+    TCP sockets: a unix socket has no peer host to lose."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    idle, interval, count = keepalive_timing(dead_peer_seconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, dead_peer_seconds * 1000)
+
+
+def server_options(dead_peer_seconds: int, **extra: str | int) -> str:
+    """The ``options`` startup parameter of a direct session: the session bounds, and the
+    server's own keepalives towards us, so a backend whose client host vanished ends (and frees
+    its locks) in about ``dead_peer_seconds`` instead of the kernel's two hours."""
+    idle, interval, count = keepalive_timing(dead_peer_seconds)
+    settings: dict[str, str | int] = {
+        **SESSION_BOUNDS_MS,
+        "timezone": "UTC",
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": dead_peer_seconds * 1000,
+        **extra,
+    }
+    return " ".join(f"-c {name}={value}" for name, value in settings.items())
+
+
+def store_connect_args(settings: Settings, *, pooled: bool) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "connect_timeout": 5,
+        "application_name": "callqueue",
+        **keepalive_args(settings.dead_peer_timeout_seconds),
+    }
+    if pooled:
+        # PgBouncer in transaction mode hands each transaction whichever server connection is
+        # free: psycopg's server-side prepared statements (made after 5 executions of a query)
+        # would be missing there, or clash with another client's of the same name. And it
+        # refuses the ``options`` startup parameter: the bounds come from the pooler's server
+        # connections instead (checked on connect, see require_session_bounds).
+        args["prepare_threshold"] = None
+    else:
+        args["options"] = server_options(settings.dead_peer_timeout_seconds)
+    return args
+
 
 def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     """The service's own PostgreSQL. Statements are bounded: a stuck lock cannot hang a worker."""
+    pooled = settings.db_transaction_pooling
     engine = create_engine(
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,
@@ -39,18 +129,12 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
         pool_recycle=1800,
         # Errors never carry statement parameters into logs or reports.
         hide_parameters=True,
-        connect_args={
-            "connect_timeout": 5,
-            "application_name": "callqueue",
-            # UTC sessions: times are stored and returned in UTC whatever the server's zone.
-            # No statement waits on a lock for more than 5 s (the refresh swap allows itself
-            # 15 s with SET LOCAL); callers answer 503 with Retry-After instead of hanging.
-            "options": "-c statement_timeout=60000 -c idle_in_transaction_session_timeout=120000"
-            " -c lock_timeout=5000 -c timezone=UTC",
-        },
+        connect_args=store_connect_args(settings, pooled=pooled),
     )
     ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
     log_slow_statements(engine, settings.slow_statement_ms)
+    if pooled:
+        require_session_bounds(engine)
     return engine
 
 
@@ -85,6 +169,65 @@ def log_slow_statements(engine: Engine, threshold_ms: int) -> None:
                     "duration_ms": round(took * 1000, 1),
                     "statement": statement.strip().splitlines()[0][:200],
                 },
+            )
+
+
+def create_direct_engine(settings: Settings) -> Engine:
+    """Connections that bypass a transaction pooler (DATABASE_DIRECT_URL, default DATABASE_URL),
+    for work that needs a session: the population's advisory lock. Not pooled: one is opened
+    per population run."""
+    url = settings.direct_url or settings.require_database()
+    return create_engine(
+        url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args=store_connect_args(settings, pooled=False),
+    )
+
+
+_BOUNDS_QUERY = (
+    "SELECT name, setting FROM pg_settings WHERE name IN"
+    " ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'TimeZone')"
+)
+
+
+def missing_session_bounds(settings_in_force: dict[str, str]) -> list[str]:
+    """The bounds a server session lacks: each timeout must be set, and no looser than ours."""
+    missing = []
+    for name, limit in SESSION_BOUNDS_MS.items():
+        value = int(settings_in_force.get(name, "0") or 0)
+        if not 0 < value <= limit:
+            missing.append(f"{name} (want {limit} ms, found {value})")
+    if settings_in_force.get("TimeZone") not in UTC_NAMES:
+        missing.append(f"TimeZone (want UTC, found {settings_in_force.get('TimeZone')})")
+    return missing
+
+
+def require_session_bounds(engine: Engine) -> None:
+    """Behind a transaction pooler, the session bounds cannot travel in the startup packet and
+    a session SET would leak to whoever gets the server connection next; and a ``SET LOCAL``
+    per transaction would miss the statements that run on their own (autocommit), such as a
+    completion's. So the pooler's server connections must carry them (PgBouncer's
+    ``connect_query``, or ``ALTER ROLE ... IN DATABASE ... SET``), and every new connection
+    checks that they do: one round trip when the pool grows, nothing per transaction. A
+    connection without them is refused, so requests answer 503 and /readyz says not ready,
+    instead of running unbounded."""
+
+    @event.listens_for(engine, "connect")
+    def _check(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(_BOUNDS_QUERY)
+            found = {name: setting for name, setting in cursor.fetchall()}
+        finally:
+            cursor.close()
+            dbapi_connection.rollback()
+        missing = missing_session_bounds(found)
+        if missing:
+            log.error("store.session_bounds_missing", extra={"missing": ", ".join(missing)})
+            raise SessionBoundsMissing(
+                "DB_TRANSACTION_POOLING is on but the pooler's server sessions lack "
+                + "; ".join(missing)
             )
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import Settings
 from app.flags import Flags
 from app.queues.kinds import KINDS, QueueType
-from app.replica.reader import Replica
+from app.replica.monitor import ReplicaMonitor
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -34,7 +34,8 @@ def schema_head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def readiness(engine: Engine, replica: Replica) -> dict[str, str]:
+def readiness(engine: Engine, replica: ReplicaMonitor) -> dict[str, str]:
+    """The replica's state is the background check's, never waited for."""
     database, schema = "error", "unknown"
     try:
         with engine.connect() as conn:
@@ -48,14 +49,14 @@ def readiness(engine: Engine, replica: Replica) -> dict[str, str]:
                 else None
             )
             schema = "current" if version == schema_head() else "behind"
-    except SQLAlchemyError:
+    except SQLAlchemyError:  # including a pooled session without its bounds (app.db)
         pass
     ready = database == "ok" and schema == "current"
     return {
         "status": "ready" if ready else "not_ready",
         "database": database,
         "schema": schema,
-        "replica": "ok" if replica.ping() else "error",
+        "replica": replica.state,
     }
 
 
@@ -64,7 +65,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def health_report(
-    engine: Engine, replica: Replica, settings: Settings, flags: Flags
+    engine: Engine, replica: ReplicaMonitor, settings: Settings, flags: Flags
 ) -> dict[str, Any]:
     issues: list[str] = []
     level = 0  # 0 healthy, 1 degraded, 2 unhealthy
@@ -74,7 +75,7 @@ def health_report(
         level = max(level, severity)
         issues.append(message)
 
-    replica_ok = replica.ping()
+    replica_ok = replica.ok
     if not replica_ok:
         problem(1, "the claims replica is unreachable")
     queues: dict[str, Any] = {}

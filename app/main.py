@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.api import admin, agents, cron, errors, ops, rules
+from app.api.body_limit import BodyLimitMiddleware
+from app.api.docs import docs_router
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
 from app.scheduler import Scheduler
@@ -95,7 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the store pool wait for a connection, up to the pool's timeout (then 503 with
         # Retry-After).
         services = Services.build(settings)
+        try:
+            services.require_session_bounds()
+        except BaseException:
+            services.dispose()
+            raise
         app.state.services = services
+        services.replica_monitor.start()
         thread_pool = ThreadPoolExecutor(threads, thread_name_prefix="requests")
         app.state.threads = thread_pool
         scheduler = Scheduler(services) if settings.scheduler_on else None
@@ -118,6 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Prioritised outbound call queues with atomic hand-out to agents",
         lifespan=lifespan,
+        # DOCS_ENABLED: off in production unless asked for. The pages are our own (their
+        # assets served by the service, app/api/docs.py); no OAuth2 flow to redirect to.
+        openapi_url="/openapi.json" if settings.docs_on else None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -128,6 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     errors.install(app)
 
+    # Before routing and authentication: a body over the cap is never read (app/api/body_limit).
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware)
 
     # Routes are matched in order: the dashboards' routes, called all day, come first.
@@ -136,6 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cron.router)
     app.include_router(admin.router)
     app.include_router(rules.router)
+    if settings.docs_on:
+        app.include_router(docs_router(app.title, "/openapi.json"))
     return app
 
 

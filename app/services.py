@@ -11,11 +11,15 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
-from app.db import create_store_engine
+from app.db import SessionBoundsMissing, create_direct_engine, create_store_engine
+from app.errors import ConfigError
 from app.flags import Flags, current_flags, default_flags, flags_with
 from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
+from app.queues.kinds import POPULATION_LOCK_KEY
 from app.queues.population import Population, PopulationOptions
+from app.queues.population_lock import PopulationLock
+from app.replica.monitor import ReplicaMonitor
 from app.replica.reader import Replica, create_replica_engine
 from app.rules.calling import CallingWindow, calling_window, rules_from_row
 from app.rules.hours import CallingRules
@@ -60,6 +64,28 @@ class Services:
     def flags_for(self, overrides: Mapping[str, str]) -> Flags:
         """The flags in force given the supervisors' overrides (read with the agent)."""
         return flags_with(self.settings, overrides)
+
+    @cached_property
+    def replica_monitor(self) -> ReplicaMonitor:
+        """Started by the server's lifespan; the probes read its last result."""
+        return ReplicaMonitor(
+            self.replica,
+            self.settings.replica_check_seconds,
+            stale_after_seconds=self.settings.replica_statement_timeout_ms / 1000,
+        )
+
+    def require_session_bounds(self) -> None:
+        """Behind a transaction pooler, refuse to start when the pooler's sessions lack the
+        bounds (a database that is down is /readyz's business, not a reason to refuse)."""
+        if not self.settings.db_transaction_pooling:
+            return
+        try:
+            with self.engine.connect():
+                pass
+        except SessionBoundsMissing as exc:
+            raise ConfigError(str(exc)) from None
+        except SQLAlchemyError:
+            pass
 
     def flags(self) -> Flags:
         """The flags in force, read per call so a supervisor's change reaches every process on
@@ -128,8 +154,23 @@ class Services:
         options = replace(
             self.population_options, use_separated_queues=self.flags().USE_SEPARATED_QUEUES
         )
-        return Population(self.engine, self.replica, options)
+        return Population(self.engine, self.replica, options, self.population_lock)
+
+    @cached_property
+    def direct_engine(self) -> Engine:
+        """Connections that bypass a transaction pooler; opened only when a population runs."""
+        return create_direct_engine(self.settings)
+
+    @cached_property
+    def population_lock(self) -> PopulationLock:
+        return PopulationLock(
+            self.direct_engine, POPULATION_LOCK_KEY, self.settings.dead_peer_timeout_seconds
+        )
 
     def dispose(self) -> None:
+        if "replica_monitor" in self.__dict__:
+            self.replica_monitor.stop()
         self.engine.dispose()
         self.replica.engine.dispose()
+        if "direct_engine" in self.__dict__:
+            self.direct_engine.dispose()

@@ -19,7 +19,9 @@ def database_url() -> str:
     explicit = config.attributes.get("database_url")
     if explicit:
         return str(explicit)
-    return get_settings().require_database()
+    settings = get_settings()
+    # Migrations bypass a transaction pooler (DATABASE_DIRECT_URL when set).
+    return settings.direct_url or settings.require_database()
 
 
 def run_migrations_offline() -> None:

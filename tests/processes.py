@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -63,3 +65,37 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
         _, err = proc.communicate()
         raise AssertionError("serve did not stop on SIGTERM") from None
     return proc.returncode, err
+
+
+def service_env(store_url: str, replica_url: str, cron_secret: str, **extra: str) -> dict[str, str]:
+    """The environment of a test service process: the test databases, nothing else inherited."""
+    return clean_env(
+        DATABASE_URL=store_url,
+        REPLICA_DATABASE_URL=replica_url,
+        CRON_SECRET=cron_secret,
+        APP_ENV="test",
+        COOLING_PERIOD_MINUTES="0",
+        SCHEDULER_ENABLED="false",
+        **extra,
+    )
+
+
+@contextmanager
+def running_service(
+    env: dict[str, str], log: Path, *, workers: int = 1
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``uvicorn app.main:app`` as a real process on a free port, ready; stopped on the way out.
+    Its log goes to a file, not a pipe: a full pipe nobody reads would stall its logging."""
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    with log.open("w") as sink:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=sink, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, timeout=60)
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            stop(proc)

@@ -4,7 +4,7 @@ blackhole or slow the link at will.
     with FaultProxy(5432) as proxy:          # listens on 127.0.0.1:<free port>
         url = f"postgresql+psycopg://postgres@127.0.0.1:{proxy.port}/db"
         proxy.cut()                          # RST every connection, RST new ones at once
-        proxy.cut(mode="blackhole")          # connections stay open, bytes vanish, connects hang
+        proxy.cut(mode="blackhole")          # connections stay open, bytes (and FINs) vanish
         proxy.slow(3)                        # every chunk waits 3 s, in both directions
         proxy.heal()                         # forward normally again
 
@@ -211,6 +211,13 @@ class FaultProxy:
     async def _swallow(self, reader: asyncio.StreamReader) -> None:
         while await reader.read(CHUNK):
             pass
+        await self._hold_while_blackholed()
+
+    async def _hold_while_blackholed(self) -> None:
+        """A blackhole swallows a closing connection too: its FIN never reaches the other side,
+        which keeps its end open (as behind a vanished host) until the link heals or is cut."""
+        while self.mode == "blackhole":
+            await asyncio.sleep(0.05)
 
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
@@ -228,3 +235,6 @@ class FaultProxy:
                 await writer.drain()
         except (ConnectionError, OSError):
             return
+        if self.mode == "blackhole":
+            link.tainted = True
+            await self._hold_while_blackholed()

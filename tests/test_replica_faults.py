@@ -44,8 +44,14 @@ OUTSTANDING_USERS = (201, 202, 203)
 TIMEOUT_MS = 1000  # REPLICA_STATEMENT_TIMEOUT_MS (MySQL read timeout: 1 s)
 BOUND = 8.0  # seconds: connect_timeout (5 s) plus headroom; anything longer is a hang
 POPULATION_BOUND = 12.0  # two queues, each failing on its first replica read
+CHECK_SECONDS = 0.2  # REPLICA_CHECK_SECONDS: the probes' background check
+PROBE_BOUND = 1.0  # a probe answers within this, whatever the replica does
+# The background check notices a dead replica within its interval plus the statement timeout
+# (a check in flight longer than that counts as failed), or a connect timeout at worst.
+NOTICE_BOUND = 8.0
 MYSQL_ADMIN_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
-MYSQL_DATABASE = "cq_test_replica_faults"
+# Per test run, like the PostgreSQL databases: runs on the same machine must not share it.
+MYSQL_DATABASE = f"cq_test_replica_faults_{os.getpid()}"
 REPLICA_TABLES = [t.name for t in replica_metadata.sorted_tables]
 # Store tables a replica fault must leave exactly as they were (population history aside).
 STATE_TABLES = {
@@ -113,6 +119,12 @@ def mysql_faults_engine() -> Iterator[Engine]:
     replica_metadata.create_all(engine)
     yield engine
     engine.dispose()
+    admin = create_engine(admin_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{MYSQL_DATABASE}`"))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture
@@ -174,7 +186,15 @@ def _token(store: Engine, name: str, role: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def check_seconds() -> float:
+    """REPLICA_CHECK_SECONDS for the rig: slow by default, so the background check's own reads
+    do not race the read a test is timing; the probe tests set CHECK_SECONDS."""
+    return 300.0
+
+
+@pytest.fixture
 def rig(
+    check_seconds: float,
     backend: Backend,
     make_client: Callable[..., TestClient],
     store_engine: Engine,
@@ -186,6 +206,7 @@ def rig(
             replica_database_url=proxied.render_as_string(hide_password=False),
             replica_statement_timeout_ms=TIMEOUT_MS,
             queue_low_watermark=0,  # three entries a queue is "enough": health starts healthy
+            replica_check_seconds=check_seconds,
         )
         yield Rig(
             backend=backend,
@@ -584,18 +605,63 @@ def _assert_health(
     return dict(body)
 
 
+def probe(rig: Rig, call: Callable[[], Any]) -> Any:
+    """One probe, which must answer within PROBE_BOUND whatever the replica is doing."""
+    got, elapsed = bounded(rig, call, bound=PROBE_BOUND * 5)
+    assert elapsed < PROBE_BOUND, f"a probe took {elapsed:.2f} s"
+    return got
+
+
+def until_replica(rig: Rig, state: str) -> float:
+    """Probe /readyz (each answer within a second, always 200) until it reports ``state``;
+    returns how long the background check took to notice."""
+    started = time.monotonic()
+    while True:
+        ready = probe(rig, lambda: rig.client.get("/readyz"))
+        assert ready.status_code == 200, ready.text
+        if ready.json()["replica"] == state:
+            return time.monotonic() - started
+        assert time.monotonic() - started < NOTICE_BOUND, f"/readyz never said replica {state}"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@engines("blackhole", "slow", "reset")
+@pytest.mark.parametrize("check_seconds", [CHECK_SECONDS])
+def test_probes_never_wait_on_the_replica(rig: Rig, fault: str) -> None:
+    """Issue 11, item 1: with the replica blackholed (or slowed, or refusing), /readyz and the
+    health check answer within a second every time; the replica's state comes from the
+    background check, which says "error" once it has noticed, and "ok" again after the heal."""
+    book(rig)
+    assert probe(rig, rig.health).json()["replica"] == "ok"
+
+    rig.fault(fault)
+    noticed = until_replica(rig, "error")
+    assert noticed < NOTICE_BOUND
+    for _ in range(3):  # and it stays quick while the outage lasts
+        ready = probe(rig, lambda: rig.client.get("/readyz"))
+        assert (ready.status_code, ready.json()) == (
+            200,
+            {"status": "ready", "database": "ok", "schema": "current", "replica": "error"},
+        )
+        _assert_health(probe(rig, rig.health), 200, "degraded", "error", [REPLICA_ISSUE])
+
+    rig.proxy.heal()
+    until_replica(rig, "ok")
+    _assert_health(probe(rig, rig.health), 200, "healthy", "ok", [])
+
+
 @pytest.mark.slow
 @engines("reset", "blackhole")
+@pytest.mark.parametrize("check_seconds", [CHECK_SECONDS])
 def test_health_while_the_replica_is_down_and_after_it_heals(rig: Rig, fault: str) -> None:
     book(rig)
     _assert_health(rig.health(), 200, "healthy", "ok", [])
 
     rig.fault(fault)
-    got, elapsed = bounded(rig, rig.health)
-    assert elapsed < BOUND, f"the health check took {elapsed:.1f} s with the replica {fault}"
-    _assert_health(got, 200, "degraded", "error", [REPLICA_ISSUE])
-    ready, elapsed = bounded(rig, lambda: rig.client.get("/readyz"))
-    assert elapsed < BOUND, f"/readyz took {elapsed:.1f} s with the replica {fault}"
+    until_replica(rig, "error")
+    _assert_health(probe(rig, rig.health), 200, "degraded", "error", [REPLICA_ISSUE])
+    ready = probe(rig, lambda: rig.client.get("/readyz"))
     assert (ready.status_code, ready.json()) == (
         200,
         {"status": "ready", "database": "ok", "schema": "current", "replica": "error"},
@@ -611,9 +677,9 @@ def test_health_while_the_replica_is_down_and_after_it_heals(rig: Rig, fault: st
     population_issues = [
         f"the last population of {q} failed: {error}" for q in (UNSIGNED, OUTSTANDING)
     ]
-    got, elapsed = bounded(rig, rig.health)
-    assert elapsed < BOUND
-    body = _assert_health(got, 503, "unhealthy", "error", [REPLICA_ISSUE, *population_issues])
+    body = _assert_health(
+        probe(rig, rig.health), 503, "unhealthy", "error", [REPLICA_ISSUE, *population_issues]
+    )
     assert (body["last_run"]["status"], body["last_run"]["error"]) == (
         "failed",
         f"{UNSIGNED}: {error}; {OUTSTANDING}: {error}",
@@ -621,11 +687,11 @@ def test_health_while_the_replica_is_down_and_after_it_heals(rig: Rig, fault: st
     ready = rig.client.get("/readyz")
     assert (ready.status_code, ready.json()["replica"]) == (200, "error")
 
-    # Healed: the replica answers again at once, but the failed run still counts until a
-    # population succeeds.
+    # Healed: the replica answers again (the background check sees it on its next round), but
+    # the failed run still counts until a population succeeds.
     rig.proxy.heal()
+    until_replica(rig, "ok")
     _assert_health(rig.health(), 503, "unhealthy", "ok", population_issues)
-    assert rig.client.get("/readyz").json()["replica"] == "ok"
     assert rig.populate().status_code == 200
     _assert_health(rig.health(), 200, "healthy", "ok", [])
     assert_claims_work_again(rig)

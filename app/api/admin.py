@@ -6,7 +6,6 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
-from pydantic import AwareDatetime
 
 from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
@@ -15,6 +14,7 @@ from app.api.schemas import (
     EntryPage,
     FlagsIn,
     FlagsOut,
+    IsoDateTimeQuery,
     LedgerPage,
     ReleaseIn,
     RunPage,
@@ -71,8 +71,8 @@ def ledger(
         str | None, Query(pattern="^(unsigned_users|outstanding_requests)$")
     ] = None,
     status: Annotated[str | None, Query(pattern="^(active|completed|released|expired)$")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="assigned at or after")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="assigned before")] = None,
+    since: Annotated[IsoDateTimeQuery, Query(description="assigned at or after")] = None,
+    until: Annotated[IsoDateTimeQuery, Query(description="assigned before")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Any:

@@ -36,7 +36,9 @@ def populate(
     responses={**responses(401), 503: {"model": HealthReport}},
 )
 def health(services: ServicesDep) -> Any:
-    body = health_report(services.engine, services.replica, services.settings, services.flags())
+    body = health_report(
+        services.engine, services.replica_monitor, services.settings, services.flags()
+    )
     return JSONResponse(body, status_code=503 if body["status"] == "unhealthy" else 200)
 
 

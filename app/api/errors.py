@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from app import errors
+from app.db import SessionBoundsMissing
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,12 @@ def _status_of(exc: errors.CallqueueError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse({"error": code, "detail": detail, **extra}, status, headers=headers)
 
 
@@ -71,6 +80,22 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for s in statuses
     }
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    """The methods of every route whose path template matches the request's path."""
+    index: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_index", None
+    )
+    if index is None:
+        index = [
+            (compile_path(context.path)[0], set(context.methods or ()))
+            for context in iter_route_contexts(request.app.routes)
+            if context.path
+        ]
+        request.app.state.allow_index = index
+    path = request.url.path
+    return {method for pattern, methods in index if pattern.match(path) for method in methods}
 
 
 def install(app: FastAPI) -> None:
@@ -101,7 +126,7 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # A body FastAPI cannot even parse (invalid UTF-8, absurd nesting or numbers) is a bad
             # body like any other: 422, as the contract says.
@@ -115,7 +140,12 @@ def install(app: FastAPI) -> None:
         detail = (
             exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).description
         )
-        return error_response(exc.status_code, code, detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 15.5.6: every method the resource supports. Starlette names only those
+            # of the first route that matched the path (GET and PUT /api/admin/flags are two).
+            headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+        return error_response(exc.status_code, code, detail, headers=headers)
 
     @app.exception_handler(DBAPIError)
     async def database_error(_: Request, exc: DBAPIError) -> JSONResponse:
@@ -133,6 +163,15 @@ def install(app: FastAPI) -> None:
         else:
             log.error("request.database_error", exc_info=exc)
             return error_response(500, "InternalError", "the server failed to handle the request")
+        response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
+        return response
+
+    @app.exception_handler(SessionBoundsMissing)
+    async def bounds_missing(_: Request, exc: SessionBoundsMissing) -> JSONResponse:
+        """Behind a pooler that does not bound its sessions, nothing runs (app.db)."""
+        response = error_response(
+            503, "DatabaseMisconfigured", "the database connection is not usable; see the logs"
+        )
         response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
         return response
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 
 from app import metrics
 from app.api.deps import ServicesDep
+from app.api.errors import responses
 from app.api.schemas import Liveness, Readiness
+from app.errors import Unauthorized
 from app.health import readiness
 
 router = APIRouter(tags=["ops"])
@@ -26,12 +30,28 @@ async def healthz() -> dict[str, str]:
 def readyz(services: ServicesDep) -> Any:
     """Ready when the database answers and its schema is at the latest migration. The replica's
     state is reported but never fails readiness: a replica blip must not empty the load balancer."""
-    body = readiness(services.engine, services.replica)
+    body = readiness(services.engine, services.replica_monitor)
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 
-@router.get("/metrics", response_class=Response)
-def prometheus_metrics(services: ServicesDep) -> Response:
-    """Prometheus text format: every worker's counters plus queue depth read at scrape time."""
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **responses(401),
+    },
+)
+def prometheus_metrics(services: ServicesDep, request: Request) -> Response:
+    """Prometheus text format: every worker's counters plus queue depth read at scrape time.
+    With METRICS_TOKEN set, scrapers present it as a bearer token (401 otherwise); the header is
+    read here rather than declared as a security scheme, since the token is optional."""
+    token = services.settings.metrics_token
+    if token is not None:
+        scheme, presented = get_authorization_scheme_param(request.headers.get("authorization"))
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.encode(), token.get_secret_value().encode()
+        ):
+            raise Unauthorized("a valid metrics bearer token is required")
     body, content_type = metrics.render(services.engine, services.settings)
     return Response(body, media_type=content_type)

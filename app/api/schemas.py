@@ -2,13 +2,46 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.config import MigrationMode
-from app.queues.outcomes import Outcome
+from app.queues.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
+
+# RFC 3339 date-time, offset required: what ``format: date-time`` promises. Pydantic alone would
+# also take a bare number (seconds since 1970: ``?until=0.5`` was 1970) and a few other shapes.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(RFC3339)
+
+
+def _rfc3339_only(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-12-01T10:00:00Z")
+    return value
+
+
+_DATE_TIME_SCHEMA = {"type": "string", "format": "date-time", "pattern": RFC3339}
+IsoDateTime = Annotated[
+    AwareDatetime, BeforeValidator(_rfc3339_only), WithJsonSchema(_DATE_TIME_SCHEMA)
+]
+# A query parameter is absent or a date-time: never "null".
+IsoDateTimeQuery = Annotated[
+    AwareDatetime | None, BeforeValidator(_rfc3339_only), WithJsonSchema(_DATE_TIME_SCHEMA)
+]
 
 
 class QueueFigures(BaseModel):
@@ -194,15 +227,46 @@ class ReleaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requeue: StrictBool = True
-    reason: FreeText | None = Field(None, max_length=500)
+    reason: FreeText | None = Field(
+        None,
+        max_length=500,
+        description="kept on the ledger row; like notes, never logged or listed",
+    )
+
+
+CALLBACK_OUTCOMES = sorted(str(o) for o, rule in RULES.items() if rule.accepts_callback)
+CALLBACK_RULE = (
+    f"When to call back: only with the outcomes {', '.join(CALLBACK_OUTCOMES)} (with any other"
+    f" outcome it must be null or absent); in the future and at most"
+    f" {MAX_CALLBACK_AHEAD.days} days ahead by the database's clock. Breaking either rule is a 422."
+)
+
+
+def _callback_rule_schema(schema: dict[str, Any]) -> None:
+    """The outcome rule in the document itself (JSON Schema if/then): with any other outcome,
+    callback_at is null. The time window depends on the server's clock and stays prose."""
+    schema["if"] = {
+        "properties": {"outcome": {"not": {"enum": CALLBACK_OUTCOMES}}},
+        "required": ["outcome"],
+    }
+    schema["then"] = {"properties": {"callback_at": {"type": "null"}}}
 
 
 class CompleteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_callback_rule_schema)
 
     outcome: Outcome
-    callback_at: AwareDatetime | None = None
-    notes: FreeText | None = Field(None, max_length=2000)
+    callback_at: IsoDateTime | None = Field(None, description=CALLBACK_RULE)
+    notes: FreeText | None = Field(None, max_length=2000, description="never logged or listed")
+
+
+# A flag may be left out, never null: the document says boolean (or the mode's enum), and an
+# explicit null is refused by _no_nulls below. (Pydantic would otherwise document "| None".)
+_Bool = Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})]
+_Mode = Annotated[
+    MigrationMode | None,
+    WithJsonSchema({"type": "string", "enum": [str(m) for m in MigrationMode]}),
+]
 
 
 class FlagsIn(BaseModel):
@@ -210,10 +274,10 @@ class FlagsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    USE_SEPARATED_QUEUES: StrictBool | None = None
-    USE_NEW_QUEUE_SERVICES: StrictBool | None = None
-    MIGRATION_MODE: MigrationMode | None = None
-    ENABLE_QUEUE_VALIDATION: StrictBool | None = None
+    USE_SEPARATED_QUEUES: _Bool = None
+    USE_NEW_QUEUE_SERVICES: _Bool = None
+    MIGRATION_MODE: _Mode = None
+    ENABLE_QUEUE_VALIDATION: _Bool = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> FlagsIn:
@@ -249,7 +313,7 @@ class LedgerRow(BaseModel):
     finished_at: datetime | None
     outcome: str | None
     callback_at: datetime | None
-    release_reason: str | None
+    # Free-text release reasons, like notes, appear in no listing (they are kept on the row).
 
 
 class LedgerPage(BaseModel):

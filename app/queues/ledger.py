@@ -31,7 +31,7 @@ class LedgerFilter:
 
 
 def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -> dict[str, Any]:
-    """Newest first. Contact details and notes never appear here."""
+    """Newest first. Contact details, notes and free-text release reasons never appear here."""
     where = ["true"]
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     for column, value in (
@@ -58,7 +58,7 @@ def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -
         text(
             "SELECT a.id, a.agent_id, g.name AS agent_name, a.user_id, a.queue_type, a.source,"
             " a.queue_entry_id, a.claim_id, a.status, a.assigned_at, a.lease_expires_at,"
-            " a.finished_at, a.outcome, a.callback_at, a.release_reason"
+            " a.finished_at, a.outcome, a.callback_at"
             f" FROM assignments a JOIN agents g ON g.id = a.agent_id WHERE {clause}"
             " ORDER BY a.assigned_at DESC, a.id LIMIT :limit OFFSET :offset"
         ),

@@ -17,8 +17,9 @@ A run, for each queue:
    the switch atomic: other connections see the old set of pending entries until the commit, then
    the new one, never an empty or partial queue.
 
-Single flight: the whole run holds the session advisory lock ``POPULATION_LOCK_KEY``; a trigger
-that cannot take it at once gets PopulationRunning.
+Single flight: the whole run holds the session advisory lock ``POPULATION_LOCK_KEY`` on a direct
+connection of its own, as a lease (app/queues/population_lock.py); a trigger that cannot take
+it at once gets PopulationRunning.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app import metrics
-from app.errors import CallqueueError, PopulationLockLost, PopulationRunning, ReplicaLagging
+from app.errors import CallqueueError, PopulationLockLost, ReplicaLagging
 from app.queues.kinds import (
     CANDIDATES_SQL,
     KINDS,
@@ -48,6 +49,7 @@ from app.queues.kinds import (
     queue_reason,
 )
 from app.queues.leases import sweep_expired_leases
+from app.queues.population_lock import HeldLock, PopulationLock
 from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict
@@ -60,6 +62,7 @@ MAX_MISSING_SHARE = 0.20
 EMPTY_REFILL_SECONDS = 60
 RECLASSIFY_BATCH = 500
 SWAP_LOCK_TIMEOUT = "15s"
+DEFAULT_LEASE_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,11 +154,19 @@ def _observe(kind: QueueKind, report: QueueReport, dry_run: bool) -> None:
 
 
 class Population:
-    def __init__(self, engine: Engine, replica: Replica, options: PopulationOptions) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        replica: Replica,
+        options: PopulationOptions,
+        lock: PopulationLock | None = None,
+    ) -> None:
         self.engine = engine
         self.replica = replica
         self.options = options
-        self._lock_holder: int | None = None
+        # Without a lock of its own (tests, benchmarks), the lock is held on the store engine.
+        self.lock = lock or PopulationLock(engine, POPULATION_LOCK_KEY, DEFAULT_LEASE_SECONDS)
+        self._held: HeldLock | None = None
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -281,42 +292,30 @@ class Population:
     @contextmanager
     def _population_lock(self) -> Iterator[None]:
         """Hold the cluster-wide population lock on a dedicated connection for the whole run."""
-        conn = self.engine.connect()
-        try:
-            got, self._lock_holder = conn.execute(
-                text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()"),
-                {"key": POPULATION_LOCK_KEY},
-            ).one()
-            conn.commit()
-            if not got:
-                raise PopulationRunning("another population is running; try again when it ends")
+        with self.lock.hold() as held:
+            self._held = held
             try:
                 yield
             finally:
-                try:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": POPULATION_LOCK_KEY}
-                    )
-                    conn.commit()
-                except DBAPIError:
-                    # The session is gone, and its lock with it; never pool a connection that
-                    # might still hold the lock.
-                    conn.invalidate()
-        finally:
-            conn.close()
+                self._held = None
 
     def _assert_lock_held(self, conn: Connection) -> None:
-        """Before any write: if the lock's connection died, another run may have started, and
-        this one must not write anything more."""
-        held = conn.execute(
+        """Before any write: if the lock's connection died or its lease ran out, another run may
+        have started, and this one must not write anything more. Asked of the server (the
+        backend holding the lock), not only of the heartbeat, which may not have noticed yet."""
+        held = self._held
+        if held is None:
+            raise PopulationLockLost("the population lock is not held; this run stopped writing")
+        held.check()
+        still = conn.execute(
             text(
                 "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
                 " AND pid = :pid AND objsubid = 1"
                 " AND ((classid::bigint << 32) | objid::bigint) = :key)"
             ),
-            {"pid": self._lock_holder, "key": POPULATION_LOCK_KEY},
+            {"pid": held.pid, "key": POPULATION_LOCK_KEY},
         ).scalar()
-        if not held:
+        if not still:
             raise PopulationLockLost(
                 "the population lock was lost (its database connection ended); this run stopped"
                 " writing"

@@ -8,14 +8,8 @@ instead of mistaking it for an empty result.
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import os
 import socket
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -32,6 +26,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     create_engine,
+    event,
     literal_column,
     null,
     select,
@@ -43,7 +38,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from app import metrics
 from app.config import Settings
-from app.db import log_slow_statements
+from app.db import keepalive_args, log_slow_statements, server_options, set_tcp_keepalive
+from app.deadlines import Deadline
 from app.errors import ConfigError, ReplicaUnavailable
 from app.replica.classification import (
     ReplicaClaim,
@@ -62,16 +58,31 @@ def create_replica_engine(settings: Settings) -> Engine:
     if not url:
         raise ConfigError("REPLICA_DATABASE_URL (or DATABASE_URL) is not set")
     timeout_ms = settings.replica_statement_timeout_ms
+    dead_peer = settings.dead_peer_timeout_seconds
     connect_args: dict[str, Any]
-    if url.startswith("mysql"):
+    mysql = url.startswith("mysql")
+    if mysql:
         seconds = max(1, round(timeout_ms / 1000))
         connect_args = {"connect_timeout": 5, "read_timeout": seconds, "write_timeout": seconds}
+    elif settings.replica_pooled:
+        # Read through the store's transaction pooler (REPLICA_DATABASE_URL unset): no startup
+        # options and no prepared statements there; every read stays bounded by its deadline.
+        connect_args = {
+            "connect_timeout": 5,
+            "application_name": "callqueue-replica",
+            "prepare_threshold": None,
+            **keepalive_args(dead_peer),
+        }
     else:
         connect_args = {
             "connect_timeout": 5,
             "application_name": "callqueue-replica",
-            "options": f"-c statement_timeout={timeout_ms} -c default_transaction_read_only=on"
-            " -c timezone=UTC",
+            "options": server_options(
+                dead_peer,
+                statement_timeout=timeout_ms,
+                default_transaction_read_only="on",
+            ),
+            **keepalive_args(dead_peer),
         }
     # Autocommit: every read sees the replica's latest state and no transaction is left open there.
     # Sized like the store's pool: every claim reads the replica, and an overflow connection
@@ -87,7 +98,33 @@ def create_replica_engine(settings: Settings) -> Engine:
         connect_args=connect_args,
     )
     log_slow_statements(engine, settings.slow_statement_ms)
+    if mysql:
+        _mysql_keepalives(engine, dead_peer)
     return engine
+
+
+def _mysql_keepalives(engine: Engine, dead_peer_seconds: int) -> None:
+    """pymysql has no keepalive options: the replica's TCP socket is opened here, with the same
+    options libpq sets, and handed to pymysql's public ``Connection.connect(sock)``
+    (SQLAlchemy's ``do_connect`` event). ``read_timeout`` already bounds each read; these cover
+    a connection that sits idle in the pool while its peer vanishes, and data sent and never
+    acknowledged. A unix socket has no peer host to lose: left to pymysql."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        if cparams.get("unix_socket"):
+            return None
+        host, port = cparams.get("host", "localhost"), int(cparams.get("port", 3306))
+        sock = socket.create_connection((host, port), cparams.get("connect_timeout", 10))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            set_tcp_keepalive(sock, dead_peer_seconds)
+            conn = dialect.loaded_dbapi.connect(*cargs, **cparams, defer_connect=True)
+            conn.connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
 
 
 CONTACT_COLUMNS = (
@@ -226,119 +263,6 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class _Watchdog:
-    """One thread per process that enforces every replica read's client-side deadline.
-
-    statement_timeout is enforced by the server: a link that swallows bytes (a dead route, a
-    stalled proxy) or trickles them would hold the caller, and the queue entry it has locked,
-    for as long as TCP allows. When a read's deadline passes, its connection's socket is shut
-    down, so the read fails at once (and SQLAlchemy discards the connection).
-
-    Registering a read is a heap push under a lock: a thread per read (``threading.Timer``) cost
-    more CPU than the read itself on the claim path. Deadlines are ``now + constant``, so a new
-    one is almost never the earliest and the thread is rarely woken.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Read]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, seconds: float, fd: int) -> _Read:
-        # A duplicate descriptor of the socket: the read's own one may be closed (and its number
-        # reused by another socket) before done() runs, when the driver drops a broken
-        # connection; the duplicate keeps the number ours until done() closes it.
-        read = _Read(os.dup(fd))
-        with self._cond:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="replica-deadlines", daemon=True
-                )
-                self._thread.start()
-            entry = (time.monotonic() + seconds, next(self._seq), read)
-            heapq.heappush(self._heap, entry)
-            if self._heap[0] is entry:
-                self._cond.notify()
-        return read
-
-    def done(self, read: _Read) -> None:
-        with self._cond:
-            read.done = True  # left in the heap; dropped when it comes up
-            os.close(read.fd)
-
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and self._heap[0][2].done:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                delay = self._heap[0][0] - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                _, _, read = heapq.heappop(self._heap)
-                read.fired = True
-                # shutdown() acts on the socket, whichever descriptor names it; detach() leaves
-                # the descriptor to done() to close.
-                try:
-                    sock = socket.socket(fileno=read.fd)
-                except OSError:
-                    continue  # not a socket any more: nothing to cut
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                finally:
-                    sock.detach()
-
-
-@dataclass(slots=True)
-class _Read:
-    fd: int
-    done: bool = False
-    fired: bool = False
-
-
-_WATCHDOG = _Watchdog()
-
-
-def _after_fork_in_child() -> None:
-    """A forked child starts with no thread and maybe a held lock: give it a watchdog of its
-    own, so it never fires the parent's deadlines on inherited sockets."""
-    global _WATCHDOG
-    _WATCHDOG = _Watchdog()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Deadline:
-    """A client-side bound on one replica read over psycopg (see _Watchdog)."""
-
-    def __init__(self, seconds: float | None) -> None:
-        self.seconds = seconds
-        self._read: _Read | None = None
-
-    @property
-    def fired(self) -> bool:
-        return self._read is not None and self._read.fired
-
-    @contextmanager
-    def watch(self, conn: Connection) -> Iterator[None]:
-        pgconn = getattr(conn.connection.driver_connection, "pgconn", None)
-        if self.seconds is None or pgconn is None:
-            yield  # MySQL: pymysql's read_timeout already bounds every read client-side
-            return
-        self._read = _WATCHDOG.watch(self.seconds, pgconn.socket)
-        try:
-            yield
-        finally:
-            _WATCHDOG.done(self._read)
-
-
 class Replica:
     def __init__(
         self, engine: Engine, batch_size: int = 2000, deadline_seconds: float | None = None
@@ -353,7 +277,7 @@ class Replica:
         restarted while it sat idle) is retried on a fresh one; a read that ran into the
         deadline is not, so a caller never waits on the replica longer than one attempt."""
         for attempt in (1, 2):
-            deadline = _Deadline(self.deadline_seconds)
+            deadline = Deadline(self.deadline_seconds)
             try:
                 with self.engine.connect() as conn, deadline.watch(conn):
                     return work(conn)

@@ -56,11 +56,13 @@ class Call:
 # Domain statuses for the authorised callers come from harmless requests (CALLS below): an empty
 # queue (204), no current assignment (204), an assignment id nobody holds (404).
 MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
-    # Open: documentation and probes answer everyone, whatever the Authorization header says.
+    # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
+    # see test_documentation_is_off_in_production; no /redoc, see app/api/docs.py) and probes
+    # answer everyone, whatever the Authorization header says. /metrics is open unless
+    # METRICS_TOKEN is set.
     ("GET", "/openapi.json"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/docs"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/docs/oauth2-redirect"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/redoc"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/docs/assets/{name}"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/healthz"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/readyz"): (200, 200, 200, 200, 200, 200, 200),
     ("GET", "/metrics"): (200, 200, 200, 200, 200, 200, 200),
@@ -93,6 +95,7 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
 # The request sent for each route: valid, and harmless (a dry run, nobody's assignment).
 CALLS: dict[tuple[str, str], Call] = {
     ("GET", POPULATE): Call(POPULATE, params={"dry_run": "true"}),
+    ("GET", "/docs/assets/{name}"): Call("/docs/assets/swagger-ui.css"),
     ("POST", "/api/queues/{queue_type}/next-user"): Call("/api/queues/unsigned_users/next-user"),
     ("POST", "/api/assignments/{assignment_id}/extend"): Call(f"/api/assignments/{NOBODY}/extend"),
     ("POST", "/api/assignments/{assignment_id}/release"): Call(
@@ -242,6 +245,45 @@ def test_non_ascii_and_binary_tokens_are_refused_not_crashed(client: TestClient)
         for path in ("/api/assignments/current", "/api/cron/queue-level-check"):
             response = client.get(path, headers={"Authorization": raw})  # type: ignore[dict-item]
             assert response.status_code == 401, (path, raw[:20], response.text)
+
+
+# -- documentation: DOCS_ENABLED ----------------------------------------------------------------
+
+DOCS_ROUTES = [route for route in MATRIX if route[1] == "/openapi.json"]
+DOCS_ROUTES += [route for route in MATRIX if route[1].startswith("/docs")]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"app_env": "production"}, 404),  # the default in production: off
+        ({"app_env": "production", "docs_enabled": True}, 200),
+        ({"app_env": "development"}, 200),
+        ({"app_env": "test", "docs_enabled": False}, 404),
+    ],
+    ids=["production", "production-enabled", "development", "test-disabled"],
+)
+def test_documentation_is_off_in_production(
+    make_client: Callable[..., TestClient],
+    overrides: dict[str, Any],
+    expected: int,
+    callers: Callers,
+) -> None:
+    """/docs, /redoc, /openapi.json and the pages' assets exist only where DOCS_ENABLED (by
+    default: not in production), whoever asks; the rest of the matrix is unchanged."""
+    client = make_client(**overrides)
+    routes = app_routes(client.app)  # type: ignore[arg-type]
+    for route in DOCS_ROUTES:
+        assert (route in routes) == (expected == 200), route
+        for caller in CALLERS:
+            got = client.get(call_for(route).path, headers=callers.headers[caller])
+            assert got.status_code == expected, (route, caller, got.text)
+            if expected == 404:
+                assert set(got.json()) == {"error", "detail"}
+    # Everything else answers as the matrix says.
+    assert routes - set(DOCS_ROUTES) == set(MATRIX) - set(DOCS_ROUTES)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
 
 
 # -- tokens at rest ---------------------------------------------------------------------------

@@ -587,7 +587,6 @@ LEDGER_KEYS = {
     "finished_at",
     "outcome",
     "callback_at",
-    "release_reason",
 }
 
 

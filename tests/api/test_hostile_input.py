@@ -195,6 +195,7 @@ def get(path: str, who: str = "super", expect: int = 422, **params: Any) -> Host
 
 
 UNPARSEABLE = frozenset({422})  # even a body that cannot be decoded is a bad body: 422
+TOO_LARGE = frozenset({413})
 NOT_FOUND = frozenset({404})
 SQL_ECHO = ("DROP TABLE", SQL)
 ledger = "/api/assignments"
@@ -202,10 +203,13 @@ queue_listing = "/api/queues/unsigned_users"
 
 
 CASES = [
-    # -- oversized bodies
-    pytest.param(complete({"outcome": "no_answer", "notes": MARK + "x" * TWO_MB}), id="2MB-notes"),
+    # -- oversized bodies: over MAX_BODY_BYTES (1 MiB) is 413 before anything reads them
     pytest.param(
-        complete({"outcome": "no_answer", "padding": [MARK] * (TWO_MB // 16)}),
+        complete({"outcome": "no_answer", "notes": MARK + "x" * TWO_MB}, expect=TOO_LARGE),
+        id="2MB-notes",
+    ),
+    pytest.param(
+        complete({"outcome": "no_answer", "padding": [MARK] * (TWO_MB // 16)}, expect=TOO_LARGE),
         id="2MB-unknown-field",
     ),
     pytest.param(
@@ -213,7 +217,9 @@ CASES = [
     ),
     pytest.param(release({"requeue": False, "reason": MARK + "r" * 100_000}), id="100k-reason"),
     pytest.param(force_release({"reason": MARK + "r" * 100_000}), id="100k-forced-reason"),
-    pytest.param(put_flags({"MIGRATION_MODE": MARK + "m" * TWO_MB}), id="2MB-flag-value"),
+    pytest.param(
+        put_flags({"MIGRATION_MODE": MARK + "m" * TWO_MB}, expect=TOO_LARGE), id="2MB-flag-value"
+    ),
     # -- huge numbers
     pytest.param(get(ledger, user_id=10**30), id="ledger-user_id-1e30"),
     pytest.param(get(ledger, user_id=2**63), id="ledger-user_id-2^63"),
@@ -547,12 +553,22 @@ def test_extreme_but_valid_numbers_and_times_are_answered(
     assert fingerprint(world.store) == before
 
 
-def test_a_2mb_body_on_a_route_without_a_body_is_ignored(world: World) -> None:
-    """next-user takes no body: a huge one is ignored, and the claim behaves as without it."""
+def test_a_2mb_body_on_a_route_without_a_body_is_refused(world: World) -> None:
+    """next-user takes no body, but a body over MAX_BODY_BYTES is refused before routing, as on
+    every route (tests/api/test_body_limit.py); one under it is ignored."""
+    before = fingerprint(world.store)
     response = world.client.post(
         "/api/queues/unsigned_users/next-user",
         headers={**world.agent.auth, "content-type": "application/json"},
         content=b'{"x": "' + b"y" * TWO_MB + b'"}',
+    )
+    assert response.status_code == 413, response.text[:300]
+    assert_standard_error(response, TOO_LARGE)
+    assert fingerprint(world.store) == before
+    response = world.client.post(
+        "/api/queues/unsigned_users/next-user",
+        headers={**world.agent.auth, "content-type": "application/json"},
+        content=b'{"x": "' + b"y" * 100_000 + b'"}',
     )
     assert response.status_code == 200, response.text[:300]
     assert response.json()["assignment_id"] == world.live

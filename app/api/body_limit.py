@@ -1,0 +1,123 @@
+"""MAX_BODY_BYTES: request bodies are capped before they are read, whoever sends them.
+
+Authentication runs after routing, and FastAPI reads and parses a route's body before its
+dependencies run; without a cap, any client with any ``Bearer`` header could make a worker read
+and parse a body of any size. A plain ASGI middleware in front of everything (Starlette's
+BaseHTTPMiddleware would add a task group and memory streams to every request):
+
+* a declared ``Content-Length`` above the cap is answered 413 at once: the app is not called
+  and not a byte of the body is read;
+* a body without one (chunked) is counted as it streams in; the chunk that crosses the cap is
+  the last one read: the 413 goes out then, and the app's reading ends there;
+* every 413 closes the connection (``Connection: close``), so the server does not go on
+  reading the rest of the body to find the next request; so does any answer given before the
+  app read the request's body to the end (a route that takes no body).
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised into the app by ``receive`` once the 413 is sent: an HTTPException, so FastAPI
+    passes it on as is instead of calling it a malformed body."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413)
+
+
+def _too_large_body(limit: int) -> bytes:
+    return json.dumps(
+        {
+            "error": "ContentTooLarge",
+            "detail": f"the request body is larger than the {limit}-byte limit",
+        }
+    ).encode()
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.limit = max_body_bytes
+        self._body = _too_large_body(max_body_bytes)
+
+    async def _reject(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(self._body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared: int | None = None
+        has_body = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+                has_body = has_body or declared != 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if declared is not None and declared > self.limit:
+            await self._reject(send)
+            return
+
+        received = 0
+        finished = not has_body  # the app has read the request's body to the end
+        rejected = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, finished, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    rejected = True
+                    if not started:
+                        await self._reject(send)
+                    raise _BodyTooLarge()
+                if not message.get("more_body", False):
+                    finished = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if rejected:
+                return  # the 413 is the answer; whatever the app says after it is dropped
+            if message["type"] == "http.response.start":
+                started = True
+                if not finished:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"connection", b"close")],
+                    }
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            if not rejected:
+                raise
+        except Exception:
+            if not rejected:
+                raise
+            # The app failed on the body it could not finish reading; the 413 has been sent.
