@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app import metrics
 from app.errors import CallqueueError, PopulationLockLost, PopulationRunning, ReplicaLagging
+from app.locks import lock_held, session_lock
 from app.queues.kinds import (
     KINDS,
     POPULATION_LOCK_KEY,
@@ -277,42 +278,16 @@ class Population:
     @contextmanager
     def _population_lock(self) -> Iterator[None]:
         """Hold the cluster-wide population lock on a dedicated connection for the whole run."""
-        conn = self.engine.connect()
-        try:
-            got, self._lock_holder = conn.execute(
-                text("SELECT pg_try_advisory_lock(:key), pg_backend_pid()"),
-                {"key": POPULATION_LOCK_KEY},
-            ).one()
-            conn.commit()
-            if not got:
+        with session_lock(self.engine, POPULATION_LOCK_KEY) as holder:
+            if holder is None:
                 raise PopulationRunning("another population is running; try again when it ends")
-            try:
-                yield
-            finally:
-                try:
-                    conn.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": POPULATION_LOCK_KEY}
-                    )
-                    conn.commit()
-                except DBAPIError:
-                    # The session is gone, and its lock with it; never pool a connection that
-                    # might still hold the lock.
-                    conn.invalidate()
-        finally:
-            conn.close()
+            self._lock_holder = holder
+            yield
 
     def _assert_lock_held(self, conn: Connection) -> None:
         """Before any write: if the lock's connection died, another run may have started, and
         this one must not write anything more."""
-        held = conn.execute(
-            text(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND pid = :pid AND objsubid = 1"
-                " AND ((classid::bigint << 32) | objid::bigint) = :key)"
-            ),
-            {"pid": self._lock_holder, "key": POPULATION_LOCK_KEY},
-        ).scalar()
-        if not held:
+        if not lock_held(conn, self._lock_holder, POPULATION_LOCK_KEY):
             raise PopulationLockLost(
                 "the population lock was lost (its database connection ended); this run stopped"
                 " writing"
