@@ -141,17 +141,30 @@ _MYSQL = text(
 _MYSQL_SESSION = "SET SESSION group_concat_max_len = @@max_allowed_packet"
 
 
-def classify_in_sql(replica: Replica, user_ids: Sequence[int]) -> dict[int, Verdict]:
+def classify_in_sql(
+    replica: Replica, user_ids: Sequence[int], *, details: bool = True
+) -> dict[int, Verdict]:
     """The verdict of every id asked for, in the order asked, one statement per batch of
-    ``replica.batch_size``: the same as ``replica.classify(user_ids)``, for population only."""
+    ``replica.batch_size``: the same as ``replica.classify(user_ids)``, for bulk work only
+    (population, intake).
+
+    ``details=False`` leaves out the entry fields (claim, signature and requirement figures):
+    intake needs only the queue type, and building the fields costs the client about as much as
+    the statement costs the replica."""
     ids = list(dict.fromkeys(user_ids))
     verdicts: dict[int, Verdict] = {}
     for start in range(0, len(ids), replica.batch_size):
-        verdicts.update(_classify_batch(replica, ids[start : start + replica.batch_size]))
+        verdicts.update(_classify_batch(replica, ids[start : start + replica.batch_size], details))
     return verdicts
 
 
-def _classify_batch(replica: Replica, ids: list[int]) -> dict[int, Verdict]:
+_QUEUE_OF_REASON = {
+    "missing_signature": QueueType.UNSIGNED_USERS,
+    "pending_requirements": QueueType.OUTSTANDING_REQUESTS,
+}
+
+
+def _classify_batch(replica: Replica, ids: list[int], details: bool) -> dict[int, Verdict]:
     postgres = replica.engine.dialect.name == "postgresql"
 
     def work(conn: Connection) -> Sequence[Any]:
@@ -159,7 +172,11 @@ def _classify_batch(replica: Replica, ids: list[int]) -> dict[int, Verdict]:
             conn.exec_driver_sql(_MYSQL_SESSION)
         return conn.execute(_POSTGRES if postgres else _MYSQL, {"ids": ids}).all()
 
-    found = {row[0]: _verdict(postgres, *row[1:]) for row in replica._read("classify", work)}
+    rows = replica._read("classify", work)
+    if details:
+        found = {row[0]: _verdict(postgres, *row[1:]) for row in rows}
+    else:
+        found = {row[0]: Verdict(_QUEUE_OF_REASON.get(row[1]), row[1]) for row in rows}
     return {uid: found.get(uid) or Verdict(None, "not_in_replica") for uid in ids}
 
 
