@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, NotFound, Unauthorized
 
-ROLES = ("agent", "supervisor")
+ROLES = ("agent", "supervisor", "scorer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,10 @@ AGENT_COLUMNS = (
     "ag.id AS agent_id, ag.name AS agent_name, ag.role AS agent_role,"
     " (SELECT coalesce(json_object_agg(f.name, f.value), '{}') FROM feature_flags f) AS agent_flags"
 )
-BY_TOKEN = "ag.token_hash = :token_hash AND ag.is_active"
+ANY_ROLE_BY_TOKEN = "ag.token_hash = :token_hash AND ag.is_active"
+# The dashboards' statements (next-user, complete) authenticate with this: a scorer's token is
+# for PUT /api/scores only, so there it is no token at all (401).
+BY_TOKEN = ANY_ROLE_BY_TOKEN + " AND ag.role <> 'scorer'"
 
 
 def identity(row: Any) -> AgentIdentity:
@@ -71,7 +74,7 @@ def identity(row: Any) -> AgentIdentity:
 
 def authenticate(conn: Connection, token: str) -> AgentIdentity:
     row = conn.execute(
-        text(f"SELECT {AGENT_COLUMNS} FROM agents ag WHERE {BY_TOKEN}"),
+        text(f"SELECT {AGENT_COLUMNS} FROM agents ag WHERE {ANY_ROLE_BY_TOKEN}"),
         {"token_hash": hash_token(token)},
     ).one_or_none()
     if row is None:

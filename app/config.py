@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     recheck_batch: int = Field(1000, ge=0)
     skip_cooldown_minutes: int = Field(60, ge=0)
+    discovery_interval_minutes: int = Field(15, ge=1)
+    discovery_lookback_minutes: int = Field(120, ge=0)
 
     use_separated_queues: bool = True
     use_new_queue_services: bool = True

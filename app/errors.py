@@ -23,6 +23,14 @@ class PopulationLockLost(CallqueueError):
     code = "PopulationLockLost"
 
 
+class DiscoveryRunning(CallqueueError):
+    code = "DiscoveryRunning"
+
+
+class DiscoveryLockLost(CallqueueError):
+    code = "DiscoveryLockLost"
+
+
 class ReplicaUnavailable(CallqueueError):
     code = "ReplicaUnavailable"
 

@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.api import admin, agents, cron, errors, ops
+from app.api import admin, agents, cron, errors, ops, scores
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
 from app.scheduler import Scheduler
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(cron.router)
     app.include_router(admin.router)
+    app.include_router(scores.router)
     return app
 
 

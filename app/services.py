@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import Settings
 from app.db import create_store_engine
 from app.flags import Flags, current_flags, default_flags, flags_with
+from app.intake.discovery import Discovery, DiscoveryOptions
 from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions
@@ -81,6 +82,13 @@ class Services:
             self.population_options, use_separated_queues=self.flags().USE_SEPARATED_QUEUES
         )
         return Population(self.engine, self.replica, options)
+
+    def discovery(self) -> Discovery:
+        s = self.settings
+        options = DiscoveryOptions(
+            lookback_minutes=s.discovery_lookback_minutes, batch_size=s.replica_batch_size
+        )
+        return Discovery(self.engine, self.replica, options)
 
     def dispose(self) -> None:
         self.engine.dispose()
