@@ -257,6 +257,7 @@ DEMO_AGENTS = (
     ("demo-supervisor", "supervisor"),
     ("demo-agent-1", "agent"),
     ("demo-agent-2", "agent"),
+    ("demo-scorer", "scorer"),
 )
 DEMO_TOKENS_FILE = "demo_tokens.json"
 
@@ -306,6 +307,9 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
         f"    curl -sS -H {bearer} {base}{CRON_PATH}",
         "  health check:",
         f"    curl -sS -X POST -H {bearer} {base}{CRON_PATH}",
+        "  discover new leads on the replica now (the scheduler does it at start, then every"
+        f" {settings.discovery_interval_minutes} minutes):",
+        f"    curl -sS -H {bearer} {base}/api/cron/discover",
         "",
     ]
     if tokens and settings.app_env != "production":
@@ -317,8 +321,17 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
                 "  the next user to call, as demo-agent-1:",
                 f'    curl -sS -X POST -H "Authorization: Bearer {agent}"'
                 f" {base}/api/queues/unsigned_users/next-user",
-                "",
             ]
+        scorer = tokens.get("demo-scorer")
+        if scorer:
+            lines += [
+                "  push a score as demo-scorer (README, Feeding callqueue):",
+                f'    curl -sS -X PUT -H "Authorization: Bearer {scorer}"'
+                " -H 'Content-Type: application/json'"
+                """ -d '{"scores": [{"user_id": 900004, "current_score": 0}]}'"""
+                f" {base}/api/scores",
+            ]
+        lines += [""]
     typer.echo("\n".join(lines), err=True)
 
 
