@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -89,3 +90,35 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Unit of work for the CLI and background jobs: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def pg_int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (``{1,2,3}``), for a parameter cast to an array
+    type in the statement (``= ANY(CAST(:ids AS bigint[]))``).
+
+    Bulk statements take thousands of ids a batch. psycopg dumps a Python list element by
+    element, checking each against a regular expression for quoting: about 12 ms of CPU for
+    10,000 integers, ten times the cost of this join. Every value goes through ``int()``, so
+    nothing but digits reaches the literal."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
+
+
+def pg_array(values: Iterable[int | bool | str | None]) -> str:
+    """``pg_int_array`` for columns with nulls, booleans or plain lower-case words (queue
+    types); anything that would need quoting raises."""
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+        elif isinstance(value, bool):
+            items.append("t" if value else "f")
+        elif isinstance(value, int):
+            items.append(str(value))
+        elif _WORD.fullmatch(value) and value != "null":  # unquoted NULL means null
+            items.append(value)
+        else:
+            raise ValueError("pg_array takes integers, booleans and plain words only")
+    return "{" + ",".join(items) + "}"
+
+
+_WORD = re.compile(r"[a-z_]+")

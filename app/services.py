@@ -86,7 +86,7 @@ class Services:
     def discovery(self) -> Discovery:
         s = self.settings
         options = DiscoveryOptions(
-            lookback_minutes=s.discovery_lookback_minutes, batch_size=s.replica_batch_size
+            lookback_minutes=s.discovery_lookback_minutes, batch_size=s.discovery_batch_size
         )
         return Discovery(self.engine, self.replica, options)
 

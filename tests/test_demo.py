@@ -205,7 +205,7 @@ def test_the_readme_csv_puts_the_migrated_users_at_the_head_of_the_queues(
     feed = tmp_path / "scores.csv"
     feed.write_text(
         "user_id,current_score,base_score\n"
-        "900001,0,0\n900002,0,0\n900003,1,1\n900011,0,0\n900012,0,0\n900013,2,2\n"
+        "900001,0,0\n900002,0,0\n900003,0,2\n900011,0,0\n900012,0,0\n900013,0,1\n"
     )
 
     summary = import_scores(services.engine, services.replica, feed)
@@ -224,9 +224,10 @@ def test_the_readme_csv_puts_the_migrated_users_at_the_head_of_the_queues(
             .all()
             for table in ("unsigned_users_queue", "outstanding_requests_queue")
         }
-    # Score 0 first, the freshest leads first among equals: the ones just imported.
-    assert sorted(heads["unsigned_users_queue"][:2]) == [900001, 900002]
-    assert sorted(heads["outstanding_requests_queue"][:2]) == [900011, 900012]
+    # Score 0 first, the freshest leads first among equals (the ones just imported, created in
+    # one transaction), then the lowest user id.
+    assert heads["unsigned_users_queue"] == [900001, 900002, 900003]
+    assert heads["outstanding_requests_queue"] == [900011, 900012, 900013]
     assert {900001, 900002, 900003} <= set(LEGACY_UNSIGNED)
     assert {900011, 900012, 900013} <= set(LEGACY_OUTSTANDING)
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -30,13 +32,31 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import CallqueueError
-from app.intake.rows import UpsertCounts, upsert_scores
-from app.intake.scores import FIELDS, MAX_ROWS, RowError, observe, validate_rows
+from app.intake.rows import (
+    COMPONENTS,
+    Prepared,
+    ScoreRow,
+    UpsertCounts,
+    count_batch,
+    prepare_batch,
+    write_prepared,
+)
+from app.intake.scores import (
+    DUPLICATE,
+    FIELDS,
+    INT4,
+    MAX_ROWS,
+    MAX_USER_ID,
+    RowError,
+    observe,
+    validate_row,
+)
+from app.queues.outcomes import MAX_SCORE
 from app.queues.population import describe_error
 from app.replica.reader import Replica
 
 REQUIRED = ("user_id", "current_score")
-INTEGER = re.compile(r"[+-]?[0-9]{1,25}")  # then range-checked like the API's integers
+MAX_DIGITS = 25  # then range-checked like the API's integers
 SHOWN_IN_DRY_RUN = 20
 
 
@@ -122,21 +142,56 @@ def _header(reader: Any) -> list[str]:
     return names
 
 
-def _fields(names: list[str], record: list[str]) -> dict[str, Any]:
-    """A line as the API would receive it: integers as ints, blanks not given, anything else a
-    string (which the row check rejects as not an integer)."""
-    raw: dict[str, Any] = {}
-    for name, value in zip(names, record, strict=True):
-        value = value.strip()
-        if value:
-            raw[name] = int(value) if INTEGER.fullmatch(value) else value
-    return raw
+def _integer(value: str) -> int | str | None:
+    """A field as the API would receive it: an int when it is one (ASCII digits, a sign,
+    spaces around), None when blank (not given), else the string, which the row check rejects
+    as not an integer."""
+    value = value.strip()
+    digits = value[1:] if value[:1] in ("+", "-") else value
+    if digits.isascii() and digits.isdigit() and len(digits) <= MAX_DIGITS:
+        return int(value)
+    return value or None
 
 
-def _records(
-    reader: Any, names: list[str]
-) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """(first physical line, fields or None, reason when the line cannot be used)."""
+class _Columns:
+    """Where each field sits in a line, and the check of a line."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.user_id = names.index("user_id")
+        self.current = names.index("current_score")
+        self.components = [names.index(c) if c in names else None for c in COMPONENTS]
+
+    def row(self, line: int, record: list[str]) -> ScoreRow | RowError:
+        """The line as a row, or why it is rejected. Lines of plain digits (nearly all of a
+        scoring pipeline's export) are read here directly; any other line goes through the
+        API's row check, which gives the same row for a plain line and the reason otherwise."""
+        u, c = record[self.user_id], record[self.current]
+        if u.isdigit() and u.isascii() and c.isdigit() and c.isascii() and len(u) <= MAX_DIGITS:
+            user_id, current = int(u), int(c)
+            if 1 <= user_id <= MAX_USER_ID and current <= MAX_SCORE:
+                values: list[int | None] = []
+                for position in self.components:
+                    v = "" if position is None else record[position]
+                    if not v:
+                        values.append(None)
+                    elif v.isdigit() and v.isascii() and len(v) < 10 and int(v) < INT4:
+                        values.append(int(v))
+                    else:
+                        break
+                else:
+                    return ScoreRow(user_id, current, *values)
+        fields = {}
+        for name, value in zip(self.names, record, strict=True):
+            parsed = _integer(value)
+            if parsed is not None:
+                fields[name] = parsed
+        return validate_row(line, fields)
+
+
+def _lines(reader: Any, columns: _Columns) -> Iterator[tuple[int, ScoreRow | RowError]]:
+    """Each line that is not blank: its first physical line, and its row or why not."""
+    expected = len(columns.names)
     previous = reader.line_num
     while True:
         try:
@@ -144,16 +199,124 @@ def _records(
         except StopIteration:
             return
         except csv.Error:
-            yield previous + 1, None, "not a valid CSV line"
+            yield previous + 1, RowError(previous + 1, None, "not a valid CSV line")
             previous = reader.line_num
             continue
         line, previous = previous + 1, reader.line_num
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue  # a blank line
-        if len(record) != len(names):
-            yield line, None, f"expected {len(names)} fields as in the header, found {len(record)}"
-            continue
-        yield line, _fields(names, record), None
+        if len(record) == expected:
+            yield line, columns.row(line, record)
+        elif record and (len(record) > 1 or record[0].strip()):
+            reason = f"expected {expected} fields as in the header, found {len(record)}"
+            yield line, RowError(line, None, reason)
+
+
+class _Rejections:
+    """Rejected lines: to ``<name>.rejected.csv``, opened at the first one; in a dry run, the
+    first ``SHOWN_IN_DRY_RUN`` kept for the summary instead."""
+
+    def __init__(self, summary: ImportSummary) -> None:
+        self.summary = summary
+        self._out: IO[str] | None = None
+        self._writer: Any = None
+
+    def add(self, errors: list[RowError]) -> None:
+        summary = self.summary
+        summary.rejected += len(errors)
+        if summary.dry_run:
+            room = max(SHOWN_IN_DRY_RUN - len(summary.shown), 0)
+            summary.shown.extend(errors[:room])
+            return
+        if self._out is None:
+            summary.rejected_path = rejected_path_for(summary.path)
+            self._out = summary.rejected_path.open("w", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._out)
+            self._writer.writerow(["line", "user_id", "error"])
+        self._writer.writerows(
+            [e.index, "" if e.user_id is None else e.user_id, e.error] for e in errors
+        )
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+@dataclass(slots=True)
+class _Batch:
+    first_line: int
+    rows: list[ScoreRow]
+    errors: list[RowError]
+    consumed: int  # bytes of the file read when the batch was complete
+
+
+def _batches(
+    reader: Any, names: list[str], batch_size: int, counting: _CountingReader
+) -> Iterator[_Batch]:
+    """The file's lines, checked, ``batch_size`` at a time; a user id already given earlier in
+    the file is an error where it repeats (which of two values was meant is not the service's
+    guess to make)."""
+    seen: set[int] = set()
+    columns = _Columns(names)
+    batch = _Batch(0, [], [], 0)
+    for line, checked in _lines(reader, columns):
+        if not batch.rows and not batch.errors:
+            batch.first_line = line
+        if isinstance(checked, RowError):
+            batch.errors.append(checked)
+        elif checked.user_id in seen:
+            batch.errors.append(RowError(line, checked.user_id, DUPLICATE))
+        else:
+            seen.add(checked.user_id)
+            batch.rows.append(checked)
+        if len(batch.rows) + len(batch.errors) >= batch_size:
+            batch.consumed = counting.consumed
+            yield batch
+            batch = _Batch(0, [], [], 0)
+    if batch.rows or batch.errors:
+        batch.consumed = counting.consumed
+        yield batch
+
+
+class _Skipped(Exception):
+    """A batch after a failed one: not written, so the file goes in without a hole."""
+
+
+class _Writer:
+    """Batches written in file order while the next ones are read and classified.
+
+    Three things happen at once: this thread reads and checks the file, a worker classifies the
+    next batch's new users on the replica, another writes the batch before it to the store (the
+    drivers release the GIL while the databases work). At most ``IN_FLIGHT`` batches are read
+    ahead, so memory stays a few batches whatever the file's size. Each worker takes batches in
+    order; once a batch fails, the ones after it are skipped, never written around the hole.
+    """
+
+    IN_FLIGHT = 2
+
+    def __init__(self, engine: Engine, replica: Replica) -> None:
+        self.engine = engine
+        self.replica = replica
+        self._classify = ThreadPoolExecutor(1, thread_name_prefix="import-classify")
+        self._write = ThreadPoolExecutor(1, thread_name_prefix="import-write")
+        self._failed = threading.Event()
+        self.in_flight: deque[tuple[_Batch, Future[UpsertCounts]]] = deque()
+
+    def submit(self, batch: _Batch) -> None:
+        prepared = self._classify.submit(prepare_batch, self.engine, self.replica, batch.rows)
+        self.in_flight.append((batch, self._write.submit(self._write_after, prepared)))
+
+    def _write_after(self, prepared: Future[Prepared]) -> UpsertCounts:
+        if self._failed.is_set():
+            raise _Skipped
+        try:
+            return write_prepared(self.engine, prepared.result())
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def close(self) -> None:
+        self._failed.set()  # anything still queued is skipped
+        self._classify.shutdown(wait=True, cancel_futures=True)
+        self._write.shutdown(wait=True, cancel_futures=True)
 
 
 def import_scores(
@@ -169,7 +332,8 @@ def import_scores(
 
     Raises UnreadableFile before writing anything when the file cannot be opened, is empty, or
     its header is not one of scores. A failure mid-way (the replica or the store unreachable)
-    stops the import: the batches before it are in, the summary says where it stopped.
+    stops the import: the batches before it are in, none after it, and the summary says where
+    it stopped.
     """
     summary = ImportSummary(path, dry_run)
     try:
@@ -178,76 +342,52 @@ def import_scores(
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise UnreadableFile(f"cannot read the file ({why})") from None
-    rejected_out: IO[str] | None = None
-    rejected_writer: Any = None
     counting = _CountingReader(handle)
     text_stream = io.TextIOWrapper(
         io.BufferedReader(counting, 1 << 16), encoding="utf-8-sig", errors="replace", newline=""
     )
+    rejections = _Rejections(summary)
+    writer = _Writer(engine, replica)
+
+    def settle(batch: _Batch, counts: UpsertCounts) -> None:
+        summary.rows += len(batch.rows) + len(batch.errors)
+        summary.counts.add(counts)
+        if batch.errors:
+            rejections.add(batch.errors)
+        if not dry_run:
+            observe("csv", counts, len(batch.errors))
+        if on_progress is not None:
+            on_progress(batch.consumed, total)
+
+    current: _Batch | None = None  # the batch whose result is being taken
     try:
         reader = csv.reader(text_stream)
         names = _header(reader)
         if not dry_run:
             with contextlib.suppress(FileNotFoundError):
                 rejected_path_for(path).unlink()
-        seen: set[int] = set()
-
-        def reject(errors: list[RowError]) -> None:
-            nonlocal rejected_out, rejected_writer
-            summary.rejected += len(errors)
+        for batch in _batches(reader, names, batch_size, counting):
             if dry_run:
-                room = SHOWN_IN_DRY_RUN - len(summary.shown)
-                summary.shown.extend(errors[: max(room, 0)])
-                return
-            if rejected_out is None:
-                summary.rejected_path = rejected_path_for(path)
-                rejected_out = summary.rejected_path.open("w", newline="", encoding="utf-8")
-                rejected_writer = csv.writer(rejected_out)
-                rejected_writer.writerow(["line", "user_id", "error"])
-            rejected_writer.writerows(
-                [e.index, "" if e.user_id is None else e.user_id, e.error] for e in errors
-            )
-
-        batch: list[tuple[int, dict[str, Any]]] = []
-        unusable: list[RowError] = []
-
-        def flush() -> None:
-            rows, errors = validate_rows(batch, seen)
-            errors = sorted([*unusable, *errors], key=lambda e: e.index)
-            counts = upsert_scores(engine, replica, rows, dry_run=dry_run)
-            summary.counts.add(counts)
-            if errors:
-                reject(errors)
-            if not dry_run:
-                observe("csv", counts, len(errors))
-            batch.clear()
-            unusable.clear()
-            if on_progress is not None:
-                on_progress(counting.consumed, total)
-
-        first_line = None
-        try:
-            for line, raw, reason in _records(reader, names):
-                summary.rows += 1
-                first_line = first_line or line
-                if raw is None:
-                    unusable.append(RowError(line, None, reason or "not a valid line"))
-                else:
-                    batch.append((line, raw))
-                if len(batch) + len(unusable) >= batch_size:
-                    flush()
-                    first_line = None
-            if batch or unusable:
-                flush()
-        except (CallqueueError, SQLAlchemyError) as exc:
-            summary.stopped = (
-                f"{describe_error(exc)} (lines from {first_line} on were not imported)"
-            )
-        if on_progress is not None:
-            on_progress(total, total)
-        return summary
+                current = batch
+                settle(batch, count_batch(engine, batch.rows))
+                continue
+            writer.submit(batch)
+            while len(writer.in_flight) > writer.IN_FLIGHT:
+                current, future = writer.in_flight.popleft()
+                settle(current, future.result())
+        while writer.in_flight:
+            current, future = writer.in_flight.popleft()
+            settle(current, future.result())
+    except UnreadableFile:
+        raise
+    except (CallqueueError, SQLAlchemyError) as exc:
+        where = f"lines from {current.first_line} on" if current else "no line"
+        summary.stopped = f"{describe_error(exc)} ({where} were not imported)"
     finally:
+        writer.close()
         text_stream.close()
         handle.close()
-        if rejected_out is not None:
-            rejected_out.close()
+        rejections.close()
+    if on_progress is not None:
+        on_progress(total, total)
+    return summary

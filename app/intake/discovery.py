@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
 from app import metrics
 from app.errors import DiscoveryLockLost, DiscoveryRunning
-from app.intake.rows import ScoreRow, insert_rows
+from app.intake.rows import create_rows
 from app.locks import lock_held, session_lock
 from app.queues.population import describe_error
 from app.queues.transitions import Reclassification, reclassify
@@ -62,8 +62,8 @@ FIRST_ID = -(2**63)  # below any bigint id: a phase not started yet
 @dataclass(frozen=True, slots=True)
 class DiscoveryOptions:
     lookback_minutes: int
-    # Replica rows per scan statement (REPLICA_BATCH_SIZE); the classification reads the same
-    # users in one statement.
+    # Replica rows per scan statement and per store transaction (DISCOVERY_BATCH_SIZE); their
+    # users are classified in one statement.
     batch_size: int
     # How often a long pass logs its progress.
     progress_seconds: float = 5.0
@@ -192,7 +192,8 @@ _END_PASS = text(
     " WHERE id = 1 RETURNING watermark"
 )
 _EXISTING_TYPES = text(
-    "SELECT user_id, current_queue_type FROM user_call_scores WHERE user_id = ANY(:ids)"
+    "SELECT user_id, current_queue_type FROM user_call_scores"
+    " WHERE user_id = ANY(CAST(:ids AS bigint[]))"
 )
 _RUN_FIGURES = text(
     "UPDATE discovery_runs SET scanned_users = scanned_users + :users,"
@@ -341,7 +342,7 @@ class Discovery:
         if not rows:
             return _Batch(phase, 0, after, None, {}, full=False)
         user_ids = list(dict.fromkeys(int(r[1]) for r in rows))
-        verdicts = classify_in_sql(self.replica, user_ids, details=False)
+        verdicts = classify_in_sql(self.replica, user_ids, details=False, batch_size=len(user_ids))
         return _Batch(
             phase,
             len(rows),
@@ -373,7 +374,8 @@ class Discovery:
                     moves.setdefault(existing[uid], []).append(
                         Reclassification(uid, to_type, verdict.reason)
                     )
-            created = insert_rows(conn, [ScoreRow(uid, 0) for uid, _ in sorted(new)], dict(new))
+            new.sort()
+            created = create_rows(conn, [uid for uid, _ in new], [t for _, t in new])
             moved = sum(
                 reclassify(conn, from_type, changes, source="discovery", run_id=report.run_id)
                 for from_type, changes in moves.items()

@@ -52,7 +52,10 @@ class ScoresResult:
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int  # not a bool, which is an int to isinstance
+
+
+_FIELD_SET = frozenset(FIELDS)
 
 
 def validate_row(index: int, raw: Any) -> ScoreRow | RowError:
@@ -62,7 +65,7 @@ def validate_row(index: int, raw: Any) -> ScoreRow | RowError:
         return RowError(index, None, "a row must be an object")
     user_id = raw.get("user_id")
     valid_id = user_id if _is_int(user_id) and 1 <= user_id <= MAX_USER_ID else None
-    if any(name not in FIELDS for name in raw):
+    if not raw.keys() <= _FIELD_SET:
         return RowError(index, valid_id, UNKNOWN_FIELD)
     if user_id is None:
         return RowError(index, None, "user_id is required")
@@ -73,14 +76,16 @@ def validate_row(index: int, raw: Any) -> ScoreRow | RowError:
         return RowError(index, valid_id, "current_score is required")
     if not _is_int(current) or not MIN_SCORE <= current <= MAX_SCORE:
         return RowError(index, valid_id, BAD_CURRENT)
-    components: dict[str, int | None] = {}
+    if len(raw) == 2:  # the usual row: no components
+        return ScoreRow(valid_id, current)
+    components: list[int | None] = []
     for name in COMPONENTS:
         value = raw.get(name)
         if value is not None and (not _is_int(value) or not -INT4 <= value < INT4):
             message = f"{name} must be an integer from {-INT4} to {INT4 - 1}"
             return RowError(index, valid_id, message)
-        components[name] = value
-    return ScoreRow(valid_id, current, **components)
+        components.append(value)
+    return ScoreRow(valid_id, current, *components)
 
 
 def validate_rows(

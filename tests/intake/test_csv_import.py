@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from app.intake.csv_import import import_scores
+from app.intake.csv_import import _Columns, _integer, import_scores
+from app.intake.scores import validate_row
 from app.replica.reader import Replica as ReplicaReader
 from app.services import Services
 from tests.factories import Replica, add_scores
@@ -303,3 +304,33 @@ def test_an_import_stops_cleanly_when_the_replica_stops_answering(
     )
     assert summary.complete is False
     assert sorted(scores(store_engine)) == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        ["1", "5", ""],
+        ["9223372036854775807", "200", "2147483647"],
+        ["9223372036854775808", "5", ""],
+        ["0", "5", ""],
+        ["1", "201", ""],
+        ["12", "0", "2147483648"],
+        ["12", "0", "0012"],
+        [" 12", "+3", "-4"],
+        ["1_000", "5", ""],
+        ["\u0663", "5", ""],  # an Arabic-Indic digit: int() would take it, the API would not
+        ["12", "\u00b2", ""],
+        ["", "5", ""],
+        ["12", " ", "  "],
+    ],
+)
+def test_a_line_reads_as_the_api_reads_the_same_row(record: list[str]) -> None:
+    """The importer reads plain-digit lines directly, for speed: it must give exactly what the
+    API's row check gives for the same fields, row or error."""
+    names = ["user_id", "current_score", "base_score"]
+    fields = {}
+    for name, value in zip(names, record, strict=True):
+        parsed = _integer(value)
+        if parsed is not None:
+            fields[name] = parsed
+    assert _Columns(names).row(7, record) == validate_row(7, fields)

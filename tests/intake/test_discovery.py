@@ -361,6 +361,7 @@ def test_a_run_killed_mid_walk_is_resumed_with_no_gap_and_no_duplicate(
         REPLICA_DATABASE_URL=replica_db.url.render_as_string(hide_password=False),
         APP_ENV="test",
         REPLICA_BATCH_SIZE="5",
+        DISCOVERY_BATCH_SIZE="5",
     )
     proc = subprocess.Popen(
         [*command(), "discover"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 
-from app.intake.rows import ScoreRow, Stored, next_scores
+from app.intake.rows import ScoreRow, Stored, create_rows, next_scores
 from tests.factories import Agent, Replica, add_scores, new_agent
 
 SCORES = "/api/scores"
@@ -102,10 +102,9 @@ def test_created_updated_unchanged_and_the_same_body_twice(
     assert again.json() == {"created": 0, "updated": 0, "unchanged": 5, "errors": []}
 
 
-def test_new_rows_are_classified_in_batches(
-    make_client: Callable[..., TestClient], scorer: Agent, replica: Replica
+def test_new_rows_are_classified_in_one_replica_statement(
+    client: TestClient, scorer: Agent, replica: Replica
 ) -> None:
-    client = make_client(replica_batch_size=1000)
     replica.unsigned(7)
     statements: list[str] = []
     event.listen(
@@ -113,12 +112,10 @@ def test_new_rows_are_classified_in_batches(
         "before_cursor_execute",
         lambda conn, cursor, statement, *a: statements.append(statement),
     )
-    rows = [{"user_id": uid, "current_score": uid % 200} for uid in range(1, 2501)]
-
-    answer = put(client, scorer, *rows)
-
-    assert answer.json() == {"created": 2500, "updated": 0, "unchanged": 0, "errors": []}
-    assert len(statements) == 3  # 2,500 new users, 1,000 per replica statement
+    for size in (10, 10_000):
+        rows = [{"user_id": 7 * size + n, "current_score": n % 200} for n in range(size)]
+        assert put(client, scorer, *rows).json()["created"] == size
+    assert len(statements) == 2  # one per request, whatever its size
 
 
 def test_only_the_score_columns_are_written(
@@ -386,3 +383,20 @@ def test_a_concurrent_outcome_and_score_upsert_both_survive(
         }
         assert put(client, scorer, {"user_id": 1, "current_score": 3}).json()["updated"] == 1
         assert rows_of(store_engine, "current_score")[1] == (3,)
+
+
+def test_rows_created_meanwhile_by_another_writer_are_not_lost(store_engine: Engine) -> None:
+    """New rows go in with COPY; when another writer created one of them between the check and
+    the write, the COPY's savepoint is rolled back and the others are inserted one by one."""
+    add_scores(store_engine, [{"user_id": 2, "current_score": 77}])
+    with store_engine.begin() as conn:
+        created = create_rows(conn, [1, 2, 3], [UNSIGNED, None, OUTSTANDING])
+        assert created == {1, 3}
+    assert rows_of(store_engine, "current_score", "current_queue_type") == {
+        1: (0, UNSIGNED),
+        2: (77, None),
+        3: (0, OUTSTANDING),
+    }
+    with store_engine.begin() as conn:
+        assert create_rows(conn, [4, 5], [None, UNSIGNED]) == {4, 5}
+    assert len(rows_of(store_engine, "current_score")) == 5
