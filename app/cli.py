@@ -34,7 +34,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import MIN_CRON_SECRET_LENGTH, Settings, get_settings
-from app.errors import CallqueueError, ConfigError, DiscoveryRunning, PopulationRunning
+from app.errors import (
+    CallqueueError,
+    ConfigError,
+    DiscoveryRunning,
+    PopulationRunning,
+    UnreadableFile,
+)
 from app.logs import configure_logging
 from app.queues.kinds import QueueType
 
@@ -436,7 +442,7 @@ def scores_import(
     Exits 0 when every line went in, 1 when some were rejected (or the import stopped early),
     2 when the file cannot be imported at all.
     """
-    from app.intake.csv_import import UnreadableFile, import_scores
+    from app.intake.csv_import import import_scores
     from app.services import Services
 
     with database(command_settings()) as settings:

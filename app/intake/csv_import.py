@@ -31,7 +31,7 @@ from typing import IO, Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.errors import CallqueueError
+from app.errors import CallqueueError, UnreadableFile
 from app.intake.rows import (
     COMPONENTS,
     Prepared,
@@ -58,12 +58,6 @@ from app.replica.reader import Replica
 REQUIRED = ("user_id", "current_score")
 MAX_DIGITS = 25  # then range-checked like the API's integers
 SHOWN_IN_DRY_RUN = 20
-
-
-class UnreadableFile(CallqueueError):
-    """The file cannot be imported at all (missing, not a CSV of scores): nothing was written."""
-
-    code = "UnreadableFile"
 
 
 @dataclass(slots=True)

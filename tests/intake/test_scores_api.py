@@ -244,6 +244,18 @@ def test_a_malformed_or_oversized_body_is_422_and_writes_nothing(
     assert rows_of(store_engine, "current_score") == {}
 
 
+def test_a_huge_number_is_a_row_error(client: TestClient, scorer: Agent) -> None:
+    """JSON's 1e400 is a float (infinity) to the parser: not an integer, so a row error."""
+    answer = client.put(
+        SCORES,
+        headers={**scorer.auth, "Content-Type": "application/json"},
+        content=b'{"scores": [{"user_id": 1e400, "current_score": 1},'
+        b' {"user_id": 2, "current_score": 1e400}]}',
+    )
+    assert answer.status_code == 200
+    assert [e["index"] for e in answer.json()["errors"]] == [0, 1]
+
+
 def test_a_body_that_is_not_json_is_422(client: TestClient, scorer: Agent) -> None:
     answer = client.put(
         SCORES, headers={**scorer.auth, "Content-Type": "application/json"}, content=b"{scores"
