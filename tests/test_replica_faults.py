@@ -45,7 +45,8 @@ TIMEOUT_MS = 1000  # REPLICA_STATEMENT_TIMEOUT_MS (MySQL read timeout: 1 s)
 BOUND = 8.0  # seconds: connect_timeout (5 s) plus headroom; anything longer is a hang
 POPULATION_BOUND = 12.0  # two queues, each failing on its first replica read
 MYSQL_ADMIN_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
-MYSQL_DATABASE = "cq_test_replica_faults"
+# Per test run, as the PostgreSQL databases are: several runs share the machine's MariaDB.
+MYSQL_DATABASE = f"cq_test_replica_faults_{os.getpid()}"
 REPLICA_TABLES = [t.name for t in replica_metadata.sorted_tables]
 # Store tables a replica fault must leave exactly as they were (population history aside).
 STATE_TABLES = {
@@ -113,6 +114,10 @@ def mysql_faults_engine() -> Iterator[Engine]:
     replica_metadata.create_all(engine)
     yield engine
     engine.dispose()
+    admin = create_engine(admin_url, connect_args={"connect_timeout": 3})
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{MYSQL_DATABASE}`"))
+    admin.dispose()
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from app.replica.schema import replica_metadata
 from tests.factories import Replica as ReplicaRows
 
 MYSQL_ADMIN_DEFAULT = "mysql+pymysql://root@127.0.0.1:3306/test"
-MYSQL_DATABASE = "cq_test_replica_mysql"
+# Per test run, as the PostgreSQL databases are: several runs share the machine's MariaDB.
+MYSQL_DATABASE = f"cq_test_replica_mysql_{os.getpid()}"
 REPLICA_TABLES = [t.name for t in replica_metadata.sorted_tables]
 
 
@@ -48,6 +49,10 @@ def mysql_replica_engine() -> Iterator[Engine]:
     replica_metadata.create_all(engine)
     yield engine
     engine.dispose()
+    admin = create_engine(admin_url, connect_args={"connect_timeout": 3})
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS `{MYSQL_DATABASE}`"))
+    admin.dispose()
 
 
 @pytest.fixture(
