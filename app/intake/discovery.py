@@ -17,8 +17,8 @@ The replica is read one batch ahead in a worker thread while the store writes th
 
 **Resumable, no gap, no duplicate.** Each batch commits its rows together with the pass's
 position (table, last id) in ``discovery_state``; a run killed anywhere resumes after the last
-committed batch, and a batch that did not commit is done again (its creations are
-``ON CONFLICT DO NOTHING``, its reclassifications compare-and-set). The watermark moves only when
+committed batch, and a batch that did not commit is done again (its creations skip the rows
+that exist, its reclassifications compare-and-set). The watermark moves only when
 a pass has committed its last batch, to the newest ``created_at`` the pass saw, capped at the
 pass's start on the database clock (rows created during the pass are read again next time) and
 never backwards.
@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
 from app import metrics
+from app.db import pg_int_array
 from app.errors import DiscoveryLockLost, DiscoveryRunning
 from app.intake.rows import create_rows
 from app.locks import lock_held, session_lock
@@ -359,7 +360,8 @@ class Discovery:
             self._assert_lock_held(conn)
             ids = list(batch.verdicts)
             existing: dict[int, str | None] = {
-                uid: queue_type for uid, queue_type in conn.execute(_EXISTING_TYPES, {"ids": ids})
+                uid: queue_type
+                for uid, queue_type in conn.execute(_EXISTING_TYPES, {"ids": pg_int_array(ids)})
             }
             new: list[tuple[int, str]] = []
             moves: dict[str | None, list[Reclassification]] = {}
