@@ -86,14 +86,19 @@ def current_agent(services: ServicesDep, token: TokenDep) -> AgentIdentity:
 # -- the scorer role (SPEC 7.1): its token reaches PUT /api/scores and nothing else -------------
 
 
-def dashboard_user(agent: Annotated[AgentIdentity, Depends(current_agent)]) -> AgentIdentity:
-    """An agent or a supervisor: every route behind ``AgentDep`` (and ``SupervisorDep``)."""
+async def dashboard_user(
+    agent: Annotated[AgentIdentity, Depends(current_agent)],
+) -> AgentIdentity:
+    """An agent or a supervisor: every route behind ``AgentDep`` (and ``SupervisorDep``). Async
+    on purpose (no I/O): a sync dependency costs a threadpool hop per request."""
     if agent.role == "scorer":
         raise Forbidden("a scorer's token is for PUT /api/scores only")
     return agent
 
 
-def require_scorer(agent: Annotated[AgentIdentity, Depends(current_agent)]) -> AgentIdentity:
+async def require_scorer(
+    agent: Annotated[AgentIdentity, Depends(current_agent)],
+) -> AgentIdentity:
     """PUT /api/scores: the upstream scorer, or a supervisor; agents get 403."""
     if agent.role not in ("scorer", "supervisor"):
         raise Forbidden("this route is for scorers and supervisors")
