@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import Conflict, NotFound, Unauthorized
 from app.statements import Statement
 
-ROLES = ("agent", "supervisor")
+ROLES = ("agent", "supervisor", "scorer")
 
 
 @dataclass(frozen=True, slots=True)

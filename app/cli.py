@@ -5,8 +5,8 @@ migrated on demand, stopped on exit unless another process still uses it), in de
 Human-facing messages and logs go to standard error; standard output carries only a command's
 result (the population report), so it can be piped.
 
-Exit codes: 0 success, 1 failure, 2 bad configuration, 75 (EX_TEMPFAIL) another population is
-running.
+Exit codes: 0 success, 1 failure, 2 bad configuration (or, for ``scores import``, a file that
+cannot be imported), 75 (EX_TEMPFAIL) another population or discovery is running.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import MIN_CRON_SECRET_LENGTH, Settings, get_settings
-from app.errors import CallqueueError, ConfigError, PopulationRunning
+from app.errors import (
+    CallqueueError,
+    ConfigError,
+    DiscoveryRunning,
+    PopulationRunning,
+    UnreadableFile,
+)
 from app.logs import configure_logging
 from app.queues.kinds import QueueType
 
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 class Role(StrEnum):
     AGENT = "agent"
     SUPERVISOR = "supervisor"
+    SCORER = "scorer"
 
 
 EXIT_FAILED = 1
@@ -276,6 +283,7 @@ DEMO_AGENTS = (
     ("demo-supervisor", "supervisor"),
     ("demo-agent-1", "agent"),
     ("demo-agent-2", "agent"),
+    ("demo-scorer", "scorer"),
 )
 DEMO_TOKENS_FILE = "demo_tokens.json"
 
@@ -325,6 +333,9 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
         f"    curl -sS -H {bearer} {base}{CRON_PATH}",
         "  health check:",
         f"    curl -sS -X POST -H {bearer} {base}{CRON_PATH}",
+        "  discover new leads on the replica now (the scheduler does it at start, then every"
+        f" {settings.discovery_interval_minutes} minutes):",
+        f"    curl -sS -H {bearer} {base}/api/cron/discover",
         "",
     ]
     if tokens and settings.app_env != "production":
@@ -336,8 +347,17 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
                 "  the next user to call, as demo-agent-1:",
                 f'    curl -sS -X POST -H "Authorization: Bearer {agent}"'
                 f" {base}/api/queues/unsigned_users/next-user",
-                "",
             ]
+        scorer = tokens.get("demo-scorer")
+        if scorer:
+            lines += [
+                "  push a score as demo-scorer (README, Feeding callqueue):",
+                f'    curl -sS -X PUT -H "Authorization: Bearer {scorer}"'
+                " -H 'Content-Type: application/json'"
+                """ -d '{"scores": [{"user_id": 900004, "current_score": 0}]}'"""
+                f" {base}/api/scores",
+            ]
+        lines += [""]
     typer.echo("\n".join(lines), err=True)
 
 
@@ -402,6 +422,111 @@ def populate(
 
 
 @cli.command()
+def discover() -> None:
+    """Discover new leads on the replica now; prints the cron route's JSON report on standard
+    output (progress in the logs, on standard error).
+
+    Exits 0 when the run succeeded, 1 when it failed (a rerun resumes where it stopped), 75 when
+    another discovery is running.
+    """
+    from app.services import Services
+
+    with database(command_settings()) as settings:
+        services = Services.build(settings)
+        try:
+            report = services.discovery().run(trigger="cli")
+        except DiscoveryRunning as exc:
+            typer.echo(f"callqueue: {exc.detail}", err=True)
+            raise typer.Exit(EXIT_POPULATION_RUNNING) from None
+        finally:
+            services.dispose()
+    typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, separators=(",", ":")))
+    raise typer.Exit(0 if report.success else EXIT_FAILED)
+
+
+scores_cli = typer.Typer(help="Feed leads' scores from upstream.", no_args_is_help=True)
+cli.add_typer(scores_cli, name="scores")
+
+
+@scores_cli.command("import")
+def scores_import(
+    file: Annotated[Path, typer.Argument(help="CSV: user_id,current_score[,base_score,...]")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="check and count, write nothing")
+    ] = False,
+) -> None:
+    """Upsert scores from a CSV file, as PUT /api/scores does, in batches of 10,000 lines.
+
+    The header names the columns: user_id and current_score, and any of base_score,
+    outcome_penalty_score, time_penalty_score. Rejected lines go to NAME.rejected.csv beside the
+    file, with their line numbers (the header is line 1) and reasons. Prints one summary line.
+    Exits 0 when every line went in, 1 when some were rejected (or the import stopped early),
+    2 when the file cannot be imported at all.
+    """
+    from app.intake.csv_import import import_scores
+    from app.services import Services
+
+    with database(command_settings()) as settings:
+        services = Services.build(settings)
+        try:
+            with _progress_bar(file) as on_progress:
+                summary = import_scores(
+                    services.engine,
+                    services.replica,
+                    file,
+                    dry_run=dry_run,
+                    on_progress=on_progress,
+                )
+        except UnreadableFile as exc:
+            typer.echo(f"callqueue: {file}: {exc.detail}", err=True)
+            raise typer.Exit(EXIT_CONFIG) from None
+        finally:
+            services.dispose()
+    for shown in summary.shown:
+        user = "" if shown.user_id is None else f" (user {shown.user_id})"
+        typer.echo(f"  line {shown.index}{user}: {shown.error}", err=True)
+    if summary.rejected > len(summary.shown) and summary.dry_run:
+        typer.echo(f"  ... and {summary.rejected - len(summary.shown):,} more", err=True)
+    typer.echo(summary.line())
+    raise typer.Exit(0 if summary.complete else EXIT_FAILED)
+
+
+@contextmanager
+def _progress_bar(file: Path) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on standard error when it is a terminal; nothing in a pipe or a log."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"importing {file.name}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update
+
+
+@cli.command()
 def sweep() -> None:
     """Expire overdue leases now: their entries go back to pending. Prints how many expired."""
     from app.queues.leases import sweep_expired_leases
@@ -440,7 +565,9 @@ def _store() -> Iterator[Engine]:
 @agents_cli.command("create")
 def agents_create(
     name: Annotated[str, typer.Option(help="a unique name, e.g. the person's login")],
-    role: Annotated[Role, typer.Option(help="agent or supervisor")] = Role.AGENT,
+    role: Annotated[
+        Role, typer.Option(help="agent, supervisor, or scorer (may only PUT /api/scores)")
+    ] = Role.AGENT,
 ) -> None:
     """Create an agent; prints its token, alone, on standard output (it is not shown again)."""
     from app.agents import create_agent

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     recheck_batch: int = Field(1000, ge=0)
     skip_cooldown_minutes: int = Field(60, ge=0)
+    discovery_interval_minutes: int = Field(15, ge=1)
+    discovery_lookback_minutes: int = Field(120, ge=0)
+    discovery_batch_size: int = Field(10_000, ge=1, le=100_000)
 
     use_separated_queues: bool = True
     use_new_queue_services: bool = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -255,3 +257,35 @@ def ping_when_idle(engine: Engine, idle_seconds: float) -> None:
         except Exception as exc:
             # The pool discards this connection and checks out another (a fresh one if needed).
             raise DisconnectionError(f"idle connection failed its ping: {exc}") from exc
+
+
+def pg_int_array(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (``{1,2,3}``), for a parameter cast to an array
+    type in the statement (``= ANY(CAST(:ids AS bigint[]))``).
+
+    Bulk statements take thousands of ids a batch. psycopg dumps a Python list element by
+    element, checking each against a regular expression for quoting: about 12 ms of CPU for
+    10,000 integers, ten times the cost of this join. Every value goes through ``int()``, so
+    nothing but digits reaches the literal."""
+    return "{" + ",".join(map(str, map(int, values))) + "}"
+
+
+def pg_array(values: Iterable[int | bool | str | None]) -> str:
+    """``pg_int_array`` for columns with nulls, booleans or plain lower-case words (queue
+    types); anything that would need quoting raises."""
+    items = []
+    for value in values:
+        if value is None:
+            items.append("NULL")
+        elif isinstance(value, bool):
+            items.append("t" if value else "f")
+        elif isinstance(value, int):
+            items.append(str(value))
+        elif _WORD.fullmatch(value) and value != "null":  # unquoted NULL means null
+            items.append(value)
+        else:
+            raise ValueError("pg_array takes integers, booleans and plain words only")
+    return "{" + ",".join(items) + "}"
+
+
+_WORD = re.compile(r"[a-z_]+")

@@ -12,7 +12,12 @@ It writes the claims platform's tables (users, claims, claim_requirements) and t
   creation times over nine months (a few inside the cooling period); ``next_call_after`` following
   each lead's last outcome, so some leads are not callable yet; some leads deactivated;
 - ``current_queue_type`` set from the classification itself, except for a stale ~7% so the first
-  population has something to reclassify, and null where the user belongs in no queue.
+  population has something to reclassify, and null where the user belongs in no queue;
+- lead intake at work (SPEC 7.1): half the sign-ups of the last two hours have no score row yet,
+  and discovery's watermark says it last ran 15 minutes ago, so the first discovery (the built-in
+  scheduler runs it at start) finds them and creates their rows; and a block of users migrated
+  from an older platform (``LEGACY_IDS``, created months ago, so beyond discovery's reach) whom
+  only the scoring pipeline can bring in: the README's CSV and ``curl`` examples use them.
 
 Contact details are fiction: phone numbers only from Ofcom's drama range 07700 900000-900999
 (a few users have none, which claims must reject), e-mail addresses at example.com/example.org.
@@ -61,7 +66,14 @@ STALE_SHARE = 0.07
 SUPPRESSED_PAIRS = 10
 # Regular numbers are drawn below this; the ten above it are the suppressed pairs' own.
 SUPPRESSED_FIRST = 990
-UNSCORED_SHARE = 0.02
+FRESH_SHARE = 0.05  # sign-ups of the last two hours
+UNSCORED_FRESH_SHARE = 0.5  # of those, the ones the scorer has not picked up yet
+DISCOVERY_RAN_AGO = timedelta(minutes=15)
+# The migrated users, for the README's intake examples: unsigned, then outstanding.
+LEGACY_UNSIGNED = range(900_001, 900_011)
+LEGACY_OUTSTANDING = range(900_011, 900_021)
+LEGACY_IDS = range(LEGACY_UNSIGNED.start, LEGACY_OUTSTANDING.stop)
+LEGACY_AGE = timedelta(days=200)
 INSERT_BATCH = 2000
 
 FIRST_NAMES = (  # noqa: SIM905 (a word list reads better as prose)
@@ -191,6 +203,11 @@ class DemoCounts:
     # Score rows whose stored current_queue_type disagrees with the classification.
     stale: int
     inactive: int
+    # Users with no score row: recent sign-ups (of which ``unscored_queued`` belong in a queue,
+    # the rows the first discovery creates) and migrated users (``LEGACY_IDS``).
+    unscored: int
+    unscored_queued: int
+    legacy: int
     # Numbers put on the suppression list, and the users holding them (two per number).
     suppressed_numbers: int = 0
     suppressed_users: int = 0
@@ -212,6 +229,10 @@ class _Book:
     queued: list[int] = field(default_factory=list)
     # Numbers shared by two such users each, for the suppression list.
     suppressed_phones: list[str] = field(default_factory=list)
+    # Users with no score row, and the queue type each belongs in: recent sign-ups for
+    # discovery, migrated users for the scoring pipeline.
+    unscored: list[tuple[int, str | None]] = field(default_factory=list)
+    legacy: list[tuple[int, str]] = field(default_factory=list)
 
 
 class _Generator:
@@ -236,7 +257,8 @@ class _Generator:
     def user(self, user_id: int) -> None:
         rng = self.rng
         profile = self._weighted(PROFILES)
-        if rng.random() < 0.02:  # a few fresh sign-ups, still inside the cooling period
+        fresh = rng.random() < FRESH_SHARE
+        if fresh:  # a sign-up of the last two hours, still inside the cooling period
             created = self.now - timedelta(minutes=rng.randint(5, 110))
         else:
             created = self.now - timedelta(
@@ -268,7 +290,31 @@ class _Generator:
 
         facts = UserFacts(user=ReplicaUser(user_id, enabled, signature, created))
         getattr(self, f"_claims_{profile}")(facts, created)
-        self.score(user_id, created, classify(facts).queue_type)
+        truth = classify(facts).queue_type
+        if fresh and rng.random() < UNSCORED_FRESH_SHARE:
+            # The scorer has not picked this user up yet: the first discovery will.
+            self.book.unscored.append((user_id, None if truth is None else str(truth)))
+            return
+        self.score(user_id, created, truth)
+
+    def legacy(self, user_id: int, queue_type: QueueType) -> None:
+        """A user migrated from an older platform: months old, callable, and no score row."""
+        created = self.now - LEGACY_AGE + timedelta(minutes=user_id - LEGACY_IDS.start)
+        unsigned = queue_type is QueueType.UNSIGNED_USERS
+        signature = None if unsigned else self.rng.randrange(10_000, 99_999)
+        first, last = self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
+        email = f"{first}.{last}".lower().replace("'", "") + f"{user_id % 100}@example.org"
+        phone = f"07700 900{user_id % 1000:03d}"
+        self.book.users.append(
+            (user_id, True, signature, first, last, phone, email, "active", created)
+        )
+        facts = UserFacts(user=ReplicaUser(user_id, True, signature, created))
+        if unsigned:
+            self._claims_unsigned(facts, created)
+        else:
+            self._claims_outstanding(facts, created)
+        assert classify(facts).queue_type is queue_type
+        self.book.legacy.append((user_id, str(queue_type)))
 
     def _claim(self, facts: UserFacts, created: datetime, status: str) -> ReplicaClaim:
         assert facts.user is not None
@@ -380,8 +426,6 @@ class _Generator:
 
     def score(self, user_id: int, user_created: datetime, truth: QueueType | None) -> None:
         rng = self.rng
-        if rng.random() < UNSCORED_SHARE:  # the scorer has not picked this user up yet
-            return
         created = self._after(user_created, timedelta(hours=6))
         fresh = self.now - created < timedelta(days=1)
         attempts = 0 if fresh else min(int(rng.expovariate(0.4)), 14)
@@ -442,6 +486,13 @@ def build_book(*, users: int, seed: int, now: datetime) -> _Book:
     for offset in range(users):
         generator.user(FIRST_USER_ID + offset)
     _share_suppressed_numbers(generator.book, random.Random(seed + 1))
+    for user_id in LEGACY_IDS:
+        generator.legacy(
+            user_id,
+            QueueType.UNSIGNED_USERS
+            if user_id in LEGACY_UNSIGNED
+            else QueueType.OUTSTANDING_REQUESTS,
+        )
     return generator.book
 
 
@@ -498,6 +549,14 @@ def seed_demo(
             suppression.check_key(store)
             keys = [suppression.phone_key(phone) for phone in book.suppressed_phones]
             suppressed = add_numbers(store, [k for k in keys if k], "demo", None)
+        # Discovery has been running: it last looked 15 minutes ago.
+        store.execute(
+            text(
+                "INSERT INTO discovery_state (id, watermark) VALUES (1, :at)"
+                " ON CONFLICT (id) DO UPDATE SET watermark = EXCLUDED.watermark"
+            ),
+            {"at": now - DISCOVERY_RAN_AGO},
+        )
     return DemoCounts(
         users=len(book.users),
         claims=len(book.claims),
@@ -510,6 +569,9 @@ def seed_demo(
         inactive=book.inactive,
         suppressed_numbers=suppressed,
         suppressed_users=2 * suppressed,
+        unscored=len(book.unscored),
+        unscored_queued=sum(1 for _, queue_type in book.unscored if queue_type is not None),
+        legacy=len(book.legacy),
     )
 
 

@@ -31,6 +31,20 @@ class PopulationLockLost(CallqueueError):
     code = "PopulationLockLost"
 
 
+class DiscoveryRunning(CallqueueError):
+    code = "DiscoveryRunning"
+
+
+class DiscoveryLockLost(CallqueueError):
+    code = "DiscoveryLockLost"
+
+
+class UnreadableFile(CallqueueError):
+    """A file to import cannot be imported at all (missing, empty, not a CSV of scores)."""
+
+    code = "UnreadableFile"
+
+
 class ReplicaUnavailable(CallqueueError):
     code = "ReplicaUnavailable"
 

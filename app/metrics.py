@@ -83,6 +83,15 @@ SUPPRESSION_CHANGES = Counter(
     " (api, import, do_not_contact, demo)",
     ["action", "source"],
 )
+DISCOVERY_RUNS = Counter(
+    "callqueue_discovery_runs_total", "discovery runs by status: succeeded, failed", ["status"]
+)
+INTAKE_ROWS = Counter(
+    "callqueue_intake_rows_total",
+    "score rows from upstream by source (discovery, api, csv) and result (created, updated,"
+    " unchanged, reclassified, rejected)",
+    ["source", "result"],
+)
 HTTP_REQUESTS = Counter(
     "callqueue_http_requests_total",
     "HTTP requests by route template and status",

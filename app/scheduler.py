@@ -1,5 +1,5 @@
-"""The built-in scheduler: hourly population, queue-level check every 5 minutes, lease sweep every
-minute, for deployments with no external cron.
+"""The built-in scheduler: discovery every DISCOVERY_INTERVAL_MINUTES, hourly population,
+queue-level check every 5 minutes, lease sweep every minute, for deployments with no external cron.
 
 Every process may run it. Each job runs once per tick across all of them: a tick is the database
 clock floored to the job's period, and the process whose INSERT of (job, tick) succeeds runs it.
@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.errors import PopulationRunning
+from app.errors import DiscoveryRunning, PopulationRunning
 from app.queues.leases import sweep_expired_leases
 from app.services import Services
 
@@ -39,6 +39,10 @@ class Job:
 
 def jobs(services: Services) -> list[Job]:
     s = services.settings
+
+    def discovery() -> str:
+        report = services.discovery().run(trigger="scheduler")
+        return f"created {report.created}" if report.success else "failed"
 
     def population() -> str:
         report = services.population().run(trigger="scheduler")
@@ -62,7 +66,9 @@ def jobs(services: Services) -> list[Job]:
             )
         return f"expired {expired}"
 
+    # Discovery first: at start-up, leads arrive before the queues are built from them.
     return [
+        Job("discovery", s.discovery_interval_minutes * 60, discovery),
         Job("population", s.population_interval_minutes * 60, population),
         Job("queue_level_check", 300, queue_level_check),
         Job("lease_sweep", 60, lease_sweep),
@@ -105,6 +111,8 @@ class Scheduler:
                 result = job.run()
             except PopulationRunning:
                 result = "skipped: a population was already running"
+            except DiscoveryRunning:
+                result = "skipped: a discovery was already running"
             except Exception as exc:
                 log.exception("scheduler.job_failed", extra={"job": job.name})
                 result = f"error: {type(exc).__name__}"

@@ -14,11 +14,11 @@ from app.config import Settings
 from app.db import SessionBoundsMissing, create_direct_engine, create_store_engine
 from app.errors import ConfigError
 from app.flags import Flags, current_flags, default_flags, flags_with
+from app.intake.discovery import Discovery, DiscoveryOptions, discovery_lock
+from app.locks import RunLock
 from app.queues.assignments import AssignmentService
 from app.queues.claims import ClaimService, ClaimSettings
-from app.queues.kinds import POPULATION_LOCK_KEY
-from app.queues.population import Population, PopulationOptions
-from app.queues.population_lock import PopulationLock
+from app.queues.population import Population, PopulationOptions, population_lock
 from app.replica.monitor import ReplicaMonitor
 from app.replica.reader import Replica, create_replica_engine
 from app.rules.calling import CallingWindow, calling_window, rules_from_row
@@ -162,9 +162,19 @@ class Services:
         return create_direct_engine(self.settings)
 
     @cached_property
-    def population_lock(self) -> PopulationLock:
-        return PopulationLock(
-            self.direct_engine, POPULATION_LOCK_KEY, self.settings.dead_peer_timeout_seconds
+    def population_lock(self) -> RunLock:
+        return population_lock(self.direct_engine, self.settings.dead_peer_timeout_seconds)
+
+    def discovery(self) -> Discovery:
+        s = self.settings
+        options = DiscoveryOptions(
+            lookback_minutes=s.discovery_lookback_minutes, batch_size=s.discovery_batch_size
+        )
+        return Discovery(
+            self.engine,
+            self.replica,
+            options,
+            discovery_lock(self.direct_engine, self.settings.dead_peer_timeout_seconds),
         )
 
     def dispose(self) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db import create_direct_engine, create_store_engine, keepalive_timing
 from app.queues.kinds import POPULATION_LOCK_KEY
-from app.queues.population_lock import PopulationLock
+from app.queues.population import population_lock
 from app.replica.reader import create_replica_engine
 from tests.conftest import CRON_SECRET, MYSQL_DEFAULT
 from tests.factories import Replica as ReplicaRows
@@ -264,7 +264,7 @@ def test_the_population_lock_session_is_a_lease(
     lease = settings.dead_peer_timeout_seconds
     engine = create_direct_engine(settings)
     try:
-        lock = PopulationLock(engine, POPULATION_LOCK_KEY, lease)
+        lock = population_lock(engine, lease)
         with lock.hold() as held:
             time.sleep(3 * lease)  # well past the lease
             held.check()  # still held: the heartbeat kept the session busy

@@ -9,14 +9,23 @@ import statistics
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.demo import DemoCounts, build_book, seed_demo
+from app.demo import (
+    LEGACY_IDS,
+    LEGACY_OUTSTANDING,
+    LEGACY_UNSIGNED,
+    DemoCounts,
+    build_book,
+    seed_demo,
+)
 from app.errors import Conflict
+from app.intake.csv_import import import_scores
 from app.replica.classification import BASE_ID_DOCUMENT_REASON, EXCLUDED_REQUIREMENT_TYPES
 from app.replica.reader import Replica
 from app.replica.schema import replica_metadata
@@ -157,6 +166,73 @@ def test_a_population_after_seeding_fills_both_queues(
     assert tuple(pending) == (100, 100)
 
 
+def test_the_first_discovery_creates_the_rows_of_recent_sign_ups(
+    seeded: DemoCounts, services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    """Half the sign-ups of the last two hours have no score row; discovery last ran 15
+    minutes ago, so its first run here is incremental and finds exactly them."""
+    replica_ids = {int(u) for u in column(replica_engine, "SELECT id FROM users")}
+    unscored = replica_ids - set(scored_types(store_engine))
+    assert len(unscored) == seeded.unscored + seeded.legacy
+    assert seeded.unscored >= 50 and 0 < seeded.unscored_queued < seeded.unscored
+
+    report = services.discovery().run(trigger="test")
+
+    assert report.success, report.error
+    assert report.created == seeded.unscored_queued
+    assert report.scanned_users < seeded.users // 10  # the window, not the whole replica
+    after = scored_types(store_engine)
+    created = set(after) - (replica_ids - unscored)
+    assert len(created) == seeded.unscored_queued
+    assert all(after[uid] is not None for uid in created)
+    assert not created & set(LEGACY_IDS), "the migrated users are beyond discovery's reach"
+    with store_engine.connect() as conn:
+        new_rows = conn.execute(
+            text(
+                "SELECT DISTINCT (current_score, is_active, total_attempts)::text"
+                " FROM user_call_scores WHERE user_id = ANY(:ids)"
+            ),
+            {"ids": sorted(created)},
+        ).scalars()
+        assert list(new_rows) == ["(0,t,0)"]
+
+
+def test_the_readme_csv_puts_the_migrated_users_at_the_head_of_the_queues(
+    seeded: DemoCounts, services: Services, store_engine: Engine, tmp_path: Path
+) -> None:
+    """The README's walk-through ("Feeding callqueue"), with COOLING_PERIOD_MINUTES=0 as it
+    says: discovery at start, the CSV of migrated users, a population, and there they are."""
+    assert services.discovery().run(trigger="test").success
+    feed = tmp_path / "scores.csv"
+    feed.write_text(
+        "user_id,current_score,base_score\n"
+        "900001,0,0\n900002,0,0\n900003,0,2\n900011,0,0\n900012,0,0\n900013,0,1\n"
+    )
+
+    summary = import_scores(services.engine, services.replica, feed)
+
+    assert summary.complete and summary.counts.created == 6
+    assert services.population().run(trigger="test").success
+    with store_engine.connect() as conn:
+        heads = {
+            table: conn.execute(
+                text(
+                    f"SELECT user_id FROM {table} WHERE status = 'pending'"
+                    " ORDER BY queue_position LIMIT 3"
+                )
+            )
+            .scalars()
+            .all()
+            for table in ("unsigned_users_queue", "outstanding_requests_queue")
+        }
+    # Score 0 first, the freshest leads first among equals (the ones just imported, created in
+    # one transaction), then the lowest user id.
+    assert heads["unsigned_users_queue"] == [900001, 900002, 900003]
+    assert heads["outstanding_requests_queue"] == [900011, 900012, 900013]
+    assert {900001, 900002, 900003} <= set(LEGACY_UNSIGNED)
+    assert {900011, 900012, 900013} <= set(LEGACY_OUTSTANDING)
+
+
 def test_seeding_twice_is_refused(
     seeded: DemoCounts, store_engine: Engine, replica_engine: Engine
 ) -> None:
@@ -216,7 +292,8 @@ def test_the_book_seeds_a_mariadb_replica(store_engine: Engine, mysql_replica: E
             f" WHERE table_schema = '{MYSQL_DATABASE}'",
         )
     )
-    assert column(mysql_replica, "SELECT count(*) FROM users")[0] == counts.users == 1500
+    assert column(mysql_replica, "SELECT count(*) FROM users")[0] == counts.users
+    assert counts.users == 1500 + counts.legacy
     stored = scored_types(store_engine)
     verdicts = Replica(mysql_replica).classify(sorted(stored))
     truth = Counter(str(v.queue_type) if v.queue_type else None for v in verdicts.values())

@@ -46,7 +46,7 @@ def test_scheduler_population_job_populates(services, replica, store_engine):
     replica.unsigned(1)
     add_scores(store_engine, [{"user_id": 1, "current_queue_type": "unsigned_users"}])
     scheduler = Scheduler(services)
-    assert scheduler.tick() == ["population", "queue_level_check", "lease_sweep"]
+    assert scheduler.tick() == ["discovery", "population", "queue_level_check", "lease_sweep"]
     with store_engine.connect() as conn:
         trigger = conn.execute(text("SELECT trigger FROM population_runs")).scalars().all()
         pending = conn.execute(
@@ -54,3 +54,21 @@ def test_scheduler_population_job_populates(services, replica, store_engine):
         ).scalar()
     assert trigger == ["scheduler"]
     assert pending == 1
+
+
+def test_scheduler_discovers_first_then_populates(services, replica, store_engine):
+    """At start-up the discovery job runs before the population: leads found on the replica
+    have score rows by the time the queues are built (and wait out the cooling period)."""
+    replica.unsigned(1)
+    replica.outstanding(2)
+    scheduler = Scheduler(services)
+    assert scheduler.tick()[:2] == ["discovery", "population"]
+    with store_engine.connect() as conn:
+        ticks = dict(conn.execute(text("SELECT job, result FROM scheduler_ticks")).all())
+        rows = dict(
+            conn.execute(text("SELECT user_id, current_queue_type FROM user_call_scores")).all()
+        )
+        runs = conn.execute(text("SELECT trigger, status FROM discovery_runs")).all()
+    assert ticks["discovery"] == "created 2"
+    assert rows == {1: "unsigned_users", 2: "outstanding_requests"}
+    assert [tuple(r) for r in runs] == [("scheduler", "succeeded")]

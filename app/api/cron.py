@@ -1,4 +1,5 @@
-"""The scheduler's routes: hourly population (GET) and the health check (POST)."""
+"""The scheduler's routes: hourly population (GET), the health check (POST), the queue-level
+check and discovery."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import ServicesDep, require_cron_secret
 from app.api.errors import responses
+from app.api.intake_schemas import DiscoveryReportOut
 from app.api.schemas import HealthReport, PopulationReport, QueueLevelCheck
 from app.health import health_report
 from app.queues.kinds import QueueType
@@ -56,3 +58,15 @@ def queue_level_check(services: ServicesDep) -> Any:
     )
     failed = body["run"] is not None and not body["run"]["success"]
     return JSONResponse(body, status_code=500 if failed else 200)
+
+
+@router.get(
+    "/discover",
+    response_model=DiscoveryReportOut,
+    responses={**responses(401, 409), 500: {"model": DiscoveryReportOut}},
+)
+def discover(services: ServicesDep) -> Any:
+    """Discover new leads on the replica now (the scheduler's ``discovery`` job): 200 when the
+    run succeeded, 500 with the same body when it failed, 409 when one is already running."""
+    report = services.discovery().run(trigger="cron")
+    return JSONResponse(report.as_dict(), status_code=200 if report.success else 500)

@@ -127,7 +127,33 @@ async def current_agent(
     return found.agent
 
 
-AgentDep = Annotated[AgentIdentity, Depends(current_agent)]
+# -- the scorer role (SPEC 7.1): its token reaches PUT /api/scores and nothing else -------------
+
+
+async def dashboard_user(
+    agent: Annotated[AgentIdentity, Depends(current_agent)],
+) -> AgentIdentity:
+    """An agent or a supervisor: every route behind ``AgentDep`` (and ``SupervisorDep``). Async
+    on purpose (no I/O): a sync dependency costs a threadpool hop per request."""
+    if agent.role == "scorer":
+        raise Forbidden("a scorer's token is for PUT /api/scores only")
+    return agent
+
+
+async def require_scorer(
+    agent: Annotated[AgentIdentity, Depends(current_agent)],
+) -> AgentIdentity:
+    """PUT /api/scores: the upstream scorer, or a supervisor; agents get 403."""
+    if agent.role not in ("scorer", "supervisor"):
+        raise Forbidden("this route is for scorers and supervisors")
+    return agent
+
+
+ScorerDep = Annotated[AgentIdentity, Depends(require_scorer)]
+
+# ---------------------------------------------------------------------------------------------
+
+AgentDep = Annotated[AgentIdentity, Depends(dashboard_user)]
 
 
 def _authenticated(request: Request) -> Authenticated:

@@ -33,6 +33,7 @@ STATUS: dict[type[errors.CallqueueError], int] = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.PopulationRunning: 409,
+    errors.DiscoveryRunning: 409,
     errors.ReplicaUnavailable: 503,
     errors.ReplicaLagging: 503,
     errors.InvalidInput: 422,

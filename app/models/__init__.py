@@ -4,6 +4,7 @@ from app.db import Base
 from app.models.agents import Agent, Assignment
 from app.models.audit import QueueTransition
 from app.models.flags import FeatureFlag, FeatureFlagChange
+from app.models.intake import DiscoveryRun, DiscoveryState
 from app.models.ops import EntryInvalidation, SchedulerTick
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
 from app.models.rules import (
@@ -23,6 +24,8 @@ __all__ = [
     "Assignment",
     "CallingRulesChange",
     "CallingRulesOverride",
+    "DiscoveryRun",
+    "DiscoveryState",
     "EntryInvalidation",
     "FeatureFlag",
     "FeatureFlagChange",

@@ -25,7 +25,7 @@ class Agent(Base):
     created_at: Mapped[datetime] = created_at_column()
     deactivated_at: Mapped[datetime | None] = mapped_column(TZDateTime)
 
-    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor')", name="role"),)
+    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'scorer')", name="role"),)
 
 
 class Assignment(Base):

@@ -18,7 +18,7 @@ A run, for each queue:
    the new one, never an empty or partial queue.
 
 Single flight: the whole run holds the session advisory lock ``POPULATION_LOCK_KEY`` on a direct
-connection of its own, as a lease (app/queues/population_lock.py); a trigger that cannot take
+connection of its own, as a lease (app/locks.py); a trigger that cannot take
 it at once gets PopulationRunning.
 """
 
@@ -38,7 +38,8 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app import metrics
-from app.errors import CallqueueError, PopulationLockLost, ReplicaLagging
+from app.errors import CallqueueError, PopulationLockLost, PopulationRunning, ReplicaLagging
+from app.locks import HeldLock, RunLock
 from app.queues.kinds import (
     CANDIDATES_SQL,
     KINDS,
@@ -49,7 +50,6 @@ from app.queues.kinds import (
     queue_reason,
 )
 from app.queues.leases import sweep_expired_leases
-from app.queues.population_lock import HeldLock, PopulationLock
 from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict
@@ -153,19 +153,32 @@ def _observe(kind: QueueKind, report: QueueReport, dry_run: bool) -> None:
             metrics.POPULATION_ROWS.labels(queue_type, figure).inc(getattr(report, figure))
 
 
+def population_lock(direct_engine: Engine, lease_seconds: float) -> RunLock:
+    """The contract's single flight (SPEC 3.2): the advisory lock 1667329132, on a connection
+    that bypasses any transaction pooler."""
+    return RunLock(
+        direct_engine,
+        POPULATION_LOCK_KEY,
+        lease_seconds,
+        name="population",
+        busy=PopulationRunning,
+        lost=PopulationLockLost,
+    )
+
+
 class Population:
     def __init__(
         self,
         engine: Engine,
         replica: Replica,
         options: PopulationOptions,
-        lock: PopulationLock | None = None,
+        lock: RunLock | None = None,
     ) -> None:
         self.engine = engine
         self.replica = replica
         self.options = options
         # Without a lock of its own (tests, benchmarks), the lock is held on the store engine.
-        self.lock = lock or PopulationLock(engine, POPULATION_LOCK_KEY, DEFAULT_LEASE_SECONDS)
+        self.lock = lock or population_lock(engine, DEFAULT_LEASE_SECONDS)
         self._held: HeldLock | None = None
 
     # -- the run -------------------------------------------------------------------------------
@@ -301,25 +314,10 @@ class Population:
 
     def _assert_lock_held(self, conn: Connection) -> None:
         """Before any write: if the lock's connection died or its lease ran out, another run may
-        have started, and this one must not write anything more. Asked of the server (the
-        backend holding the lock), not only of the heartbeat, which may not have noticed yet."""
-        held = self._held
-        if held is None:
+        have started, and this one must not write anything more."""
+        if self._held is None:
             raise PopulationLockLost("the population lock is not held; this run stopped writing")
-        held.check()
-        still = conn.execute(
-            text(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND pid = :pid AND objsubid = 1"
-                " AND ((classid::bigint << 32) | objid::bigint) = :key)"
-            ),
-            {"pid": held.pid, "key": POPULATION_LOCK_KEY},
-        ).scalar()
-        if not still:
-            raise PopulationLockLost(
-                "the population lock was lost (its database connection ended); this run stopped"
-                " writing"
-            )
+        self._held.assert_held(conn)
 
     def _start_run(
         self, trigger: str, queue: QueueType | None, dry_run: bool

@@ -40,6 +40,9 @@ def reclassify(
     """
     if not changes:
         return 0
+    # In user id order, the order every bulk writer of score rows locks them in (intake's
+    # upsert too), so two of them meeting on the same rows queue up instead of deadlocking.
+    changes = sorted(changes, key=lambda c: c.user_id)
     moved = conn.execute(
         _RECLASSIFY,
         {

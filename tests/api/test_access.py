@@ -39,6 +39,8 @@ CALLERS = (
     "agent",  # an active agent
     "super",  # an active supervisor
     "cron",  # the cron secret
+    "scorer",  # an active scorer (SPEC 7.1): PUT /api/scores and nothing else
+    "deact_scorer",  # the token of a deactivated scorer
 )
 
 
@@ -53,44 +55,59 @@ class Call:
 
 # Expected status per route and caller. Columns, in the order of CALLERS:
 #   none  wrong  deactivated-agent  deactivated-supervisor  agent  supervisor  cron-secret
+#   scorer  deactivated-scorer
+# A scorer's token is refused everywhere but PUT /api/scores: 403 where a dependency resolves the
+# caller (it is a valid token, for another route), 401 on next-user and complete, which check
+# the token in their own first statement and know dashboard tokens only.
 # Domain statuses for the authorised callers come from harmless requests (CALLS below): an empty
 # queue (204), no current assignment (204), an assignment id nobody holds (404).
+# fmt: off
 MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
     # see test_documentation_is_off_in_production; no /redoc, see app/api/docs.py) and probes
     # answer everyone, whatever the Authorization header says. /metrics is open unless
     # METRICS_TOKEN is set.
-    ("GET", "/openapi.json"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/docs"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/docs/assets/{name}"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/healthz"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/readyz"): (200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/metrics"): (200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/openapi.json"):                      (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/docs"):                              (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/docs/assets/{name}"):                (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/healthz"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/readyz"):                            (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/metrics"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
     # Cron: the secret and nothing else; an agent's or a supervisor's token is not the secret.
-    ("GET", POPULATE): (401, 401, 401, 401, 401, 401, 200),
-    ("POST", POPULATE): (401, 401, 401, 401, 401, 401, 200),
-    ("GET", "/api/cron/queue-level-check"): (401, 401, 401, 401, 401, 401, 200),
+    ("GET", POPULATE):                             (401, 401, 401, 401, 401, 401, 200, 401, 401),
+    ("POST", POPULATE):                            (401, 401, 401, 401, 401, 401, 200, 401, 401),
+    ("GET", "/api/cron/queue-level-check"):        (401, 401, 401, 401, 401, 401, 200, 401, 401),
+    ("GET", "/api/cron/discover"):                 (401, 401, 401, 401, 401, 401, 200, 401, 401),
     # Agents (a supervisor is an agent too); the cron secret is not an agent token.
-    ("GET", "/api/queues/stats"): (401, 401, 401, 401, 200, 200, 401),
-    ("POST", "/api/queues/{queue_type}/next-user"): (401, 401, 401, 401, 204, 204, 401),
-    ("GET", "/api/assignments/current"): (401, 401, 401, 401, 204, 204, 401),
-    ("POST", "/api/assignments/{assignment_id}/extend"): (401, 401, 401, 401, 404, 404, 401),
-    ("POST", "/api/assignments/{assignment_id}/release"): (401, 401, 401, 401, 404, 404, 401),
-    ("POST", "/api/assignments/{assignment_id}/complete"): (401, 401, 401, 401, 404, 404, 401),
-    # Supervisors only: agents get 403.
-    ("GET", "/api/admin/flags"): (401, 401, 401, 401, 403, 200, 401),
-    ("PUT", "/api/admin/flags"): (401, 401, 401, 401, 403, 200, 401),
-    ("POST", "/api/admin/assignments/{assignment_id}/release"): (401, 401, 401, 401, 403, 404, 401),
-    ("GET", "/api/assignments"): (401, 401, 401, 401, 403, 200, 401),
-    ("GET", "/api/queues/{queue_type}"): (401, 401, 401, 401, 403, 200, 401),
-    ("GET", "/api/population-runs"): (401, 401, 401, 401, 403, 200, 401),
-    ("GET", "/api/admin/calling-rules"): (401, 401, 401, 401, 403, 200, 401),
-    ("PUT", "/api/admin/calling-rules"): (401, 401, 401, 401, 403, 200, 401),
-    ("GET", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
-    ("POST", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
-    ("DELETE", "/api/admin/suppression"): (401, 401, 401, 401, 403, 200, 401),
-    ("GET", "/api/reports/compliance"): (401, 401, 401, 401, 403, 200, 401),
+    ("GET", "/api/queues/stats"):                  (401, 401, 401, 401, 200, 200, 401, 403, 401),
+    ("POST", "/api/queues/{queue_type}/next-user"):
+                                                   (401, 401, 401, 401, 204, 204, 401, 403, 401),
+    ("GET", "/api/assignments/current"):           (401, 401, 401, 401, 204, 204, 401, 403, 401),
+    ("POST", "/api/assignments/{assignment_id}/extend"):
+                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
+    ("POST", "/api/assignments/{assignment_id}/release"):
+                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
+    ("POST", "/api/assignments/{assignment_id}/complete"):
+                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
+    # Supervisors only: agents (and scorers) get 403.
+    ("GET", "/api/admin/flags"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("PUT", "/api/admin/flags"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("POST", "/api/admin/assignments/{assignment_id}/release"):
+                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
+    ("GET", "/api/assignments"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/queues/{queue_type}"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/population-runs"):               (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/discovery-runs"):                (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/admin/calling-rules"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("PUT", "/api/admin/calling-rules"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/admin/suppression"):             (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("POST", "/api/admin/suppression"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("DELETE", "/api/admin/suppression"):          (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/reports/compliance"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    # The upstream scorer's upsert: scorers and supervisors; agents 403 (SPEC 7.1).
+    ("PUT", "/api/scores"):                        (401, 401, 401, 401, 403, 200, 401, 200, 401),
 }
+# fmt: on
 
 # The request sent for each route: valid, and harmless (a dry run, nobody's assignment).
 CALLS: dict[tuple[str, str], Call] = {
@@ -120,6 +137,9 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("GET", "/api/reports/compliance"): Call(
         "/api/reports/compliance", params={"from": "2026-11-30", "to": "2026-12-06"}
+    ),
+    ("PUT", "/api/scores"): Call(
+        "/api/scores", json={"scores": [{"user_id": 4242, "current_score": 7}]}
     ),
 }
 
@@ -175,9 +195,12 @@ def callers(client: TestClient, store_engine: Engine, cron_headers: dict[str, st
             "super": create_agent(conn, "matrix-super", "supervisor"),
             "deact_agent": create_agent(conn, "matrix-gone-agent", "agent"),
             "deact_super": create_agent(conn, "matrix-gone-super", "supervisor"),
+            "scorer": create_agent(conn, "matrix-scorer", "scorer"),
+            "deact_scorer": create_agent(conn, "matrix-gone-scorer", "scorer"),
         }
         deactivate_agent(conn, "matrix-gone-agent")
         deactivate_agent(conn, "matrix-gone-super")
+        deactivate_agent(conn, "matrix-gone-scorer")
     tokens["wrong"] = "cq_" + uuid.uuid4().hex + uuid.uuid4().hex
     tokens["cron"] = CRON_SECRET
     run = client.get(POPULATE, headers=cron_headers)
@@ -340,6 +363,8 @@ def test_tokens_are_stored_only_as_sha256_hashes(
         "matrix-super": hashlib.sha256(issued["super"].encode()).hexdigest(),
         "matrix-gone-agent": hashlib.sha256(issued["deact_agent"].encode()).hexdigest(),
         "matrix-gone-super": hashlib.sha256(issued["deact_super"].encode()).hexdigest(),
+        "matrix-scorer": hashlib.sha256(issued["scorer"].encode()).hexdigest(),
+        "matrix-gone-scorer": hashlib.sha256(issued["deact_scorer"].encode()).hexdigest(),
     }
     assert not leaks, f"a token or the cron secret is stored in plain text in {leaks}"
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)

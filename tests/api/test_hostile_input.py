@@ -190,6 +190,10 @@ def put_flags(body: Any = None, *, content: bytes | None = None, **kw: Any) -> A
     return Hostile("PUT", "/api/admin/flags", "super", json=body, content=content, **kw)
 
 
+def put_scores(body: Any = None, *, content: bytes | None = None, **kw: Any) -> Any:
+    return Hostile("PUT", "/api/scores", "super", json=body, content=content, **kw)
+
+
 def get(path: str, who: str = "super", expect: int = 422, **params: Any) -> Hostile:
     return Hostile("GET", path, who, params=params, expect=frozenset({expect}))
 
@@ -456,6 +460,29 @@ CASES = [
     pytest.param(
         release(content=b'{"reason": ' + b"[" * 900 + b"]" * 900 + b"}"), id="deep-release-900"
     ),
+    # -- the scores upsert: a malformed body writes nothing (bad rows are row errors, not here)
+    pytest.param(put_scores(content=b'{"scores": [{"user_id": 1,'), id="scores-truncated"),
+    pytest.param(
+        put_scores(content=b'{"scores": [{"user_id": 1, "current_score": "\xff"}]}'),
+        id="scores-utf8",
+    ),
+    pytest.param(
+        put_scores(content=b'{"scores": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"),
+        id="scores-deep-5000",
+    ),
+    pytest.param(
+        put_scores({"scores": [MARK, {"user_id": 1, "current_score": 1}]}), id="scores-row-string"
+    ),
+    pytest.param(
+        put_scores({"scores": [{"user_id": 1, "current_score": 1}], MARK: 1}),
+        id="scores-unknown-key",
+    ),
+    pytest.param(
+        put_scores({"scores": [{"user_id": n, "current_score": 1} for n in range(1, 10_002)]}),
+        id="scores-10001-rows",
+    ),
+    pytest.param(put_scores({"scores": []}), id="scores-empty"),
+    pytest.param(put_scores(content=b'{"scores": null}'), id="scores-null"),
 ]
 
 

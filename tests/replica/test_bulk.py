@@ -244,6 +244,12 @@ def test_sql_classification_agrees_with_the_rule_on_generated_users(replica_db: 
     ]
     assert differing == [], f"{len(differing)} users differ, first ones: {differing[:5]}"
 
+    # Intake's variant (queue type and reason, no entry fields) says the same.
+    brief = classify_in_sql(replica, ids, details=False)
+    assert {uid: (v.queue_type, v.reason, v.entry_fields) for uid, v in brief.items()} == {
+        uid: (v.queue_type, v.reason, {}) for uid, v in by_rule.items()
+    }
+
 
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_sql_classification_is_the_same_in_any_batch_size(

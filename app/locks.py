@@ -1,5 +1,8 @@
-"""The population's single flight: a session advisory lock on a connection of its own, held as a
-lease.
+"""Single flight for long runs (the population, discovery): a session advisory lock on a
+connection of its own, held as a lease.
+
+A session lock, not a transaction lock, because a run commits many short transactions; a
+connection of its own, because the run's work uses pooled connections that come and go.
 
 The lock is a PostgreSQL session lock, so it needs a session: a direct connection
 (DATABASE_DIRECT_URL), never one through a transaction pooler, which would hand the lock's
@@ -14,7 +17,8 @@ balancers). So the lock is also a lease: the session runs with ``idle_session_ti
 host vanishes or is cut off, the heartbeats stop and the server ends the session, freeing the
 lock, within the lease whatever the network in between does. On the holder's side, a heartbeat
 that fails or gets no answer within its deadline marks the lock lost, and the run stops writing
-(``PopulationLock.check``).
+(``HeldLock.check``); and every write of a run asks the server too (``HeldLock.assert_held``),
+so two runs never write at once.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from app.deadlines import Deadline
-from app.errors import ConfigError, PopulationLockLost, PopulationRunning
+from app.errors import CallqueueError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +46,26 @@ _HELD = text(
 class HeldLock:
     """One holding of the lock: its backend's pid, and whether the holder still has it."""
 
-    def __init__(self, conn: Connection, key: int, pid: int, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        key: int,
+        pid: int,
+        lease_seconds: float,
+        name: str,
+        lost: type[CallqueueError],
+    ) -> None:
         self.key = key
         self.pid = pid
+        self.name = name
+        self._lost = lost
         self._conn = conn
         self._lease = lease_seconds
         self._use = threading.Lock()  # the connection is used by the heartbeat and release
         self._stop = threading.Event()
         self.lost_reason: str | None = None
         self._thread = threading.Thread(
-            target=self._beat, name="population-lock-heartbeat", daemon=True
+            target=self._beat, name=f"{name}-lock-heartbeat", daemon=True
         )
         self._thread.start()
 
@@ -62,8 +76,27 @@ class HeldLock:
     def check(self) -> None:
         """Raise when the lock is known to be lost: the run must not write any more."""
         if self.lost_reason is not None:
-            raise PopulationLockLost(
-                f"the population lock was lost ({self.lost_reason}); this run stopped writing"
+            raise self._lost(
+                f"the {self.name} lock was lost ({self.lost_reason}); this run stopped writing"
+            )
+
+    def assert_held(self, conn: Connection) -> None:
+        """Before any write of the run, on the connection about to write: known lost (the
+        heartbeat), or no longer held by its backend as the server sees it (the heartbeat may
+        not have noticed yet)."""
+        self.check()
+        still = conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = :pid AND objsubid = 1"
+                " AND ((classid::bigint << 32) | objid::bigint) = :key)"
+            ),
+            {"pid": self.pid, "key": self.key},
+        ).scalar()
+        if not still:
+            raise self._lost(
+                f"the {self.name} lock was lost (its database connection ended); this run"
+                " stopped writing"
             )
 
     def _beat(self) -> None:
@@ -89,7 +122,7 @@ class HeldLock:
 
     def _lose(self, reason: str) -> None:
         self.lost_reason = reason
-        log.warning("population.lock_lost", extra={"reason": reason, "pid": self.pid})
+        log.warning("run_lock.lost", extra={"lock": self.name, "reason": reason, "pid": self.pid})
 
     def release(self) -> None:
         self._stop.set()
@@ -115,15 +148,30 @@ class HeldLock:
         self._thread.join(timeout=self.beat_seconds + 1)
 
 
-class PopulationLock:
-    def __init__(self, direct_engine: Engine, key: int, lease_seconds: float) -> None:
+class RunLock:
+    """A run's single flight: ``busy`` is raised when another session holds the lock (the
+    caller answers 409 / exit 75), ``lost`` when the holding is lost mid-run."""
+
+    def __init__(
+        self,
+        direct_engine: Engine,
+        key: int,
+        lease_seconds: float,
+        *,
+        name: str,
+        busy: type[CallqueueError],
+        lost: type[CallqueueError],
+    ) -> None:
         self.engine = direct_engine
         self.key = key
         self.lease_seconds = lease_seconds
+        self.name = name
+        self._busy = busy
+        self._lost = lost
 
     @contextmanager
     def hold(self) -> Iterator[HeldLock]:
-        """Take the lock at once or raise PopulationRunning; hold it for the block."""
+        """Take the lock at once or raise ``busy``; hold it for the block."""
         conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         try:
             conn.execute(
@@ -137,16 +185,16 @@ class PopulationLock:
                 # Two statements of one session ran on two backends: a transaction pooler.
                 conn.invalidate()
                 raise ConfigError(
-                    "DATABASE_DIRECT_URL goes through a transaction pooler: the population lock"
-                    " needs a direct connection to PostgreSQL"
+                    f"DATABASE_DIRECT_URL goes through a transaction pooler: the {self.name}"
+                    " lock needs a direct connection to PostgreSQL"
                 )
         except BaseException:
             conn.close()
             raise
         if not got:
             conn.close()
-            raise PopulationRunning("another population is running; try again when it ends")
-        held = HeldLock(conn, self.key, pid, self.lease_seconds)
+            raise self._busy(f"another {self.name} is running; try again when it ends")
+        held = HeldLock(conn, self.key, pid, self.lease_seconds, self.name, self._lost)
         try:
             yield held
         finally:

@@ -1,7 +1,7 @@
 """claim path as PL/pgSQL functions: one round trip per step, lock order written out
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01 23:00:00
 
 Why functions: a claim's steps (the swap lock, the source row, the ledger row, the score row) must
@@ -38,8 +38,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
