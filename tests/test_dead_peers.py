@@ -26,6 +26,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import create_direct_engine, create_store_engine, keepalive_timing
@@ -250,6 +251,24 @@ def test_a_mysql_replica_socket_has_keepalives(make_settings: Callable[..., Sett
             sock = conn.connection.driver_connection._sock  # type: ignore[union-attr]
             assert sockopts(sock.fileno()) == expected(30)
             assert conn.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_refused_mysql_replica_is_a_driver_error(make_settings: Callable[..., Settings]) -> None:
+    """The keepalive hook opens the socket itself: a peer that refuses or resets must still
+    surface as the driver's OperationalError (which the service reports as the replica failing),
+    never as a bare ``ConnectionRefusedError`` that reads as a bug and answers 500."""
+    with socket.socket() as spare:
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]  # closed again before the connect: nothing listens
+    settings = make_settings(replica_database_url=f"mysql+pymysql://root@127.0.0.1:{port}/x")
+    engine = create_replica_engine(settings)
+    try:
+        with pytest.raises(DBAPIError) as caught:
+            engine.connect()
+        assert type(caught.value.orig).__name__ == "OperationalError"
+        assert caught.value.orig.args[0] == 2003
     finally:
         engine.dispose()
 

@@ -115,12 +115,21 @@ def _mysql_keepalives(engine: Engine, dead_peer_seconds: int) -> None:
         if cparams.get("unix_socket"):
             return None
         host, port = cparams.get("host", "localhost"), int(cparams.get("port", 3306))
-        sock = socket.create_connection((host, port), cparams.get("connect_timeout", 10))
+        sock: socket.socket | None = None
         try:
+            sock = socket.create_connection((host, port), cparams.get("connect_timeout", 10))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             set_tcp_keepalive(sock, dead_peer_seconds)
+        except OSError as exc:
+            # What pymysql raises when it opens the socket itself (CR_CONN_HOST_ERROR): a DBAPI
+            # error, so SQLAlchemy wraps it and callers see the replica fail, not a bug.
+            if sock is not None:
+                sock.close()
+            message = f"Can't connect to MySQL server on {host!r} ({exc})"
+            raise dialect.loaded_dbapi.OperationalError(2003, message) from exc
+        try:
             conn = dialect.loaded_dbapi.connect(*cargs, **cparams, defer_connect=True)
-            conn.connect(sock)
+            conn.connect(sock)  # wraps its own socket errors in OperationalError
         except BaseException:
             sock.close()
             raise
