@@ -52,7 +52,7 @@ async def next_user(
     request: Request,
 ) -> Any:
     claimed = await in_thread(
-        request, services.claims.next_user, agent, queue_type, flags, db.connection(), window
+        request, db.run, services.claims.next_user, agent, queue_type, flags, window=window
     )
     if claimed is None:
         return Response(status_code=204)
@@ -75,14 +75,14 @@ async def complete(
 ) -> Any:
     done = await in_thread(
         request,
+        db.run,
         services.assignments.complete,
         agent,
         assignment_id,
         body.outcome,
         body.callback_at,
         body.notes,
-        db.connection(),
-        window,
+        window=window,
     )
     return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
 

@@ -73,10 +73,14 @@ def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> N
 
 
 class RequestDb:
-    """The request's store connection, in autocommit, opened by the first to need it (the
-    authentication) and returned to the pool when the request ends. The dashboards' routes hand
-    it to their service, so a request costs one checkout and no extra round trip, not one for
-    authenticating and another for the work."""
+    """The request's store connection, in autocommit: a pool checkout taken by the first to need
+    it and given back as soon as that step is done (``release``), so a request never holds a
+    pooled connection while it waits for another one. (Holding the authentication's connection
+    for the whole request did exactly that: a route that opens its own connection with the
+    first still checked out starves the pool under concurrency, every request holding one and
+    waiting for a second.) Authentication releases it at once; the claim and the outcome take
+    it again on their worker thread (``run``): giving a connection back to the pool and taking
+    it again is no I/O (no pre-ping; an autocommit connection needs no reset)."""
 
     __slots__ = ("_engine", "conn")
 
@@ -90,19 +94,35 @@ class RequestDb:
             self.conn = self._engine.connect()
         return self.conn
 
+    def release(self) -> None:
+        """Back to the pool. Blocking when a transaction was left open (the rollback): call it
+        on a worker thread."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """``fn(*args, **kwargs, conn=<this connection>)``, then the connection back to the
+        pool. On a worker thread."""
+        try:
+            return fn(*args, **kwargs, conn=self.connection())
+        finally:
+            self.release()
+
 
 async def request_db(request: Request, services: ServicesDep) -> AsyncIterator[RequestDb]:
     db = RequestDb(services.autocommit)
     try:
         yield db
     finally:
+        # Normally released already; after an error in between, closed here.
         conn = db.conn
         if conn is not None:
             if conn.in_transaction() or conn.invalidated:
                 # Rolling back is a round trip: not on the event loop.
-                await in_thread(request, conn.close)
+                await in_thread(request, db.release)
             else:
-                conn.close()  # back to the pool: no I/O
+                db.release()  # back to the pool: no I/O
 
 
 RequestDbDep = Annotated[RequestDb, Depends(request_db)]
@@ -111,7 +131,11 @@ _AUTHENTICATED = "authenticated"
 
 
 def _authenticate(db: RequestDb, token: str) -> Authenticated:
-    return authenticate(db.connection(), token)
+    return db.run(_authenticate_on, token)
+
+
+def _authenticate_on(token: str, *, conn: Connection) -> Authenticated:
+    return authenticate(conn, token)
 
 
 async def current_agent(
