@@ -327,6 +327,7 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
         f"callqueue ({settings.app_env}) listening on {base}",
         f"  database:     {_display_url(settings.require_database())}",
         secret_line,
+        f"  console:      {base}/console (agents), {base}/console/supervisor (supervisors)",
         f"  API docs:     {base}/docs",
         "",
         "  populate both queues now (the hourly scheduler's call):",
@@ -339,7 +340,7 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
         "",
     ]
     if tokens and settings.app_env != "production":
-        lines += ["  demo tokens (also in DATA_DIR/demo_tokens.json):"]
+        lines += ["  demo tokens, to paste into the console (also in DATA_DIR/demo_tokens.json):"]
         lines += [f"    {name}: {token}" for name, token in tokens.items()]
         agent = tokens.get("demo-agent-1")
         if agent:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app import console, metrics
 from app.api import admin, agents, cron, errors, ops, rules, scores
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.docs import docs_router
@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rules.router)
     if settings.docs_on:
         app.include_router(docs_router(app.title, "/openapi.json"))
+    console.install(app)
     return app
 
 

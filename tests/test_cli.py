@@ -283,11 +283,17 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
         listed = httpx.get(f"{base}/api/admin/suppression", headers=boss, timeout=30).json()
         assert listed == {"count": 10}
         assert stat.S_IMODE((data_dir / "suppression_key").stat().st_mode) == 0o600
+        console = httpx.get(f"{base}/", follow_redirects=True)
+        assert console.url == f"{base}/console" and "Sign in" in console.text
     finally:
         code, err = stop(proc)
     assert code == 0, err
     assert secret in err, "development mode prints the secret and the curl"
     assert (data_dir / "suppression_key").read_text().strip() not in err, "the key is never shown"
+    # The banner says where the console is, and gives the tokens to paste into it.
+    assert f"console:      {base}/console (agents), {base}/console/supervisor" in err
+    tokens = json.loads((data_dir / "demo_tokens.json").read_text())
+    assert tokens["demo-agent-1"] in err
     assert "embedded.stopped" in err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was stopped"
 

@@ -1,30 +1,37 @@
-"""Supervisor routes: flags, forced release and the assignment ledger."""
+"""Supervisor routes: flags, forced release, the assignment ledger, a population on demand and
+the activity report."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
 
 from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
 from app.api.schemas import (
+    ActivityOut,
     AssignmentOut,
     EntryPage,
     FlagsIn,
     FlagsOut,
     IsoDateTimeQuery,
     LedgerPage,
+    PopulationReport,
     ReleaseIn,
     RunPage,
 )
 from app.flags import Flags, update_flags
+from app.queues.kinds import QueueType
 from app.queues.ledger import LedgerFilter, list_ledger
-from app.queues.reports import list_entries, list_runs
+from app.queues.reports import ACTIVITY_MAX_HOURS, activity_by_hour, list_entries, list_runs
 from app.queues.views import assignment_view
 
 router = APIRouter(prefix="/api", tags=["supervisors"])
+log = logging.getLogger(__name__)
 
 
 def _flags_out(flags: Flags) -> dict[str, Any]:
@@ -111,3 +118,34 @@ def population_runs(
 ) -> Any:
     with services.engine.connect() as conn:
         return list_runs(conn, limit=limit, offset=offset)
+
+
+@router.post(
+    "/admin/populate",
+    response_model=PopulationReport,
+    responses={**responses(401, 403, 409, 422), 500: {"model": PopulationReport}},
+)
+def populate_now(
+    supervisor: SupervisorDep,
+    services: ServicesDep,
+    queue: Annotated[QueueType | None, Query(description="populate only this queue")] = None,
+    dry_run: Annotated[bool, Query(description="report without writing")] = False,
+) -> Any:
+    """The cron route's population, for a supervisor's token: the cron secret never has to reach
+    a browser. Same report, same statuses (500 when a queue failed, 409 while another population
+    runs); the run history records the trigger as ``supervisor``."""
+    log.info("population.requested", extra={"agent_id": supervisor.id, "dry_run": dry_run})
+    report = services.population().run(trigger="supervisor", queue=queue, dry_run=dry_run)
+    return JSONResponse(report.as_dict(), status_code=200 if report.success else 500)
+
+
+@router.get("/reports/activity", response_model=ActivityOut, responses=responses(401, 403, 422))
+def activity(
+    _: SupervisorDep,
+    services: ServicesDep,
+    hours: Annotated[int, Query(ge=1, le=ACTIVITY_MAX_HOURS)] = 24,
+) -> Any:
+    """Hand-outs and outcomes per whole UTC hour over the last ``hours``, from the ledger and the
+    database clock: the supervisors' chart."""
+    with services.engine.connect() as conn:
+        return activity_by_hour(conn, hours)

@@ -321,3 +321,22 @@ class LedgerPage(BaseModel):
     limit: int
     offset: int
     total: int
+
+
+class ActivityHour(BaseModel):
+    hour_start: datetime
+    handed_out: int
+    sources: dict[str, int]
+    outcomes: dict[str, int]
+    completed: int
+    released: int
+    expired: int
+
+
+class ActivityOut(BaseModel):
+    """Hand-outs and endings per whole UTC hour, oldest first; the last hour is the current one."""
+
+    generated_at: datetime
+    hours: int
+    timezone: Literal["UTC"]
+    buckets: list[ActivityHour]

@@ -7,7 +7,7 @@ all processes agree and nothing is estimated.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -190,3 +190,67 @@ def list_runs(conn: Connection, *, limit: int, offset: int) -> dict[str, Any]:
         for r in runs
     ]
     return {"items": items, "limit": limit, "offset": offset, "total": total}
+
+
+ACTIVITY_MAX_HOURS = 168
+
+
+def activity_by_hour(conn: Connection, hours: int) -> dict[str, Any]:
+    """Hand-outs and how assignments ended, per whole UTC hour, oldest first, the current
+    (partial) hour last, zeros included, so a chart needs no gap filling.
+
+    UTC rather than the calling time zone: an hour is then always sixty minutes long and
+    contiguous (no daylight-saving hour counted twice or missing), and the page labels each
+    bucket in the reader's own time zone. Two range scans on indexed columns (``assigned_at``,
+    ``finished_at``); the window is bounded by ``ACTIVITY_MAX_HOURS``.
+    """
+    first, now = conn.execute(
+        text("SELECT date_trunc('hour', now(), 'UTC') - make_interval(hours => :h - 1), now()"),
+        {"h": hours},
+    ).one()
+    buckets: dict[datetime, dict[str, Any]] = {}
+    for i in range(hours):
+        start = first + timedelta(hours=i)
+        buckets[start] = {
+            "hour_start": start,
+            "handed_out": 0,
+            "sources": {},
+            "outcomes": {},
+            "completed": 0,
+            "released": 0,
+            "expired": 0,
+        }
+    for row in conn.execute(
+        text(
+            "SELECT date_trunc('hour', assigned_at, 'UTC') AS hour, source, count(*) AS n"
+            " FROM assignments WHERE assigned_at >= :first GROUP BY 1, 2"
+        ),
+        {"first": first},
+    ):
+        bucket = buckets.get(row.hour)
+        if bucket is not None:  # a row assigned after now() (clock moved) has no bucket
+            bucket["handed_out"] += row.n
+            bucket["sources"][row.source] = row.n
+    for row in conn.execute(
+        text(
+            "SELECT date_trunc('hour', finished_at, 'UTC') AS hour, status, outcome,"
+            " count(*) AS n FROM assignments"
+            " WHERE finished_at >= :first AND status IN ('completed', 'released', 'expired')"
+            " GROUP BY 1, 2, 3"
+        ),
+        {"first": first},
+    ):
+        bucket = buckets.get(row.hour)
+        if bucket is None:
+            continue
+        if row.status == "completed":
+            bucket["completed"] += row.n
+            bucket["outcomes"][row.outcome] = row.n
+        else:
+            bucket[row.status] += row.n
+    return {
+        "generated_at": _iso(now),
+        "hours": hours,
+        "timezone": "UTC",
+        "buckets": [{**b, "hour_start": _iso(b["hour_start"])} for b in buckets.values()],
+    }

@@ -104,6 +104,14 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/admin/suppression"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
     ("DELETE", "/api/admin/suppression"):          (401, 401, 401, 401, 403, 200, 401, 403, 401),
     ("GET", "/api/reports/compliance"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("POST", "/api/admin/populate"):               (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/reports/activity"):              (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    # The console's pages and assets are public (they hold no data; the browser fetches it with
+    # the signed-in token); "/" redirects to the agents' view.
+    ("GET", "/"):                                  (307, 307, 307, 307, 307, 307, 307, 307, 307),
+    ("GET", "/console"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/console/supervisor"):                (200, 200, 200, 200, 200, 200, 200, 200, 200),
+    ("GET", "/console/static/{path}"):             (200, 200, 200, 200, 200, 200, 200, 200, 200),
     # The upstream scorer's upsert: scorers and supervisors; agents 403 (SPEC 7.1).
     ("PUT", "/api/scores"):                        (401, 401, 401, 401, 403, 200, 401, 200, 401),
 }
@@ -141,6 +149,8 @@ CALLS: dict[tuple[str, str], Call] = {
     ("PUT", "/api/scores"): Call(
         "/api/scores", json={"scores": [{"user_id": 4242, "current_score": 7}]}
     ),
+    ("POST", "/api/admin/populate"): Call("/api/admin/populate", params={"dry_run": "true"}),
+    ("GET", "/console/static/{path}"): Call("/console/static/agent.js"),
 }
 
 
@@ -154,6 +164,9 @@ def call_for(route: tuple[str, str]) -> Call:
 
 assert all(len(row) == len(CALLERS) for row in MATRIX.values())
 
+# Mounted static file directories (no methods of their own): the console's assets.
+STATIC_MOUNTS = {"/console/static"}
+
 
 def app_routes(app: FastAPI) -> set[tuple[str, str]]:
     """Every (method, path template) the app answers, included routers expanded. HEAD, which
@@ -166,6 +179,9 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
         found = [(getattr(r, "path", None), getattr(r, "methods", None)) for r in app.routes]
     routes: set[tuple[str, str]] = set()
     for path, methods in found:
+        if path in STATIC_MOUNTS and methods is None:  # files, by GET: one row for the mount
+            routes.add(("GET", f"{path}/{{path}}"))
+            continue
         # A mount, a websocket or anything else without HTTP methods needs a decision too.
         assert path and methods, f"route {path!r} has no HTTP methods: add it to the matrix"
         for method in methods:
@@ -230,6 +246,7 @@ def test_access_matrix(client: TestClient, callers: Callers, route: tuple[str, s
             headers=callers.headers[caller],
             params=call.params,
             json=call.json,
+            follow_redirects=False,
         )
         observed[caller] = response.status_code
         if response.status_code >= 400:

@@ -1,0 +1,191 @@
+"""The console's pages and assets, and the headers that keep them self-contained.
+
+Every asset is served from here and the policy allows nothing else: ``default-src 'self'`` and
+no inline script or style, so an injected ``<script>`` or ``style=`` does not run, and no request
+can leave for another host. The pages carry no personal data themselves (the browser fetches it
+with the agent's token), so they may be cached; ``no-cache`` makes the browser revalidate them
+(ETag) so a deployment reaches every open console on its next load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from annotated_types import MaxLen
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.types import Scope
+
+from app.api.schemas import CompleteIn, ReleaseIn
+from app.queues.kinds import QueueType
+from app.queues.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
+from app.services import Services
+
+HERE = Path(__file__).parent
+STATIC_PATH = "/console/static"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+    "Cache-Control": "no-cache",
+}
+
+QUEUE_LABELS = {
+    QueueType.UNSIGNED_USERS: "Unsigned users",
+    QueueType.OUTSTANDING_REQUESTS: "Outstanding requests",
+}
+
+# Words for agents, in the order they are offered; the nine outcomes that keep a person callable
+# get the digit keys 1-9. The two that stop all calls have no single-key shortcut on purpose:
+# they are chosen deliberately and confirmed.
+OUTCOME_LABELS: dict[Outcome, str] = {
+    Outcome.NO_ANSWER: "No answer",
+    Outcome.HUNG_UP: "Hung up",
+    Outcome.MIGHT_COMPLETE: "Might complete",
+    Outcome.GOING_TO_COMPLETE: "Going to complete",
+    Outcome.CALL_BACK: "Call back",
+    Outcome.COMPLETED_FORM: "Completed the form",
+    Outcome.MISSED_CALL: "Missed call",
+    Outcome.BAD_NUMBER: "Bad number",
+    Outcome.NOT_INTERESTED: "Not interested",
+    Outcome.DO_NOT_CONTACT: "Do not contact",
+    Outcome.NO_CLAIM: "No claim",
+}
+
+
+@dataclass(frozen=True)
+class OutcomeChoice:
+    value: str
+    label: str
+    key: str | None
+    hint: str
+    accepts_callback: bool
+    deactivates: bool
+
+
+def _span(delay: timedelta) -> str:
+    hours = int(delay.total_seconds() // 3600)
+    if hours <= 24:
+        return f"{hours} h"
+    return f"{hours // 24} days"
+
+
+def _hint(outcome: Outcome) -> str:
+    """What the outcome does to the person's next call (SPEC 3.4), from the outcome table."""
+    rule = RULES[outcome]
+    if rule.deactivates:
+        return "never called again"
+    if rule.delay is None:
+        return "callable again straight away"
+    if rule.accepts_callback:
+        return f"called at the time you pick, else in {_span(rule.delay)}"
+    return f"called again in {_span(rule.delay)}"
+
+
+def outcome_choices() -> list[OutcomeChoice]:
+    ordered = sorted(OUTCOME_LABELS, key=lambda o: RULES[o].deactivates)  # stable sort
+    choices = []
+    digit = 0
+    for outcome in ordered:
+        rule = RULES[outcome]
+        key = None
+        if not rule.deactivates:
+            digit += 1
+            key = str(digit)
+        choices.append(
+            OutcomeChoice(
+                value=str(outcome),
+                label=OUTCOME_LABELS[outcome],
+                key=key,
+                hint=_hint(outcome),
+                accepts_callback=rule.accepts_callback,
+                deactivates=rule.deactivates,
+            )
+        )
+    return choices
+
+
+def _max_length(model: Any, field: str) -> int:
+    """A text field's limit as the API declares it, so the page and the API cannot disagree."""
+    for item in model.model_fields[field].metadata:
+        if isinstance(item, MaxLen):
+            return int(item.max_length)
+    raise LookupError(f"{model.__name__}.{field} declares no max_length")
+
+
+class ConsoleStaticFiles(StaticFiles):
+    """The console's own scripts and styles, with the same protective headers as its pages."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        for name in ("X-Content-Type-Options", "Cache-Control", "Cross-Origin-Opener-Policy"):
+            response.headers[name] = SECURITY_HEADERS[name]
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        return response
+
+
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    services: Services = request.app.state.services
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "static": STATIC_PATH,
+            "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
+            "settings": services.settings,
+            **context,
+        },
+        headers=SECURITY_HEADERS,
+    )
+
+
+@router.get("/")
+async def root() -> RedirectResponse:
+    """The service's front door is the agents' screen."""
+    return RedirectResponse("/console", status_code=307)
+
+
+@router.get("/console", response_class=HTMLResponse)
+async def agent_view(request: Request) -> HTMLResponse:
+    return _page(
+        request,
+        "agent.html",
+        view="agent",
+        outcomes=outcome_choices(),
+        notes_max=_max_length(CompleteIn, "notes"),
+        reason_max=_max_length(ReleaseIn, "reason"),
+        callback_max_days=MAX_CALLBACK_AHEAD.days,
+    )
+
+
+@router.get("/console/supervisor", response_class=HTMLResponse)
+async def supervisor_view(request: Request) -> HTMLResponse:
+    return _page(
+        request,
+        "supervisor.html",
+        view="supervisor",
+        reason_max=_max_length(ReleaseIn, "reason"),
+    )
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    app.mount(STATIC_PATH, ConsoleStaticFiles(directory=HERE / "static"), name="console-static")
