@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     recheck_batch: int = Field(1000, ge=0)
     skip_cooldown_minutes: int = Field(60, ge=0)
+    # Callbacks (SPEC 7.2): how long a due callback waits for the agent who booked it, and how
+    # late a hand-out may be before the callback counts as late (or, not handed out, overdue).
+    callback_personal_minutes: int = Field(30, ge=0, le=7 * 24 * 60)
+    callback_grace_minutes: int = Field(15, ge=0, le=7 * 24 * 60)
     discovery_interval_minutes: int = Field(15, ge=1)
     discovery_lookback_minutes: int = Field(120, ge=0)
     discovery_batch_size: int = Field(10_000, ge=1, le=100_000)

@@ -17,6 +17,7 @@ from app.flags import Flags, current_flags, default_flags, flags_with
 from app.intake.discovery import Discovery, DiscoveryOptions, discovery_lock
 from app.locks import RunLock
 from app.queues.assignments import AssignmentService
+from app.queues.callbacks import CallbackService
 from app.queues.claims import ClaimService, ClaimSettings
 from app.queues.population import Population, PopulationOptions, population_lock
 from app.replica.monitor import ReplicaMonitor
@@ -112,6 +113,7 @@ class Services:
             skip_cooldown_minutes=s.skip_cooldown_minutes,
             max_attempts_per_day=s.max_attempts_per_day,
             max_attempts_per_week=s.max_attempts_per_week,
+            callback_personal_minutes=s.callback_personal_minutes,
         )
 
     def calling_window(self, conn: Connection) -> CallingWindow:
@@ -126,6 +128,10 @@ class Services:
             self.suppression.phone_key,
             self.calling_window,
         )
+
+    @cached_property
+    def callbacks(self) -> CallbackService:
+        return CallbackService(self.engine, self.settings.callback_grace_minutes)
 
     @cached_property
     def assignments(self) -> AssignmentService:

@@ -84,7 +84,18 @@ async def complete(
         body.notes,
         window=window,
     )
-    return _json({**assignment_view(done.assignment, None), "score": score_view(done.score)})
+    booked = done.assignment.booked_callback_id
+    return _json(
+        {
+            **assignment_view(done.assignment, None),
+            "score": score_view(done.score),
+            "callback": (
+                {"id": str(booked), "due_at": done.assignment.booked_callback_due_at.isoformat()}
+                if booked is not None
+                else None
+            ),
+        }
+    )
 
 
 @router.get("/queues/stats", response_model=StatsOut, responses=responses(401, 422))

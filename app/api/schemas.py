@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     WithJsonSchema,
     model_validator,
 )
@@ -193,7 +194,7 @@ class AssignmentOut(BaseModel):
     assignment_id: str
     status: Literal["active", "completed", "released", "expired"]
     queue_type: Literal["unsigned_users", "outstanding_requests"]
-    source: Literal["queue", "direct"]
+    source: Literal["queue", "direct", "callback"]
     queue_entry_id: str | None
     user_id: int
     claim_id: int | None
@@ -204,6 +205,9 @@ class AssignmentOut(BaseModel):
     lease_expires_at: datetime
     resumed: bool
     outcome: str | None
+    # Source 'callback' (SPEC 7.2): the callback served and when it was due at this hand-out.
+    callback_id: str | None
+    callback_due_at: datetime | None
     user: ContactOut | None
     details: dict[str, Any]
 
@@ -215,8 +219,15 @@ class ScoreOut(BaseModel):
     current_queue_type: str | None
 
 
+class BookedCallbackOut(BaseModel):
+    id: str
+    due_at: datetime
+
+
 class CompletedOut(AssignmentOut):
     score: ScoreOut | None
+    # The callback this completion booked (a callback_at with a person still in a queue).
+    callback: BookedCallbackOut | None
 
 
 # PostgreSQL text cannot hold NUL bytes: refuse them as invalid input, not a database error.
@@ -340,3 +351,41 @@ class ActivityOut(BaseModel):
     hours: int
     timezone: Literal["UTC"]
     buckets: list[ActivityHour]
+
+
+# -- callbacks (SPEC 7.2) -----------------------------------------------------------------------
+
+
+class CallbackOut(BaseModel):
+    id: str
+    user_id: int
+    queue_type: Literal["unsigned_users", "outstanding_requests"]
+    due_at: datetime
+    status: Literal["scheduled", "assigned", "completed", "cancelled"]
+    agent_id: int = Field(description="the owner: the agent who booked it, or was given it")
+    booked_at: datetime
+    first_handed_out_at: datetime | None
+    finished_at: datetime | None
+    cancel_reason: str | None
+
+
+class CallbackList(BaseModel):
+    items: list[CallbackOut]
+
+
+class CallbackPage(BaseModel):
+    items: list[CallbackOut]
+    total: int
+
+
+class CallbackCancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: FreeText | None = Field(None, max_length=500, description="kept in the audit only")
+
+
+class CallbackReassignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: StrictInt = Field(ge=1, le=2**31 - 1)
+    reason: FreeText | None = Field(None, max_length=500, description="kept in the audit only")

@@ -3,6 +3,7 @@
 from app.db import Base
 from app.models.agents import Agent, Assignment
 from app.models.audit import QueueTransition
+from app.models.callbacks import Callback, CallbackChange
 from app.models.flags import FeatureFlag, FeatureFlagChange
 from app.models.intake import DiscoveryRun, DiscoveryState
 from app.models.ops import EntryInvalidation, SchedulerTick
@@ -22,6 +23,8 @@ metadata = Base.metadata
 __all__ = [
     "Agent",
     "Assignment",
+    "Callback",
+    "CallbackChange",
     "CallingRulesChange",
     "CallingRulesOverride",
     "DiscoveryRun",

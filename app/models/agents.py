@@ -58,12 +58,18 @@ class Assignment(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     # Time from the next-user request to this hand-out, for the supervisors' latency figures.
     claim_ms: Mapped[int | None]
+    # Source 'callback': the callback served, and when it was due at this hand-out.
+    callback_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    callback_due_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
     __table_args__ = (
         CheckConstraint("status IN ('active', 'completed', 'released', 'expired')", name="status"),
-        CheckConstraint("source IN ('queue', 'direct')", name="source"),
+        CheckConstraint("source IN ('queue', 'direct', 'callback')", name="source"),
+        CheckConstraint(
+            "(source = 'callback') = (callback_id IS NOT NULL)", name="callback_source"
+        ),
         # The database, not the code, guarantees one live hand-out per user and per agent.
         Index(
             "uq_assignments_active_user",

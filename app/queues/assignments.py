@@ -41,7 +41,8 @@ _HEAD = Statement(
     " FROM assignments WHERE id = :id"
 )
 _COMPLETE = Statement(
-    "SELECT * FROM cq_complete(:agent_id, :id, :queue_type, :entry_id, :assigned_at, :outcome,"
+    "SELECT * FROM cq_complete(:agent_id, :id, :queue_type, :entry_id, :user_id, :assigned_at,"
+    " :outcome,"
     " CAST(:callback_at AS timestamptz), :notes, :change, :delay_seconds, :successful,"
     " :deactivates, :min_score, :max_score, :verdict_known, :verdict_type, :verdict_reason,"
     " :suppress_key)"
@@ -49,6 +50,17 @@ _COMPLETE = Statement(
 _LOCK_LEDGER = text(
     "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
     " FROM assignments WHERE id = :id FOR UPDATE"
+)
+
+# A callback's row, the source of its hand-out: locked before the ledger row.
+_LOCK_CALLBACK = text("SELECT 1 FROM callbacks WHERE id = :id FOR UPDATE")
+# A callback whose hand-out was released is due again: at once (re-queued), or after the skip
+# cooldown (skipped). Only while it is still this hand-out's (not cancelled meanwhile).
+_CALLBACK_BACK = text(
+    "UPDATE callbacks SET status = 'scheduled',"
+    " due_at = CASE WHEN :delay > 0 THEN GREATEST(due_at, now() + make_interval(mins => :delay))"
+    " ELSE due_at END, updated_at = now()"
+    " WHERE id = :id AND assignment_id = :assignment_id AND status = 'assigned'"
 )
 
 _CONFLICTS = {
@@ -128,6 +140,8 @@ class AssignmentService:
         forced: bool = False,
     ) -> Row[Any]:
         """Give the user back: re-queued (``pending``, same position) or skipped with a cooldown.
+        A callback being served goes back to ``scheduled``: still due when re-queued, due again
+        after the skip cooldown when skipped (SPEC 7.2).
 
         ``forced`` is a supervisor's release of anyone's assignment; it always re-queues.
         """
@@ -141,6 +155,8 @@ class AssignmentService:
                     text("SELECT cq_lock_entry(:q, :id)"),
                     {"q": head.queue_type, "id": head.queue_entry_id},
                 )
+            if head.callback_id is not None:
+                conn.execute(_LOCK_CALLBACK, {"id": head.callback_id})
             row = self._lock_ledger(conn, assignment_id, None)
             self._require_live(row)
             if forced:
@@ -162,6 +178,15 @@ class AssignmentService:
                         "q": row.queue_type,
                         "id": row.queue_entry_id,
                         "status": "pending" if requeue else "skipped",
+                    },
+                )
+            if row.callback_id is not None:
+                conn.execute(
+                    _CALLBACK_BACK,
+                    {
+                        "id": row.callback_id,
+                        "assignment_id": row.id,
+                        "delay": 0 if requeue else self.settings.skip_cooldown_minutes,
                     },
                 )
             if not requeue and self.settings.skip_cooldown_minutes > 0:
@@ -238,6 +263,7 @@ class AssignmentService:
                     "id": assignment_id,
                     "queue_type": head.queue_type,
                     "entry_id": head.queue_entry_id,
+                    "user_id": head.user_id,
                     "assigned_at": head.assigned_at,
                     "outcome": str(outcome),
                     "callback_at": callback_at,
@@ -306,8 +332,8 @@ class AssignmentService:
         lock; NotFound for someone else's assignment."""
         head = conn.execute(
             text(
-                "SELECT agent_id, user_id, queue_type, queue_entry_id FROM assignments"
-                " WHERE id = :id"
+                "SELECT agent_id, user_id, queue_type, queue_entry_id, callback_id"
+                " FROM assignments WHERE id = :id"
             ),
             {"id": assignment_id},
         ).one_or_none()

@@ -63,13 +63,15 @@ class ValidationAttemptsExhausted(ServiceBusy):
 class Source(StrEnum):
     QUEUE = "queue"
     DIRECT = "direct"
+    CALLBACK = "callback"
 
 
-# Where each serving mode (Flags.serving_mode) looks, in order.
+# Where each serving mode (Flags.serving_mode) looks, in order. Due callbacks come first in
+# every mode: a promised call is kept whichever way the queues are served (SPEC 7.2).
 SOURCES: dict[str, tuple[Source, ...]] = {
-    "queues": (Source.QUEUE,),
-    "dual": (Source.QUEUE, Source.DIRECT),
-    "direct": (Source.DIRECT,),
+    "queues": (Source.CALLBACK, Source.QUEUE),
+    "dual": (Source.CALLBACK, Source.QUEUE, Source.DIRECT),
+    "direct": (Source.CALLBACK, Source.DIRECT),
 }
 
 
@@ -81,6 +83,7 @@ class ClaimSettings:
     skip_cooldown_minutes: int
     max_attempts_per_day: int
     max_attempts_per_week: int
+    callback_personal_minutes: int = 30
 
 
 @dataclass(slots=True)
@@ -120,7 +123,7 @@ class _Held:
 
 _CLAIM = Statement(
     "SELECT * FROM cq_claim(:agent_id, :queue_type, :source, :open, CAST(:tried AS bigint[]),"
-    " :cooling, :sweep_limit, :max_day, :max_week)"
+    " :cooling, :sweep_limit, :max_day, :max_week, :personal)"
 )
 _HAND_OUT = Statement(
     "SELECT * FROM cq_hand_out(:agent_id, :queue_type, :source, :item_id, :user_id, :claim_id,"
@@ -286,6 +289,7 @@ class ClaimService:
                 "sweep_limit": SWEEP_LIMIT,
                 "max_day": self.settings.max_attempts_per_day,
                 "max_week": self.settings.max_attempts_per_week,
+                "personal": self.settings.callback_personal_minutes,
             },
         )
         ask.opened = True
@@ -300,9 +304,11 @@ class ClaimService:
             self._invalidate(conn, ask, source, item, item.problem, status=status)
             return _Next.AGAIN
 
-        # Direct mode reads the facts whatever the validation flag: the replica gives the
-        # details (claim, requirements) that an entry would carry.
-        facts, contact = self._replica_check(item.user_id, ask.validate or source is Source.DIRECT)
+        # Direct mode and callbacks read the facts whatever the validation flag: the replica
+        # gives the details (claim, requirements) that an entry carries.
+        facts, contact = self._replica_check(
+            item.user_id, ask.validate or source is not Source.QUEUE
+        )
         verdict = classify(facts) if facts is not None else None
         if ask.validate and verdict is not None and verdict.queue_type != kind.queue_type:
             self._invalidate(conn, ask, source, item, f"reclassified: {verdict.reason}", verdict)
@@ -344,7 +350,8 @@ class ClaimService:
                 "claim_ms": int((time.perf_counter() - ask.started) * 1000),
                 "max_day": self.settings.max_attempts_per_day,
                 "max_week": self.settings.max_attempts_per_week,
-                "daily_exempt": False,
+                # A callback the person asked for is exempt from the daily cap (SPEC 7.3).
+                "daily_exempt": source is Source.CALLBACK,
                 "phone_key": self.phone_key(contact.phone_number),
             },
         )
@@ -364,6 +371,8 @@ class ClaimService:
                 queue_type=str(kind.queue_type),
                 source=source.value,
                 queue_entry_id=item.item_id if source is Source.QUEUE else None,
+                callback_id=item.item_id if source is Source.CALLBACK else None,
+                callback_due_at=out.callback_due_at,
                 user_id=item.user_id,
                 claim_id=claim_id,
                 priority_score=item.priority_score,

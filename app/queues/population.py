@@ -538,7 +538,8 @@ class Population:
         out until the commit: nothing changes the entries between the sweep, the delete and the
         insert below, so the insert's checks hold when it runs. Users who got an assignment since
         the walk began (still active, or already finished), or whose call was completed since, are
-        left out: the walk saw them as candidates, but they have been dealt with since.
+        left out: the walk saw them as candidates, but they have been dealt with since. So are
+        users with a callback booked since: the callback is their only way back (SPEC 7.2).
         """
         kept = walk.kept
         table = kind.table
@@ -580,6 +581,9 @@ class Population:
                                                    AND a.finished_at >= :built_since)))
                        AND NOT EXISTS (SELECT 1 FROM {table} e
                                         WHERE e.user_id = s.user_id AND e.status = 'assigned')
+                       AND NOT EXISTS (SELECT 1 FROM callbacks c
+                                        WHERE c.user_id = s.user_id
+                                          AND c.status IN ('scheduled', 'assigned'))
                     """
                 ),
                 {"available_from": available_from, "built_since": walk.started},

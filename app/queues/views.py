@@ -32,6 +32,8 @@ class AssignmentRow:
     lease_expires_at: datetime
     outcome: str | None
     details: dict[str, Any]
+    callback_id: Any = None
+    callback_due_at: datetime | None = None
 
 
 def details_document(details: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +60,8 @@ def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False)
         "lease_expires_at": _iso(row.lease_expires_at),
         "resumed": resumed,
         "outcome": row.outcome,
+        "callback_id": str(row.callback_id) if row.callback_id else None,
+        "callback_due_at": _iso(row.callback_due_at),
         "user": (
             {
                 "first_name": contact.first_name,

@@ -106,6 +106,13 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/api/reports/compliance"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
     ("POST", "/api/admin/populate"):               (401, 401, 401, 401, 403, 200, 401, 403, 401),
     ("GET", "/api/reports/activity"):              (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("GET", "/api/callbacks"):                     (401, 401, 401, 401, 403, 200, 401, 403, 401),
+    ("POST", "/api/admin/callbacks/{callback_id}/cancel"):
+                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
+    ("POST", "/api/admin/callbacks/{callback_id}/reassign"):
+                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
+    # Callbacks of one's own (SPEC 7.2): agents and supervisors.
+    ("GET", "/api/callbacks/mine"):                (401, 401, 401, 401, 200, 200, 401, 403, 401),
     # The console's pages and assets are public (they hold no data; the browser fetches it with
     # the signed-in token); "/" redirects to the agents' view.
     ("GET", "/"):                                  (307, 307, 307, 307, 307, 307, 307, 307, 307),
@@ -151,6 +158,12 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/api/admin/populate"): Call("/api/admin/populate", params={"dry_run": "true"}),
     ("GET", "/console/static/{path}"): Call("/console/static/agent.js"),
+    ("POST", "/api/admin/callbacks/{callback_id}/cancel"): Call(
+        f"/api/admin/callbacks/{NOBODY}/cancel"
+    ),
+    ("POST", "/api/admin/callbacks/{callback_id}/reassign"): Call(
+        f"/api/admin/callbacks/{NOBODY}/reassign", json={"agent_id": 1}
+    ),
 }
 
 

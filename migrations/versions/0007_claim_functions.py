@@ -1,7 +1,7 @@
 """claim path as PL/pgSQL functions: one round trip per step, lock order written out
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-01 23:00:00
 
 Why functions: a claim's steps (the swap lock, the source row, the ledger row, the score row) must
@@ -18,9 +18,11 @@ Lock order, everywhere (claims, completions, releases, sweeps, swaps):
 * swap lock: ``pg_advisory_xact_lock(1667329132, n)``, taken shared by every transaction that writes
   a queue's entries and exclusively by the population's swap of that queue, so no entry changes
   under a swap.
-* source row: the queue entry (``FOR UPDATE``), or in direct mode a per-user advisory lock
-  (``pg_try_advisory_xact_lock(1970496882, hashint8(user_id))``), which no transaction ever waits
-  for: it only keeps two direct-mode claims from validating the same lead at once.
+* source row: the queue entry (``FOR UPDATE``), the callback (``callbacks``, SPEC 7.2), or in
+  direct mode a per-user advisory lock (``pg_try_advisory_xact_lock(1970496882,
+  hashint8(user_id))``), which no transaction ever waits for: it only keeps two direct-mode
+  claims from validating the same lead at once. A completion takes the entry, then the person's
+  open callback; a sweep takes both with SKIP LOCKED, so it never waits for either.
 * ledger row: the assignment (``assignments``), inserted or locked.
 * score row: ``user_call_scores``, locked after the ledger row. A hand-out locks it (FOR SHARE)
   and re-checks it in the same transaction as its ledger insert; an outcome locks it (FOR UPDATE)
@@ -38,8 +40,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0006"
-down_revision: str | None = "0005"
+revision: str = "0007"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -193,9 +195,9 @@ END $$
 """
     )
 
-    # The leads of a queue type that may be called now (SPEC 3.2, and below the attempt caps of
-    # SPEC 7.3): what a population walks and what direct mode serves from, in serving order
-    # (score, newest first, user id). A SQL function the
+    # The leads of a queue type that may be called now (SPEC 3.2, below the attempt caps of
+    # SPEC 7.3, without an open callback of SPEC 7.2): what a population walks and what direct
+    # mode serves from, in serving order (score, newest first, user id). A SQL function the
     # planner inlines into the calling query, so the ORDER BY still walks the partial index
     # ix_user_call_scores_population and a population can stream it.
     #
@@ -218,6 +220,9 @@ LANGUAGE sql STABLE AS $$
        AND NOT EXISTS (SELECT 1 FROM assignments a
                         WHERE a.user_id = s.user_id AND a.status = 'active'
                           AND (NOT p_live_leases_only OR a.lease_expires_at > now()))
+       -- A person with an open callback comes back through the callback only (SPEC 7.2).
+       AND NOT EXISTS (SELECT 1 FROM callbacks c
+                        WHERE c.user_id = s.user_id AND c.status IN ('scheduled', 'assigned'))
        AND callqueue_attempt_cap(s.user_id, p_max_day, p_max_week) IS NULL
      ORDER BY s.current_score, s.created_at DESC, s.user_id
 $$
@@ -300,6 +305,10 @@ DECLARE
     v_counts jsonb;
     v_types text[];
     v_back uuid[];
+    v_callbacks uuid[];
+    v_locked_callbacks uuid[];
+    v_expired_callbacks uuid[];
+    v_expired_hand_outs uuid[];
 BEGIN
     {lock_all}
     v_overdue := ARRAY(SELECT id FROM assignments
@@ -311,10 +320,17 @@ BEGIN
     v_entries := ARRAY(SELECT queue_entry_id FROM assignments
                         WHERE id = ANY(v_overdue) AND queue_entry_id IS NOT NULL);
     {lock_entries}
+    -- The callbacks being served, locked like the entries: one another transaction holds (a
+    -- completion, a release, a supervisor) keeps its assignment for a later sweep.
+    v_callbacks := ARRAY(SELECT callback_id FROM assignments
+                          WHERE id = ANY(v_overdue) AND callback_id IS NOT NULL);
+    v_locked_callbacks := ARRAY(SELECT c.id FROM callbacks c WHERE c.id = ANY(v_callbacks)
+                                 ORDER BY c.id FOR UPDATE SKIP LOCKED);
     WITH lapsed AS (
         SELECT id FROM assignments
          WHERE id = ANY(v_overdue)
            AND (queue_entry_id IS NULL OR NOT queue_entry_id = ANY(v_busy))
+           AND (callback_id IS NULL OR callback_id = ANY(v_locked_callbacks))
          ORDER BY id
            FOR UPDATE SKIP LOCKED
     ), expired AS (
@@ -322,10 +338,18 @@ BEGIN
            SET status = 'expired', finished_at = clock_timestamp(), updated_at = clock_timestamp()
           FROM lapsed
          WHERE a.id = lapsed.id AND a.status = 'active' AND a.lease_expires_at <= now()
-        RETURNING a.queue_type, a.queue_entry_id
+        RETURNING a.id, a.queue_type, a.queue_entry_id, a.callback_id
     )
-    SELECT array_agg(queue_type), array_agg(queue_entry_id) INTO v_types, v_back FROM expired;
+    SELECT array_agg(queue_type), array_agg(queue_entry_id),
+           array_agg(callback_id) FILTER (WHERE callback_id IS NOT NULL),
+           array_agg(id) FILTER (WHERE callback_id IS NOT NULL)
+      INTO v_types, v_back, v_expired_callbacks, v_expired_hand_outs FROM expired;
     {back}
+    -- A callback whose hand-out lapsed is due again (SPEC 7.2); its due time stays.
+    UPDATE callbacks c
+       SET status = 'scheduled', updated_at = now()
+      FROM unnest(v_expired_callbacks, v_expired_hand_outs) AS x(callback_id, assignment_id)
+     WHERE c.id = x.callback_id AND c.assignment_id = x.assignment_id AND c.status = 'assigned';
     SELECT coalesce(jsonb_object_agg(t, n), '{{}}') INTO v_counts
       FROM (SELECT t, count(*) AS n FROM unnest(v_types) AS t GROUP BY t) AS per_queue;
     RETURN v_counts;
@@ -356,10 +380,26 @@ $$
 """
     )
 
+    # Cancel an open callback with its reason (SPEC 7.2); false when it was no longer open.
+    statements.append(
+        """
+CREATE FUNCTION cq_cancel_callback(p_id uuid, p_reason text) RETURNS boolean
+LANGUAGE sql VOLATILE AS $$
+    UPDATE callbacks
+       SET status = 'cancelled', cancel_reason = p_reason, finished_at = clock_timestamp(),
+           updated_at = now()
+     WHERE id = p_id AND status IN ('scheduled', 'assigned')
+    RETURNING true
+$$
+"""
+    )
+
     # Record a source that failed its checks, so the next attempt moves on; and, when the
     # replica placed the user elsewhere, move the user (with the audit row). A queue entry
-    # becomes p_status ('invalid', or 'skipped' for an attempt cap) with the reason; every
-    # source leaves a row in entry_invalidations, which outlives refreshes.
+    # becomes p_status ('invalid', or 'skipped' for an attempt cap) with the reason. A callback
+    # follows its person to the queue they belong to now, waits while someone else holds them,
+    # and is otherwise cancelled with the reason (SPEC 7.2). Every source leaves a row in
+    # entry_invalidations, which outlives refreshes.
     statements.append(
         """
 CREATE FUNCTION cq_invalidate(p_agent integer, p_queue text, p_source text, p_item uuid,
@@ -371,6 +411,22 @@ BEGIN
     IF p_source = 'queue' THEN
         PERFORM cq_set_entry(p_queue, p_item, p_status, ARRAY['pending'], p_agent, p_reason,
                              NULL);
+    ELSIF p_source = 'callback' AND p_reason <> 'already_assigned' THEN
+        IF p_reclassify AND p_to IS NOT NULL THEN
+            UPDATE callbacks SET queue_type = p_to, updated_at = now()
+             WHERE id = p_item AND status = 'scheduled';
+        ELSIF p_reason = 'queue_type_changed' THEN
+            UPDATE callbacks c SET queue_type = s.current_queue_type, updated_at = now()
+              FROM user_call_scores s
+             WHERE c.id = p_item AND c.status = 'scheduled' AND s.user_id = c.user_id
+               AND s.current_queue_type IS NOT NULL;
+            IF NOT FOUND THEN
+                PERFORM cq_cancel_callback(p_item, 'no_queue');
+            END IF;
+        ELSE
+            PERFORM cq_cancel_callback(p_item, CASE WHEN p_reclassify THEN 'no_queue'
+                                                    ELSE p_reason END);
+        END IF;
     END IF;
     INSERT INTO entry_invalidations (queue_type, source, entry_id, user_id, reason, agent_id)
     VALUES (p_queue, p_source, CASE WHEN p_source = 'queue' THEN p_item END, p_user, p_reason,
@@ -394,11 +450,18 @@ END $$
     # already rejected (p_tried) and users handed out since the walk's snapshot was taken. A
     # queue entry whose user is at an attempt cap is reported as 'attempt_cap' (the caller marks
     # it skipped), before the replica is read.
+    #
+    # Callbacks (SPEC 7.2): the agent's own due ones first, then anyone's whose owner's personal
+    # window (p_personal_minutes after due_at) has passed or whose owner is deactivated; oldest
+    # first, FOR UPDATE SKIP LOCKED like entries. A callback whose person moved to the other
+    # queue follows them there; one whose person is gone, deactivated or belongs to no queue is
+    # cancelled with that reason; at the weekly cap (a callback is exempt from the daily one) it
+    # is cancelled too. Each of those changes its row, so the walk goes on to the next one.
     statements.append(
         f"""
 CREATE FUNCTION cq_claim(p_agent integer, p_queue text, p_source text, p_open boolean,
                          p_tried bigint[], p_cooling_minutes integer, p_sweep_limit integer,
-                         p_max_day integer, p_max_week integer)
+                         p_max_day integer, p_max_week integer, p_personal_minutes integer)
 RETURNS TABLE (source text, item_id uuid, user_id bigint, claim_id bigint,
                priority_score integer, queue_position integer, queue_reason text,
                details jsonb, problem text, swept jsonb)
@@ -409,6 +472,9 @@ DECLARE
     v_item record;
     v_lead record;
     v_swept jsonb;
+    v_callback record;
+    v_score record;
+    v_scored boolean;
 BEGIN
     IF p_open THEN
         IF EXISTS (SELECT 1 FROM assignments
@@ -467,6 +533,66 @@ BEGIN
         RETURN;
     END IF;
 
+    IF p_source = 'callback' THEN
+        LOOP
+            SELECT c.id, c.user_id, c.due_at INTO v_callback
+              FROM callbacks c
+             WHERE c.status = 'scheduled' AND c.owner_agent_id = p_agent
+               AND c.due_at <= now() AND c.queue_type = p_queue
+               AND NOT c.user_id = ANY(p_tried)
+             ORDER BY c.due_at, c.id
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+            IF NOT FOUND THEN
+                SELECT c.id, c.user_id, c.due_at INTO v_callback
+                  FROM callbacks c
+                 WHERE c.status = 'scheduled' AND c.queue_type = p_queue
+                   AND c.due_at <= now()
+                   AND NOT c.user_id = ANY(p_tried)
+                   AND (c.due_at <= now() - make_interval(mins => p_personal_minutes)
+                        OR EXISTS (SELECT 1 FROM agents o
+                                    WHERE o.id = c.owner_agent_id AND NOT o.is_active))
+                 ORDER BY c.due_at, c.id
+                 LIMIT 1
+                   FOR UPDATE SKIP LOCKED;
+            END IF;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT NULL::text, NULL::uuid, NULL::bigint, NULL::bigint,
+                                    NULL::integer, NULL::integer, NULL::text, NULL::jsonb,
+                                    NULL::text, v_swept;
+                RETURN;
+            END IF;
+            SELECT s.is_active, s.current_queue_type, s.current_score INTO v_score
+              FROM user_call_scores s WHERE s.user_id = v_callback.user_id;
+            v_scored := FOUND;
+            IF NOT v_scored OR NOT v_score.is_active OR v_score.current_queue_type IS NULL THEN
+                PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
+                                      v_callback.user_id, 'cancelled',
+                                      CASE WHEN NOT v_scored THEN 'score_row_missing'
+                                           WHEN NOT v_score.is_active THEN 'inactive'
+                                           ELSE 'no_queue' END,
+                                      false, NULL, NULL);
+                CONTINUE;
+            END IF;
+            IF v_score.current_queue_type <> p_queue THEN
+                UPDATE callbacks SET queue_type = v_score.current_queue_type, updated_at = now()
+                 WHERE id = v_callback.id;
+                CONTINUE;
+            END IF;
+            IF callqueue_attempt_cap(v_callback.user_id, p_max_day, p_max_week, true)
+               IS NOT NULL THEN
+                PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
+                                      v_callback.user_id, 'cancelled', 'attempt_cap', false,
+                                      NULL, NULL);
+                CONTINUE;
+            END IF;
+            RETURN QUERY SELECT 'callback'::text, v_callback.id, v_callback.user_id,
+                                NULL::bigint, v_score.current_score, NULL::integer, NULL::text,
+                                NULL::jsonb, NULL::text, v_swept;
+            RETURN;
+        END LOOP;
+    END IF;
+
     RAISE EXCEPTION USING MESSAGE = 'unknown source ' || p_source;
 END $$
 """
@@ -478,9 +604,10 @@ END $$
     #   user_taken  another agent holds the user: the source is marked 'already_assigned';
     #   agent_busy  this agent got an assignment from a concurrent request (a double click);
     #   invalid     the score row no longer allows it (an outcome since, a deactivation), the
-    #               person is at an attempt cap (the source is then marked 'skipped'), or the
-    #               number is on the do-not-call list: the ledger row is removed again and the
-    #               source marked with the problem;
+    #               person is at an attempt cap (the source is then marked 'skipped'), the
+    #               number is on the do-not-call list, or (an entry, direct mode) the person has
+    #               an open callback, which is the only way back (SPEC 7.2): the ledger row is
+    #               removed again and the source marked with the problem;
     #   retry       both conflicts ended in between: nothing was written.
     statements.append(
         """
@@ -490,7 +617,7 @@ CREATE FUNCTION cq_hand_out(p_agent integer, p_queue text, p_source text, p_item
                             p_claim_ms integer, p_max_day integer, p_max_week integer,
                             p_daily_exempt boolean, p_phone_key text)
 RETURNS TABLE (result text, problem text, assignment_id uuid, assigned_at timestamptz,
-               lease_expires_at timestamptz)
+               lease_expires_at timestamptz, callback_due_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -498,18 +625,24 @@ DECLARE
     v_at timestamptz;
     v_until timestamptz;
     v_problem text;
+    v_due timestamptz;
 BEGIN
     -- ON CONFLICT DO NOTHING covers both partial unique indexes (one active assignment per
     -- user, one per agent): losing the race returns no row instead of raising.
     -- assigned_at is the moment of the insert (clock_timestamp), not the transaction's start
     -- (now(), taken before the replica read): hand-outs of one user are then ordered as they
     -- happened, which "handed out since" (cq_complete) and the compliance record rely on.
+    IF p_source = 'callback' THEN
+        SELECT c.due_at INTO v_due FROM callbacks c WHERE c.id = p_item;  -- locked by cq_claim
+    END IF;
     INSERT INTO assignments (agent_id, user_id, queue_type, source, queue_entry_id, claim_id,
                              priority_score, queue_position, queue_reason, details,
-                             assigned_at, lease_expires_at, claim_ms)
+                             assigned_at, lease_expires_at, claim_ms, callback_id,
+                             callback_due_at)
     VALUES (p_agent, p_user, p_queue, p_source, CASE WHEN p_source = 'queue' THEN p_item END,
             p_claim, p_priority, p_position, p_reason, p_details, clock_timestamp(),
-            clock_timestamp() + make_interval(secs => p_lease_seconds), p_claim_ms)
+            clock_timestamp() + make_interval(secs => p_lease_seconds), p_claim_ms,
+            CASE WHEN p_source = 'callback' THEN p_item END, v_due)
     ON CONFLICT DO NOTHING
     RETURNING id, assignments.assigned_at, assignments.lease_expires_at
          INTO v_id, v_at, v_until;
@@ -519,16 +652,16 @@ BEGIN
         IF EXISTS (SELECT 1 FROM assignments a WHERE a.agent_id = p_agent AND a.status = 'active')
         THEN
             RETURN QUERY SELECT 'agent_busy'::text, NULL::text, NULL::uuid, NULL::timestamptz,
-                                NULL::timestamptz;
+                                NULL::timestamptz, NULL::timestamptz;
         ELSIF EXISTS (SELECT 1 FROM assignments a WHERE a.user_id = p_user AND a.status = 'active')
         THEN
             PERFORM cq_invalidate(p_agent, p_queue, p_source, p_item, p_user, 'invalid',
                                   'already_assigned', false, NULL, NULL);
             RETURN QUERY SELECT 'user_taken'::text, 'already_assigned'::text, NULL::uuid,
-                                NULL::timestamptz, NULL::timestamptz;
+                                NULL::timestamptz, NULL::timestamptz, NULL::timestamptz;
         ELSE
             RETURN QUERY SELECT 'retry'::text, NULL::text, NULL::uuid, NULL::timestamptz,
-                                NULL::timestamptz;
+                                NULL::timestamptz, NULL::timestamptz;
         END IF;
         RETURN;
     END IF;
@@ -536,7 +669,10 @@ BEGIN
     -- The score row, locked after the ledger row: an outcome committed on this user since the
     -- attempt began is seen here; one that comes later waits for this transaction and then
     -- sees the hand-out.
-    SELECT cq_score_problem(s.is_active, s.current_queue_type, s.next_call_after, p_queue)
+    -- A due callback is served at its due time, whatever next_call_after says since.
+    SELECT cq_score_problem(s.is_active, s.current_queue_type,
+                            CASE WHEN p_source = 'callback' THEN NULL ELSE s.next_call_after END,
+                            p_queue)
       INTO v_problem
       FROM user_call_scores s WHERE s.user_id = p_user
        FOR SHARE;
@@ -554,20 +690,32 @@ BEGIN
        AND EXISTS (SELECT 1 FROM suppressed_numbers sn WHERE sn.phone_hash = p_phone_key) THEN
         v_problem := 'suppressed';
     END IF;
+    -- A callback booked since the entry was built (a completion books it under the score row's
+    -- lock, which this transaction now holds shared): the callback is the way back.
+    IF v_problem IS NULL AND p_source <> 'callback'
+       AND EXISTS (SELECT 1 FROM callbacks c
+                    WHERE c.user_id = p_user AND c.status IN ('scheduled', 'assigned')) THEN
+        v_problem := 'callback_booked';
+    END IF;
     IF v_problem IS NOT NULL THEN
         DELETE FROM assignments WHERE id = v_id;
         PERFORM cq_invalidate(p_agent, p_queue, p_source, p_item, p_user,
                               CASE v_problem WHEN 'attempt_cap' THEN 'skipped' ELSE 'invalid' END,
                               v_problem, false, NULL, NULL);
         RETURN QUERY SELECT 'invalid'::text, v_problem, NULL::uuid, NULL::timestamptz,
-                            NULL::timestamptz;
+                            NULL::timestamptz, NULL::timestamptz;
         RETURN;
     END IF;
 
     IF p_source = 'queue' THEN
         PERFORM cq_set_entry(p_queue, p_item, 'assigned', ARRAY['pending'], p_agent, NULL, v_at);
+    ELSIF p_source = 'callback' THEN
+        UPDATE callbacks
+           SET status = 'assigned', assignment_id = v_id,
+               first_handed_out_at = coalesce(first_handed_out_at, v_at), updated_at = now()
+         WHERE callbacks.id = p_item;
     END IF;
-    RETURN QUERY SELECT 'assigned'::text, NULL::text, v_id, v_at, v_until;
+    RETURN QUERY SELECT 'assigned'::text, NULL::text, v_id, v_at, v_until, v_due;
 END $$
 """
     )
@@ -595,7 +743,7 @@ END $$
     statements.append(
         """
 CREATE FUNCTION cq_complete(p_agent integer, p_assignment uuid, p_queue text, p_entry uuid,
-                            p_assigned_at timestamptz, p_outcome text,
+                            p_user bigint, p_assigned_at timestamptz, p_outcome text,
                             p_callback_at timestamptz, p_notes text, p_change integer,
                             p_delay_seconds integer, p_successful boolean,
                             p_deactivates boolean, p_min_score integer, p_max_score integer,
@@ -606,19 +754,27 @@ RETURNS TABLE (result text, id uuid, status text, queue_type text, source text,
                queue_position integer, queue_reason text, assigned_at timestamptz,
                lease_expires_at timestamptz, outcome text, details jsonb,
                score_found boolean, current_score integer, next_call_after timestamptz,
-               is_active boolean, current_queue_type text)
+               is_active boolean, current_queue_type text, booked_callback_id uuid,
+               booked_callback_due_at timestamptz, callback_id uuid,
+               callback_due_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     a assignments;
     s record;
     v_found boolean;
+    v_booked uuid;
 BEGIN
     IF p_entry IS NOT NULL THEN
         PERFORM cq_swap_lock_shared(p_queue);
         PERFORM cq_set_entry(p_queue, p_entry, 'completed', ARRAY['assigned'], p_agent, NULL,
                              p_assigned_at);
     END IF;
+    -- The person's open callback, a source row too: the one this assignment serves, or one a
+    -- new booking replaces. Locked before the ledger row, as a claim of it does.
+    PERFORM 1 FROM callbacks c
+      WHERE c.user_id = p_user AND c.status IN ('scheduled', 'assigned')
+        FOR UPDATE;
     -- Times of the moment it happened (clock_timestamp), under the locks, not the statement's
     -- start: the ledger orders a user's hand-outs and outcomes as they happened.
     UPDATE assignments
@@ -638,7 +794,7 @@ BEGIN
                 NULL::text, NULL::uuid, NULL::bigint, NULL::bigint, NULL::integer,
                 NULL::integer, NULL::text, NULL::timestamptz, NULL::timestamptz, NULL::text,
                 NULL::jsonb, NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean,
-                NULL::text;
+                NULL::text, NULL::uuid, NULL::timestamptz, NULL::uuid, NULL::timestamptz;
             RETURN;
         END IF;
         IF a.status = 'completed' THEN
@@ -646,7 +802,7 @@ BEGIN
                 a.source, a.queue_entry_id, a.user_id, a.claim_id, a.priority_score,
                 a.queue_position, a.queue_reason, a.assigned_at, a.lease_expires_at, a.outcome,
                 a.details, NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean,
-                NULL::text;
+                NULL::text, NULL::uuid, NULL::timestamptz, a.callback_id, a.callback_due_at;
             RETURN;
         END IF;
         PERFORM 1 FROM user_call_scores WHERE user_call_scores.user_id = a.user_id FOR UPDATE;
@@ -658,7 +814,8 @@ BEGIN
                 RETURN QUERY SELECT 'not_active'::text, a.id, a.status, a.queue_type, a.source,
                     a.queue_entry_id, a.user_id, a.claim_id, a.priority_score, a.queue_position,
                     a.queue_reason, a.assigned_at, a.lease_expires_at, a.outcome, a.details,
-                    NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean, NULL::text;
+                    NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean, NULL::text,
+                    NULL::uuid, NULL::timestamptz, a.callback_id, a.callback_due_at;
                 RETURN;
             END IF;
             -- Someone asked never to be called again: that sticks, whatever happened to the
@@ -673,6 +830,9 @@ BEGIN
             UPDATE user_call_scores
                SET is_active = false, last_outcome = p_outcome, updated_at = now()
              WHERE user_call_scores.user_id = a.user_id;
+            PERFORM cq_cancel_callback(c.id, p_outcome)
+               FROM callbacks c
+              WHERE c.user_id = a.user_id AND c.status IN ('scheduled', 'assigned');
             IF p_suppress_key IS NOT NULL THEN
                 PERFORM cq_suppress(ARRAY[p_suppress_key], 'do_not_contact', p_agent);
             END IF;
@@ -680,7 +840,7 @@ BEGIN
                 a.source, a.queue_entry_id, a.user_id, a.claim_id, a.priority_score,
                 a.queue_position, a.queue_reason, a.assigned_at, a.lease_expires_at, a.outcome,
                 a.details, NULL::boolean, NULL::integer, NULL::timestamptz, NULL::boolean,
-                NULL::text;
+                NULL::text, NULL::uuid, NULL::timestamptz, a.callback_id, a.callback_due_at;
             RETURN;
         END IF;
         -- Lapsed, and nobody has had the user since: the outcome counts.
@@ -728,10 +888,35 @@ BEGIN
                               s.current_queue_type, 'outcome', p_agent, NULL);
         s.current_queue_type := p_verdict_type;
     END IF;
+    -- Callbacks (SPEC 7.2): the one this assignment served is kept (also when its lease ran
+    -- out and a sweep put it back: nobody has had the person since); a new callback_at books
+    -- the next one, in the queue the person belongs to now, replacing any other open one; a
+    -- deactivating outcome cancels what is open.
+    IF a.callback_id IS NOT NULL THEN
+        UPDATE callbacks c
+           SET status = 'completed', finished_at = clock_timestamp(), updated_at = now()
+         WHERE c.id = a.callback_id AND c.assignment_id = a.id
+           AND c.status IN ('assigned', 'scheduled');
+    END IF;
+    IF p_deactivates THEN
+        PERFORM cq_cancel_callback(c.id, p_outcome)
+           FROM callbacks c
+          WHERE c.user_id = a.user_id AND c.status IN ('scheduled', 'assigned');
+    ELSIF p_callback_at IS NOT NULL AND v_found AND s.is_active
+          AND s.current_queue_type IS NOT NULL THEN
+        PERFORM cq_cancel_callback(c.id, 'rebooked')
+           FROM callbacks c
+          WHERE c.user_id = a.user_id AND c.status IN ('scheduled', 'assigned');
+        INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id,
+                               booked_by_assignment_id)
+        VALUES (a.user_id, s.current_queue_type, p_callback_at, p_agent, a.id)
+        RETURNING callbacks.id INTO v_booked;
+    END IF;
     RETURN QUERY SELECT 'completed'::text, a.id, a.status, a.queue_type, a.source,
         a.queue_entry_id, a.user_id, a.claim_id, a.priority_score, a.queue_position,
         a.queue_reason, a.assigned_at, a.lease_expires_at, a.outcome, a.details, v_found,
-        s.current_score, s.next_call_after, s.is_active, s.current_queue_type::text;
+        s.current_score, s.next_call_after, s.is_active, s.current_queue_type::text, v_booked,
+        CASE WHEN v_booked IS NOT NULL THEN p_callback_at END, a.callback_id, a.callback_due_at;
 END $$
 """
     )
@@ -758,12 +943,13 @@ FUNCTION_SIGNATURES = [
     "cq_reclassify(bigint[], text[], text[], text, text, integer, uuid)",
     "cq_sweep(integer)",
     "cq_suppress(text[], text, integer)",
+    "cq_cancel_callback(uuid, text)",
     "cq_invalidate(integer, text, text, uuid, bigint, text, text, boolean, text, text)",
-    "cq_claim(integer, text, text, boolean, bigint[], integer, integer, integer, integer)",
+    "cq_claim(integer, text, text, boolean, bigint[], integer, integer, integer, integer, integer)",
     "cq_hand_out(integer, text, text, uuid, bigint, bigint, integer, integer, text, jsonb,"
     " integer, integer, integer, integer, boolean, text)",
-    "cq_complete(integer, uuid, text, uuid, timestamptz, text, timestamptz, text, integer,"
-    " integer, boolean, boolean, integer, integer, boolean, text, text, text)",
+    "cq_complete(integer, uuid, text, uuid, bigint, timestamptz, text, timestamptz, text,"
+    " integer, integer, boolean, boolean, integer, integer, boolean, text, text, text)",
 ]
 
 

@@ -1,0 +1,240 @@
+"""Callbacks (SPEC 7.2): what agents and supervisors see of them, and what supervisors change.
+
+Booking, serving, completing and expiring callbacks are part of the claim path (the claim
+functions' migration: ``cq_claim`` with source ``callback``, ``cq_hand_out``, ``cq_complete``,
+``cq_sweep``); this module reads them and carries the supervisors' two changes, cancel and
+reassign, each audited in ``callback_changes``.
+
+Timing words, all on the database's clock:
+
+* **due**: scheduled and ``due_at`` has come;
+* **overdue**: still scheduled more than ``CALLBACK_GRACE_MINUTES`` after ``due_at``: a promise
+  about to be broken (the health report is degraded while any is);
+* **late**: handed out for the first time more than ``CALLBACK_GRACE_MINUTES`` after
+  ``due_at``: a promise kept, but late.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from app.agents import AgentIdentity
+from app.errors import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+OPEN_STATUSES = ("scheduled", "assigned")
+STATUSES = ("scheduled", "assigned", "completed", "cancelled")
+
+_COLUMNS = (
+    "c.id, c.user_id, c.queue_type, c.due_at, c.status, c.owner_agent_id, c.created_at,"
+    " c.first_handed_out_at, c.finished_at, c.cancel_reason"
+)
+
+
+def callback_view(row: Any) -> dict[str, Any]:
+    """A callback as the API shows it: never the person's contact details."""
+    return {
+        "id": str(row.id),
+        "user_id": row.user_id,
+        "queue_type": row.queue_type,
+        "due_at": row.due_at.isoformat(),
+        "status": row.status,
+        "agent_id": row.owner_agent_id,
+        "booked_at": row.created_at.isoformat(),
+        "first_handed_out_at": _iso(row.first_handed_out_at),
+        "finished_at": _iso(row.finished_at),
+        "cancel_reason": row.cancel_reason,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackFilter:
+    status: str | None = None
+    agent_id: int | None = None
+    due_before: datetime | None = None
+
+
+class CallbackService:
+    def __init__(self, engine: Engine, grace_minutes: int) -> None:
+        self.engine = engine
+        self.grace_minutes = grace_minutes
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def mine(self, agent: AgentIdentity) -> list[dict[str, Any]]:
+        """The agent's open callbacks, soonest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM callbacks c"
+                    " WHERE c.owner_agent_id = :agent AND c.status IN ('scheduled', 'assigned')"
+                    " ORDER BY c.due_at, c.id"
+                ),
+                {"agent": agent.id},
+            ).all()
+        return [callback_view(r) for r in rows]
+
+    def listing(self, f: CallbackFilter, *, limit: int, offset: int) -> dict[str, Any]:
+        """Supervisors' listing, soonest due first; without a status, the open ones."""
+        where = ["c.status = ANY(:statuses)"]
+        params: dict[str, Any] = {
+            "statuses": [f.status] if f.status else list(OPEN_STATUSES),
+            "limit": limit,
+            "offset": offset,
+        }
+        if f.agent_id is not None:
+            where.append("c.owner_agent_id = :agent")
+            params["agent"] = f.agent_id
+        if f.due_before is not None:
+            where.append("c.due_at < :due_before")
+            params["due_before"] = f.due_before
+        clause = " AND ".join(where)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                text(f"SELECT count(*) FROM callbacks c WHERE {clause}"), params
+            ).scalar_one()
+            rows = conn.execute(
+                text(
+                    f"SELECT {_COLUMNS} FROM callbacks c WHERE {clause}"
+                    " ORDER BY c.due_at, c.id LIMIT :limit OFFSET :offset"
+                ),
+                params,
+            ).all()
+        return {"items": [callback_view(r) for r in rows], "total": total}
+
+    def counts(self, conn: Connection) -> dict[str, dict[str, int]]:
+        """Per queue type: scheduled, due now, overdue, with an agent now, and handed out late
+        in the last 24 hours."""
+        figures = {
+            q: {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late_24h": 0}
+            for q in ("unsigned_users", "outstanding_requests")
+        }
+        rows = conn.execute(
+            text(
+                "SELECT queue_type,"
+                " count(*) FILTER (WHERE status = 'scheduled') AS scheduled,"
+                " count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()) AS due,"
+                " count(*) FILTER (WHERE status = 'scheduled'"
+                "   AND due_at + make_interval(mins => :grace) < now()) AS overdue,"
+                " count(*) FILTER (WHERE status = 'assigned') AS assigned,"
+                " 0 AS late_24h"
+                " FROM callbacks WHERE status IN ('scheduled', 'assigned') GROUP BY queue_type"
+                " UNION ALL"
+                " SELECT queue_type, 0, 0, 0, 0, count(*) FROM callbacks"
+                " WHERE first_handed_out_at >= now() - interval '24 hours'"
+                "   AND first_handed_out_at > due_at + make_interval(mins => :grace)"
+                " GROUP BY queue_type"
+            ),
+            {"grace": self.grace_minutes},
+        ).all()
+        for row in rows:
+            queue = figures[row.queue_type]
+            for name in queue:
+                queue[name] += int(getattr(row, name))
+        return figures
+
+    # -- supervisors' changes ------------------------------------------------------------------
+
+    def cancel(
+        self, supervisor: AgentIdentity, callback_id: uuid.UUID, reason: str | None
+    ) -> dict[str, Any]:
+        """Cancel an open callback. One being served stays with its agent until the call ends;
+        the callback itself is no longer kept."""
+        with self.engine.begin() as conn:
+            row = self._lock_open(conn, callback_id)
+            done = conn.execute(
+                text(
+                    f"UPDATE callbacks c SET status = 'cancelled', cancel_reason = :reason,"
+                    f" finished_at = clock_timestamp(), updated_at = now()"
+                    f" WHERE c.id = :id RETURNING {_COLUMNS}"
+                ),
+                # The free text stays in the audit row; the callback says who ended it.
+                {"id": callback_id, "reason": "supervisor"},
+            ).one()
+            self._audit(conn, callback_id, "cancel", supervisor, row.owner_agent_id, None, reason)
+        log.info("callback.cancelled", extra={"agent_id": supervisor.id, "user_id": row.user_id})
+        return callback_view(done)
+
+    def reassign(
+        self,
+        supervisor: AgentIdentity,
+        callback_id: uuid.UUID,
+        agent_id: int,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """Give an open callback to another active agent: it is theirs first from now on."""
+        with self.engine.begin() as conn:
+            target = conn.execute(
+                text("SELECT role, is_active FROM agents WHERE id = :id"), {"id": agent_id}
+            ).one_or_none()
+            if target is None or not target.is_active or target.role == "scorer":
+                raise InvalidInput(
+                    "agent_id must be an active agent or supervisor", ["body", "agent_id"]
+                )
+            row = self._lock_open(conn, callback_id)
+            done = conn.execute(
+                text(
+                    f"UPDATE callbacks c SET owner_agent_id = :agent, updated_at = now()"
+                    f" WHERE c.id = :id RETURNING {_COLUMNS}"
+                ),
+                {"id": callback_id, "agent": agent_id},
+            ).one()
+            self._audit(
+                conn, callback_id, "reassign", supervisor, row.owner_agent_id, agent_id, reason
+            )
+        log.info(
+            "callback.reassigned",
+            extra={"agent_id": supervisor.id, "user_id": row.user_id, "to_agent_id": agent_id},
+        )
+        return callback_view(done)
+
+    @staticmethod
+    def _lock_open(conn: Connection, callback_id: uuid.UUID) -> Any:
+        """The callback's row, locked (the source row of its hand-outs: nothing else is held
+        yet, so the service-wide lock order holds). 404 unknown, 409 no longer open."""
+        row = conn.execute(
+            text(f"SELECT {_COLUMNS} FROM callbacks c WHERE c.id = :id FOR UPDATE"),
+            {"id": callback_id},
+        ).one_or_none()
+        if row is None:
+            raise NotFound("there is no such callback")
+        if row.status not in OPEN_STATUSES:
+            raise Conflict(f"the callback is {row.status}")
+        return row
+
+    @staticmethod
+    def _audit(
+        conn: Connection,
+        callback_id: uuid.UUID,
+        action: str,
+        supervisor: AgentIdentity,
+        old_owner: int | None,
+        new_owner: int | None,
+        reason: str | None,
+    ) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO callback_changes"
+                " (callback_id, action, agent_id, old_owner_agent_id, new_owner_agent_id, reason)"
+                " VALUES (:callback, :action, :agent, :old, :new, :reason)"
+            ),
+            {
+                "callback": callback_id,
+                "action": action,
+                "agent": supervisor.id,
+                "old": old_owner,
+                "new": new_owner,
+                "reason": reason,
+            },
+        )
