@@ -207,6 +207,7 @@ def serve(
             if demo:
                 _seed_demo(effective)
                 tokens = _demo_agents(effective)
+                _seed_demo_callbacks(effective)
             _export(effective)
             _banner(effective, host, port, tokens)
             _run_uvicorn(host, port, workers)
@@ -277,6 +278,19 @@ def _seed_demo(settings: Settings) -> None:
     finally:
         store.dispose()
         replica.dispose()
+
+
+def _seed_demo_callbacks(settings: Settings) -> None:
+    """The demo's callbacks, booked by the demo agents (so after them); once."""
+    from app.demo import seed_demo_callbacks
+
+    store = create_engine(settings.require_database())
+    try:
+        booked = seed_demo_callbacks(store)
+    finally:
+        store.dispose()
+    if booked:
+        log.info("demo.callbacks_booked", extra={"callbacks": booked})
 
 
 DEMO_AGENTS = (

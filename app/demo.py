@@ -612,3 +612,63 @@ def _copy(
     with raw.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
         for row in rows:
             copy.write_row(row)
+
+
+# Callbacks the demo books (SPEC 7.2), so the console and the API show them at once:
+# (owner, minutes from now until due, how many). Due a few minutes ago: served first to their
+# owner; due 40 minutes ago: past the personal window, anyone's, and overdue; later today: waiting.
+DEMO_CALLBACKS = (
+    ("demo-agent-1", -3, 2),
+    ("demo-agent-2", -3, 1),
+    ("demo-agent-2", -40, 2),
+    ("demo-agent-1", 90, 2),
+    ("demo-agent-2", 180, 1),
+)
+
+
+def seed_demo_callbacks(store_engine: Engine) -> int:
+    """Book the demo's callbacks for active queued people nobody has called, owned by the demo
+    agents (which must exist), as completions would have: the callback and the score row's
+    ``next_call_after``. Does nothing when any callback exists. Returns how many it booked."""
+    wanted = sum(n for _, _, n in DEMO_CALLBACKS)
+    with store_engine.begin() as conn:
+        if conn.execute(text("SELECT EXISTS (SELECT 1 FROM callbacks)")).scalar_one():
+            return 0
+        owners: dict[str, int] = dict(
+            conn.execute(
+                text("SELECT name, id FROM agents WHERE name = ANY(:names)"),
+                {"names": [name for name, _, _ in DEMO_CALLBACKS]},
+            ).all()
+        )
+        people = conn.execute(
+            text(
+                "SELECT user_id, current_queue_type FROM user_call_scores"
+                " WHERE is_active AND current_queue_type IS NOT NULL AND total_attempts = 0"
+                " ORDER BY user_id LIMIT :n"
+            ),
+            {"n": wanted},
+        ).all()
+        plan = [(owner, minutes) for owner, minutes, n in DEMO_CALLBACKS for _ in range(n)]
+        booked = 0
+        for (owner, minutes), person in zip(plan, people, strict=False):
+            if owner not in owners:
+                continue
+            conn.execute(
+                text(
+                    "WITH booked AS ("
+                    " INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id)"
+                    " VALUES (:user, :queue, now() + make_interval(mins => :minutes), :owner)"
+                    " RETURNING user_id, due_at)"
+                    " UPDATE user_call_scores s SET next_call_after = b.due_at,"
+                    " last_outcome = 'call_back', updated_at = now()"
+                    " FROM booked b WHERE s.user_id = b.user_id"
+                ),
+                {
+                    "user": person.user_id,
+                    "queue": person.current_queue_type,
+                    "minutes": minutes,
+                    "owner": owners[owner],
+                },
+            )
+            booked += 1
+    return booked

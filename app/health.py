@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.flags import Flags
+from app.queues.callbacks import callback_counts
 from app.queues.kinds import KINDS, QueueType
 from app.replica.monitor import ReplicaMonitor
 
@@ -86,6 +87,17 @@ def health_report(
             checked_at = conn.execute(text("SELECT now()")).scalar_one()
             for queue_type, kind in KINDS.items():
                 queues[str(queue_type)] = _queue_health(conn, kind.table, str(queue_type))
+            callbacks = callback_counts(conn, settings.callback_grace_minutes, 24 * 60)
+            for name, counts in callbacks.items():
+                queues[name]["callbacks"] = counts
+                # A promise about to be broken, whatever the flags (callbacks are served in
+                # every mode).
+                if counts["overdue"]:
+                    problem(
+                        1,
+                        f"{counts['overdue']} callbacks of {name} are overdue (not handed out"
+                        f" {settings.callback_grace_minutes} minutes after they were due)",
+                    )
             last_run = _last_run(conn)
             if flags.USE_SEPARATED_QUEUES:
                 _population_problems(conn, settings, checked_at, problem)

@@ -161,6 +161,25 @@ class QueueDepthCollector(Collector):
             [], conn.execute(text("SELECT count(*) FROM suppressed_numbers")).scalar_one()
         )
         yield size
+        yield self._callbacks(conn)
+
+    def _callbacks(self, conn: Connection) -> GaugeMetricFamily:
+        """The callbacks' figures of the statistics and the health report (SPEC 7.2): late is
+        over the last 24 hours, as in the health report."""
+        from app.queues.callbacks import callback_counts
+
+        assert self.settings is not None
+        family = GaugeMetricFamily(
+            "callqueue_callbacks",
+            "callbacks by state: scheduled, due, overdue (still scheduled CALLBACK_GRACE_MINUTES"
+            " after due), assigned, late (handed out after the grace, last 24 hours)",
+            labels=["queue_type", "state"],
+        )
+        counts = callback_counts(conn, self.settings.callback_grace_minutes, 24 * 60)
+        for queue_type, states in counts.items():
+            for state, value in states.items():
+                family.add_metric([queue_type, state], value)
+        return family
 
 
 def render(engine: Engine, settings: Settings | None = None) -> tuple[bytes, str]:

@@ -285,6 +285,24 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
         assert stat.S_IMODE((data_dir / "suppression_key").stat().st_mode) == 0o600
         console = httpx.get(f"{base}/", follow_redirects=True)
         assert console.url == f"{base}/console" and "Sign in" in console.text
+
+        # Callbacks (issue 13): demo-agent-1's own are due now and come before its queue.
+        agent = {
+            "Authorization": "Bearer "
+            + json.loads((data_dir / "demo_tokens.json").read_text())["demo-agent-1"]
+        }
+        mine = httpx.get(f"{base}/api/callbacks/mine", headers=agent, timeout=30).json()
+        assert len(mine["items"]) == 4, mine
+        booked = httpx.get(f"{base}/api/callbacks", headers=boss, timeout=30).json()
+        assert booked["total"] == 8
+        queue = {c["id"]: c["queue_type"] for c in mine["items"]}
+        first = min(mine["items"], key=lambda c: c["due_at"])
+        served = httpx.post(
+            f"{base}/api/queues/{first['queue_type']}/next-user", headers=agent, timeout=30
+        )
+        assert served.status_code == 200, served.text
+        assert served.json()["source"] == "callback"
+        assert served.json()["callback_id"] in queue
     finally:
         code, err = stop(proc)
     assert code == 0, err

@@ -106,7 +106,7 @@ def stats(
 ) -> Any:
     """Live figures per queue and activity over the last ``window_minutes``; open to agents."""
     with services.engine.connect() as conn:
-        return queue_stats(conn, window_minutes)
+        return queue_stats(conn, window_minutes, services.settings.callback_grace_minutes)
 
 
 @router.get(

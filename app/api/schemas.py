@@ -66,12 +66,26 @@ class PopulationReport(BaseModel):
     queues: dict[Literal["unsigned_users", "outstanding_requests"], QueueFigures]
 
 
+class CallbackCounts(BaseModel):
+    """Callbacks of one queue (SPEC 7.2), on the database's clock."""
+
+    scheduled: int = Field(description="waiting for their time or an agent")
+    due: int = Field(description="scheduled, and due now")
+    overdue: int = Field(description="still scheduled CALLBACK_GRACE_MINUTES after due")
+    assigned: int = Field(description="with an agent now")
+    late: int = Field(
+        description="first handed out more than CALLBACK_GRACE_MINUTES after due, within the"
+        " statistics' window (the health report: the last 24 hours)"
+    )
+
+
 class QueueHealth(BaseModel):
     pending: int
     assigned: int
     total: int
     oldest_pending_at: datetime | None
     last_populated_at: datetime | None
+    callbacks: CallbackCounts
 
 
 class HealthReport(BaseModel):
@@ -145,6 +159,7 @@ class QueueStats(BaseModel):
     longest_assignment_seconds: int | None
     last_population: LastPopulation | None
     window: StatsWindow
+    callbacks: CallbackCounts
 
 
 class StatsOut(BaseModel):

@@ -38,6 +38,43 @@ _COLUMNS = (
 )
 
 
+def callback_counts(
+    conn: Connection, grace_minutes: int, late_since_minutes: int
+) -> dict[str, dict[str, int]]:
+    """Per queue type, on the database's clock: ``scheduled`` (waiting), ``due`` (scheduled and
+    due now), ``overdue`` (still scheduled ``grace_minutes`` after due), ``assigned`` (with an
+    agent now) and ``late`` (first handed out more than ``grace_minutes`` after due, in the last
+    ``late_since_minutes``). One statement over the open callbacks (a partial index) and the
+    recent hand-outs."""
+    figures = {
+        q: {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late": 0}
+        for q in ("unsigned_users", "outstanding_requests")
+    }
+    rows = conn.execute(
+        text(
+            "SELECT queue_type,"
+            " count(*) FILTER (WHERE status = 'scheduled') AS scheduled,"
+            " count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()) AS due,"
+            " count(*) FILTER (WHERE status = 'scheduled'"
+            "   AND due_at + make_interval(mins => :grace) < now()) AS overdue,"
+            " count(*) FILTER (WHERE status = 'assigned') AS assigned,"
+            " 0 AS late"
+            " FROM callbacks WHERE status IN ('scheduled', 'assigned') GROUP BY queue_type"
+            " UNION ALL"
+            " SELECT queue_type, 0, 0, 0, 0, count(*) FROM callbacks"
+            " WHERE first_handed_out_at > now() - make_interval(mins => :since)"
+            "   AND first_handed_out_at > due_at + make_interval(mins => :grace)"
+            " GROUP BY queue_type"
+        ),
+        {"grace": grace_minutes, "since": late_since_minutes},
+    ).all()
+    for row in rows:
+        queue = figures[row.queue_type]
+        for name in queue:
+            queue[name] += int(getattr(row, name))
+    return figures
+
+
 def callback_view(row: Any) -> dict[str, Any]:
     """A callback as the API shows it: never the person's contact details."""
     return {
@@ -112,37 +149,6 @@ class CallbackService:
                 params,
             ).all()
         return {"items": [callback_view(r) for r in rows], "total": total}
-
-    def counts(self, conn: Connection) -> dict[str, dict[str, int]]:
-        """Per queue type: scheduled, due now, overdue, with an agent now, and handed out late
-        in the last 24 hours."""
-        figures = {
-            q: {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late_24h": 0}
-            for q in ("unsigned_users", "outstanding_requests")
-        }
-        rows = conn.execute(
-            text(
-                "SELECT queue_type,"
-                " count(*) FILTER (WHERE status = 'scheduled') AS scheduled,"
-                " count(*) FILTER (WHERE status = 'scheduled' AND due_at <= now()) AS due,"
-                " count(*) FILTER (WHERE status = 'scheduled'"
-                "   AND due_at + make_interval(mins => :grace) < now()) AS overdue,"
-                " count(*) FILTER (WHERE status = 'assigned') AS assigned,"
-                " 0 AS late_24h"
-                " FROM callbacks WHERE status IN ('scheduled', 'assigned') GROUP BY queue_type"
-                " UNION ALL"
-                " SELECT queue_type, 0, 0, 0, 0, count(*) FROM callbacks"
-                " WHERE first_handed_out_at >= now() - interval '24 hours'"
-                "   AND first_handed_out_at > due_at + make_interval(mins => :grace)"
-                " GROUP BY queue_type"
-            ),
-            {"grace": self.grace_minutes},
-        ).all()
-        for row in rows:
-            queue = figures[row.queue_type]
-            for name in queue:
-                queue[name] += int(getattr(row, name))
-        return figures
 
     # -- supervisors' changes ------------------------------------------------------------------
 

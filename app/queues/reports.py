@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from app.queues.callbacks import callback_counts
 from app.queues.kinds import KINDS, QueueType
 
 
@@ -19,7 +20,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def queue_stats(conn: Connection, window_minutes: int) -> dict[str, Any]:
+def queue_stats(
+    conn: Connection, window_minutes: int, callback_grace_minutes: int = 15
+) -> dict[str, Any]:
     now = conn.execute(text("SELECT now()")).scalar_one()
     window = {"w": window_minutes}
     stats: dict[str, dict[str, Any]] = {}
@@ -114,6 +117,10 @@ def queue_stats(conn: Connection, window_minutes: int) -> dict[str, Any]:
         window,
     ):
         stats[row.queue_type]["window"]["invalid"][row.reason] = row.n
+    # Callbacks (SPEC 7.2): waiting, due, overdue now; handed out late within the window.
+    callbacks = callback_counts(conn, callback_grace_minutes, window_minutes)
+    for name, counts in callbacks.items():
+        stats[name]["callbacks"] = counts
     return {"generated_at": _iso(now), "window_minutes": window_minutes, "queues": stats}
 
 

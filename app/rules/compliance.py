@@ -6,9 +6,9 @@ Days are local dates in the time zone of the calling rules in force when the rep
 was made (their history is the audit of their changes, app/rules/calling.py), so a later change
 never rewrites the past; the attempt caps are the settings' (MAX_ATTEMPTS_PER_DAY/WEEK).
 
-The report is a list of sections, each adding its columns to every day: the callbacks of issue 13
-come as one more section (booked / kept on time / late / overdue / cancelled) without touching
-the others, the JSON shape, the table or the CSV.
+The report is a list of sections, each adding its columns to every day: hand-outs, hand-outs the
+claim path refused, and the callbacks of SPEC 7.2 (booked / kept on time / late / overdue /
+cancelled).
 """
 
 from __future__ import annotations
@@ -149,7 +149,61 @@ class Blocked:
             counts[period.day_of(created_at)][self.REASONS[reason]] += 1
 
 
-SECTIONS: tuple[Section, ...] = (HandOuts(), Blocked())
+class Callbacks:
+    """The promises of SPEC 7.2: booked on the day they were booked; kept on time, late and
+    still overdue on the day they were due (judged by the first hand-out against
+    CALLBACK_GRACE_MINUTES); cancelled on the day they were cancelled."""
+
+    columns: tuple[Column, ...] = (
+        Column("callbacks_booked", "callbacks booked"),
+        Column(
+            "callbacks_kept_on_time",
+            "callbacks due that day first handed out within CALLBACK_GRACE_MINUTES of due",
+        ),
+        Column(
+            "callbacks_late",
+            "callbacks due that day first handed out more than CALLBACK_GRACE_MINUTES after due",
+        ),
+        Column(
+            "callbacks_overdue",
+            "callbacks due that day still waiting more than CALLBACK_GRACE_MINUTES after due",
+        ),
+        Column("callbacks_cancelled", "callbacks cancelled (by a supervisor, or their person)"),
+    )
+
+    SQL = """
+        SELECT 'callbacks_booked' AS what, created_at AS at FROM callbacks
+         WHERE created_at >= :start AND created_at < :end
+        UNION ALL
+        SELECT CASE WHEN first_handed_out_at IS NULL THEN 'callbacks_overdue'
+                    WHEN first_handed_out_at > due_at + make_interval(mins => :grace)
+                    THEN 'callbacks_late'
+                    ELSE 'callbacks_kept_on_time' END,
+               due_at
+          FROM callbacks
+         WHERE due_at >= :start AND due_at < :end
+           AND (first_handed_out_at IS NOT NULL
+                OR (status = 'scheduled' AND due_at + make_interval(mins => :grace) < now()))
+        UNION ALL
+        SELECT 'callbacks_cancelled', finished_at FROM callbacks
+         WHERE status = 'cancelled' AND finished_at >= :start AND finished_at < :end
+    """
+
+    def count(self, conn: Connection, context: Context, counts: DayCounts) -> None:
+        period = context.period
+        rows = conn.execute(
+            text(self.SQL),
+            {
+                "start": period.start,
+                "end": period.end,
+                "grace": context.settings.callback_grace_minutes,
+            },
+        )
+        for what, at in rows:
+            counts[period.day_of(at)][what] += 1
+
+
+SECTIONS: tuple[Section, ...] = (HandOuts(), Blocked(), Callbacks())
 COLUMNS: tuple[Column, ...] = tuple(c for s in SECTIONS for c in s.columns)
 
 
