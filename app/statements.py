@@ -112,7 +112,7 @@ class Statement:
                 # psycopg builds the description's column objects anew on every access: once.
                 self._row = _row_type([column.name for column in cursor.description])
         except Exception as exc:
-            raise _wrapped(conn, exc, sql, params, cursor) from exc
+            raise driver_error(conn, exc, sql, params, cursor) from exc
         except BaseException:
             # Interrupted mid-statement (KeyboardInterrupt, a cancelled thread): the connection's
             # state is unknown, so it must not go back to the pool.
@@ -124,11 +124,13 @@ class Statement:
         return [make(row) for row in rows]
 
 
-def _wrapped(
+def driver_error(
     conn: Connection, exc: Exception, sql: str, params: dict[str, Any], cursor: Any
 ) -> Exception:
     """The driver's error as SQLAlchemy's (an IntegrityError, OperationalError... subclass of
-    DBAPIError, parameters hidden); a lost connection is invalidated, so the pool replaces it."""
+    DBAPIError, parameters hidden); a lost connection is invalidated, so the pool replaces it.
+    For any statement run on the driver's connection directly (a COPY too), through
+    SQLAlchemy's public API only."""
     dialect = conn.dialect
     dbapi_error = dialect.loaded_dbapi.Error
     if not isinstance(exc, dbapi_error):

@@ -21,10 +21,10 @@ def list_discovery_runs(conn: Connection, *, limit: int, offset: int) -> dict[st
             " ORDER BY started_at DESC, id LIMIT :limit OFFSET :offset"
         ),
         {"limit": limit, "offset": offset},
-    ).all()
+    ).mappings()
     items = []
     for r in rows:
-        item = dict(r._mapping)
+        item = dict(r)
         item["run_id"] = str(item.pop("id"))
         for key in ("started_at", "finished_at", "watermark"):
             item[key] = item[key].isoformat() if item[key] else None

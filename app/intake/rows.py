@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, text
 from app.db import pg_array, pg_int_array
 from app.replica.bulk import classify_in_sql
 from app.replica.reader import Replica
+from app.statements import driver_error
 
 COMPONENTS = ("base_score", "outcome_penalty_score", "time_penalty_score")
 SCORE_COLUMNS = ("current_score", *COMPONENTS)
@@ -224,10 +225,13 @@ def create_rows(
     except psycopg.errors.UniqueViolation:
         savepoint.rollback()
         return insert_rows(conn, user_ids, queue_types, scores)
-    except BaseException as exc:
-        # Raised as Connection.execute would: SQLAlchemy's DBAPIError, the pool told of a
-        # disconnect (as app/statements.py does for the claim path's statements).
-        conn._handle_dbapi_exception(exc, _COPY, None, cursor, None)
+    except Exception as exc:
+        # Raised as Connection.execute would: SQLAlchemy's DBAPIError, a lost connection
+        # invalidated (as app/statements.py does for the claim path's statements).
+        raise driver_error(conn, exc, _COPY, {}, cursor) from exc
+    except BaseException:
+        conn.invalidate()  # interrupted mid-COPY: the connection's state is unknown
+        raise
     savepoint.commit()
     return set(user_ids)
 
