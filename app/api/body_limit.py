@@ -39,25 +39,39 @@ def _too_large_body(limit: int) -> bytes:
     ).encode()
 
 
+# The one route whose valid bodies outgrow the default cap: PUT /api/scores takes up to 10,000
+# rows (SPEC 7.1), about 1.1 MB of compact JSON with every score component and more when
+# indented. Its cap is MAX_BODY_BYTES or this, whichever is larger.
+LARGE_BODY_ROUTES = {("PUT", "/api/scores")}
+LARGE_BODY_BYTES = 8 * 1024 * 1024
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
-        self.limit = max_body_bytes
-        self._body = _too_large_body(max_body_bytes)
+        self.default_limit = max_body_bytes
+        self.large_limit = max(max_body_bytes, LARGE_BODY_BYTES)
 
-    async def _reject(self, send: Send) -> None:
+    def limit_for(self, scope: Scope) -> int:
+        if (scope["method"], scope["path"]) in LARGE_BODY_ROUTES:
+            return self.large_limit
+        return self.default_limit
+
+    @staticmethod
+    async def _reject(send: Send, limit: int) -> None:
+        body = _too_large_body(limit)
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"content-length", str(len(self._body)).encode()),
+                    (b"content-length", str(len(body)).encode()),
                     (b"connection", b"close"),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": self._body})
+        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,8 +88,9 @@ class BodyLimitMiddleware:
                 has_body = has_body or declared != 0
             elif name == b"transfer-encoding":
                 has_body = True
-        if declared is not None and declared > self.limit:
-            await self._reject(send)
+        limit = self.limit_for(scope)
+        if declared is not None and declared > limit:
+            await self._reject(send, limit)
             return
 
         received = 0
@@ -90,10 +105,10 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     rejected = True
                     if not started:
-                        await self._reject(send)
+                        await self._reject(send, limit)
                     raise _BodyTooLarge()
                 if not message.get("more_body", False):
                     finished = True

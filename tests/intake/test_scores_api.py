@@ -3,6 +3,7 @@ own outcome updates."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 
+from app.api.body_limit import LARGE_BODY_BYTES
 from app.intake.rows import ScoreRow, Stored, create_rows, next_scores
 from tests.factories import Agent, Replica, add_scores, new_agent
 
@@ -269,6 +271,47 @@ def test_ten_thousand_rows_are_accepted(
     rows = [{"user_id": n, "current_score": n % 201} for n in range(1, 10_001)]
     assert put(client, scorer, *rows).json()["created"] == 10_000
     assert len(rows_of(store_engine, "current_score")) == 10_000
+
+
+def test_a_full_batch_with_every_component_fits_the_routes_own_cap(
+    client: TestClient, scorer: Agent, store_engine: Engine
+) -> None:
+    """10,000 rows with every score component and large ids are well over the default
+    MAX_BODY_BYTES (1 MiB): the scores route has a cap of its own (app/api/body_limit.py), so the
+    contract's largest valid body is accepted, and a body over that cap is still a 413."""
+    base = 9_000_000_000_000
+    rows = [
+        {
+            "user_id": base + n,
+            "current_score": n % 201,
+            "base_score": n % 150,
+            "outcome_penalty_score": n % 30,
+            "time_penalty_score": n % 20,
+        }
+        for n in range(10_000)
+    ]
+    body = json.dumps({"scores": rows}, indent=2).encode()
+    assert len(body) > 1024 * 1024
+    answer = client.put(
+        SCORES, headers={**scorer.auth, "Content-Type": "application/json"}, content=body
+    )
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["created"] == 10_000
+    assert len(rows_of(store_engine, "current_score")) == 10_000
+
+    huge = client.put(
+        SCORES,
+        headers={**scorer.auth, "Content-Type": "application/json"},
+        content=b" " * (LARGE_BODY_BYTES + 1),
+    )
+    assert huge.status_code == 413
+    # Every other route keeps the default cap.
+    other = client.put(
+        "/api/admin/flags",
+        headers={**scorer.auth, "Content-Type": "application/json"},
+        content=b" " * (1024 * 1024 + 1),
+    )
+    assert other.status_code == 413
 
 
 def test_agents_may_not_and_supervisors_may(
