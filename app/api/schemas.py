@@ -330,8 +330,9 @@ class LedgerRow(BaseModel):
     agent_name: str
     user_id: int
     queue_type: str
-    source: str
+    source: Literal["queue", "direct", "callback"]
     queue_entry_id: str | None
+    callback_id: str | None
     claim_id: int | None
     status: str
     assigned_at: datetime

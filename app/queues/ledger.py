@@ -58,7 +58,7 @@ def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -
         text(
             "SELECT a.id, a.agent_id, g.name AS agent_name, a.user_id, a.queue_type, a.source,"
             " a.queue_entry_id, a.claim_id, a.status, a.assigned_at, a.lease_expires_at,"
-            " a.finished_at, a.outcome, a.callback_at"
+            " a.finished_at, a.outcome, a.callback_at, a.callback_id"
             f" FROM assignments a JOIN agents g ON g.id = a.agent_id WHERE {clause}"
             " ORDER BY a.assigned_at DESC, a.id LIMIT :limit OFFSET :offset"
         ),
@@ -69,6 +69,7 @@ def list_ledger(conn: Connection, f: LedgerFilter, *, limit: int, offset: int) -
             **row,
             "assignment_id": str(row["id"]),
             "queue_entry_id": str(row["queue_entry_id"]) if row["queue_entry_id"] else None,
+            "callback_id": str(row["callback_id"]) if row["callback_id"] else None,
         }
         for row in rows
     ]

@@ -580,6 +580,7 @@ LEDGER_KEYS = {
     "queue_type",
     "source",
     "queue_entry_id",
+    "callback_id",
     "claim_id",
     "status",
     "assigned_at",
