@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,47 @@ def populate(server: Server, supervisor: str) -> dict[str, Any]:
     return dict(answer.json())
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def book_callback(server: Server, token: str) -> dict[str, Any]:
+    """The agent takes the next person and records call_back for two hours from now."""
+    claim = httpx.post(f"{server.base}/api/queues/unsigned_users/next-user", headers=bearer(token))
+    assert claim.status_code == 200, claim.text
+    at = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0).isoformat()
+    done = httpx.post(
+        f"{server.base}/api/assignments/{claim.json()['assignment_id']}/complete",
+        headers=bearer(token),
+        json={"outcome": "call_back", "callback_at": at},
+    )
+    assert done.status_code == 200, done.text
+    booked = done.json()["callback"]
+    assert booked is not None
+    return {"user_id": claim.json()["user_id"], **booked}
+
+
+def make_due(store_engine: Engine, user_id: int, minutes_ago: int) -> None:
+    """Time passes for a callback: its time (and the person's next_call_after, which a booking
+    sets to the same moment) moves that many minutes into the past, on the database's clock."""
+    moment = {"u": user_id, "m": minutes_ago}
+    with store_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE callbacks SET due_at = now() - make_interval(mins => :m)"
+                " WHERE user_id = :u AND status IN ('scheduled', 'assigned')"
+            ),
+            moment,
+        )
+        conn.execute(
+            text(
+                "UPDATE user_call_scores SET next_call_after = now() - make_interval(mins => :m)"
+                " WHERE user_id = :u"
+            ),
+            moment,
+        )
+
+
 # -- driving the pages -------------------------------------------------------------------------
 
 
@@ -350,8 +392,11 @@ __all__ = [
     "Book",
     "Server",
     "Tab",
+    "bearer",
+    "book_callback",
     "card_user",
     "hide_page",
+    "make_due",
     "populate",
     "same_origin_only",
     "screenshot",

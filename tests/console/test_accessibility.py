@@ -14,12 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import Engine
 
 from tests.console.conftest import (
     Book,
     Server,
     Tab,
+    book_callback,
     card_user,
+    make_due,
     populate,
     same_origin_only,
     screenshot,
@@ -90,14 +93,19 @@ def test_the_agent_view_has_no_serious_accessibility_violation(
 
 
 def test_the_supervisor_view_has_no_serious_accessibility_violation(
-    servers: Callable[..., Server], axe_tab: Callable[[], Tab], book: Callable[..., Book]
+    servers: Callable[..., Server],
+    axe_tab: Callable[[], Tab],
+    book: Callable[..., Book],
+    store_engine: Engine,
 ) -> None:
     server = servers()
     seeded = book(3)
     populate(server, seeded.supervisor)
+    overdue = book_callback(server, seeded.agents["agent-a"])
     agent = sign_in(axe_tab(), server, seeded.agents["agent-a"])
     agent.keyboard.press("n")
     card_user(agent)
+    make_due(store_engine, overdue["user_id"], minutes_ago=20)
 
     page = axe_tab().page
     page.goto(server.base + "/console/supervisor")
@@ -108,16 +116,27 @@ def test_the_supervisor_view_has_no_serious_accessibility_violation(
     page.get_by_role("button", name="Populate now").click()
     expect(page.locator("#populate-result")).to_contain_text("The population succeeded.")
     page.locator("#activity details summary").click()
+    expect(page.locator("#callbacks-table tbody tr")).to_have_count(1)
+    expect(page.locator("#rules-now")).to_have_text("Calling is open now.")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#compliance-table")).to_be_visible()
+    page.locator("#compliance-result details summary").click()
     assert axe_violations(page) == [], "signed in, with data"
     page.get_by_role("button", name="Release user").click()
     expect(page.get_by_role("dialog")).to_be_visible()
     assert axe_violations(page) == [], "confirmation dialog"
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    page.get_by_role("button", name=f"Reassign the callback of user {overdue['user_id']}").click()
+    expect(page.get_by_role("dialog")).to_contain_text("The id of the agent who should keep it")
+    assert axe_violations(page) == [], "reassign dialog"
 
 
 def test_the_pages_are_self_contained_and_protected(
     servers: Callable[..., Server],
     open_tab: Callable[..., Tab],
     book: Callable[..., Book],
+    store_engine: Engine,
     tmp_path: Path,
 ) -> None:
     """Both views at work, under their real policy: every request goes to the service, no
@@ -146,24 +165,37 @@ def test_the_pages_are_self_contained_and_protected(
         ):
             assert not re.search(pattern, answer.text), (path, pattern)
 
+    # Each agent booked a callback earlier in the day; agent-a's has just fallen due.
+    b_booked = book_callback(server, seeded.agents["agent-b"])
+    a_booked = book_callback(server, seeded.agents["agent-a"])
+    make_due(store_engine, a_booked["user_id"], minutes_ago=3)
+
     other = sign_in(open_tab(), server, seeded.agents["agent-b"])
     other.keyboard.press("n")
     card_user(other)
+    # agent-b's callback falls due too, and is left waiting: overdue on the supervisor's screen.
+    make_due(store_engine, b_booked["user_id"], minutes_ago=20)
 
     agent_tab = open_tab()
     agent = sign_in(agent_tab, server, seeded.agents["agent-a"])
     agent.keyboard.press("n")
-    card_user(agent)
+    assert card_user(agent) == a_booked["user_id"]  # the promised callback, before the queue
+    expect(agent.locator("#c-callback")).to_be_visible()
     agent.keyboard.press("5")
     agent.get_by_label("Notes").fill("Prefers mornings; works shifts")
     agent.locator("#call-title").focus()
-    expect(agent.locator('[data-count-for="unsigned_users"]')).to_have_text("4 waiting")
+    expect(agent.locator('[data-count-for="unsigned_users"]')).to_have_text("3 waiting")
+    expect(agent.locator("#callbacks-table tbody tr td").nth(3)).to_have_text("being called")
 
     sup_tab = open_tab()
     sup = sign_in(sup_tab, server, seeded.supervisor, "/console/supervisor")
     expect(sup.locator("#live-table tbody tr")).to_have_count(2)
     expect(sup.locator("#runs-table tbody tr")).to_have_count(1)
     expect(sup.locator("#chart svg")).to_be_visible()
+    expect(sup.locator("#callbacks-table tbody tr")).to_have_count(1)
+    expect(sup.locator("#rules-now")).to_have_text("Calling is open now.")
+    sup.get_by_role("button", name="Show").click()
+    expect(sup.locator("#compliance-table")).to_be_visible()
 
     for tab in (agent_tab, sup_tab):
         assert same_origin_only(tab, server) == []

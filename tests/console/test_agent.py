@@ -1,5 +1,6 @@
 """The agent's screen in a real browser (issue 15): a whole call cycle by mouse and by keyboard,
-two agents side by side, and the states a claim can end in, each in words."""
+a callback booked, falling due and served first, two agents side by side, and the states a claim
+can end in, each in words."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.console.conftest import (
     Server,
     Tab,
     card_user,
+    make_due,
     populate,
     same_origin_only,
     sign_in,
@@ -75,14 +77,26 @@ def test_an_agent_takes_a_user_records_a_call_back_and_takes_the_next(
 
     result = page.locator("#last-result")
     expect(result).to_contain_text(f"Recorded “Call back” for {first['name']}.")
-    expect(result).to_contain_text("Next call after")
+    expect(result).to_contain_text("Callback booked for")
     expect(page.locator("#call")).to_be_hidden()
     # The person's details leave the screen with the assignment.
     assert first["phone"] not in page.locator("main").inner_text()
     expect(page.get_by_role("button", name="Next user")).to_be_focused()
 
+    # The callback is under "My callbacks" (GET /api/callbacks/mine), at the time picked.
+    mine = page.locator("#callbacks-table tbody tr")
+    expect(mine).to_have_count(1)
+    when = mine.locator("td").nth(0)
+    expect(when).to_contain_text("10:30")
+    expect(when).to_contain_text(f"{day.day} {day.strftime('%b')}")
+    expect(mine.locator("td").nth(1)).to_have_text("Unsigned users")
+    expect(mine.locator("td").nth(2)).to_have_text(str(first["user_id"]))
+    expect(mine.locator("td").nth(3)).to_have_text(re.compile(r"^in (1|2) days? \d+ h$"))
+    expect(page.locator('[data-due-for="unsigned_users"]')).to_be_hidden()
+
     page.get_by_role("button", name="Next user").click()
     assert card_user(page) == seeded.people[1]["user_id"]
+    expect(page.locator("#c-callback")).to_be_hidden()
 
     rows = ledger(store_engine)
     expected_at = local.replace(tzinfo=LONDON).astimezone(UTC)
@@ -98,6 +112,38 @@ def test_an_agent_takes_a_user_records_a_call_back_and_takes_the_next(
             {"u": first["user_id"]},
         ).scalar_one()
     assert next_call == expected_at
+
+    # Time passes: the callback falls due (its time moved two minutes into the past).
+    make_due(store_engine, first["user_id"], minutes_ago=2)
+    page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    expect(result).to_contain_text(f"Recorded “No answer” for {seeded.people[1]['name']}.")
+    expect(mine.locator("td").nth(3)).to_have_text(re.compile(r"^due now; yours alone until "))
+    expect(page.locator('[data-due-for="unsigned_users"]')).to_have_text(
+        "1 callback due (yours), served first"
+    )
+
+    # The next claim serves the promised callback before the queue's next entry (people[2]).
+    page.keyboard.press("n")
+    assert card_user(page) == first["user_id"]
+    expect(page.locator("#c-source")).to_contain_text("a callback, promised for")
+    expect(page.locator("#c-source")).to_have_attribute("data-source", "callback")
+    expect(page.locator("#c-callback")).to_contain_text(
+        "A promised callback: they were told someone would call at"
+    )
+    expect(mine.locator("td").nth(3)).to_have_text("being called")
+    rows = ledger(store_engine)
+    assert [(r["user_id"], r["status"], r["source"]) for r in rows] == [
+        (first["user_id"], "completed", "queue"),
+        (seeded.people[1]["user_id"], "completed", "queue"),
+        (first["user_id"], "active", "callback"),
+    ]
+    with store_engine.connect() as conn:
+        entry = conn.execute(
+            text("SELECT status FROM unsigned_users_queue WHERE user_id = :u"),
+            {"u": seeded.people[2]["user_id"]},
+        ).scalar_one()
+    assert entry == "pending"
     assert same_origin_only(tab, server) == []
     assert tab.problems == []
 

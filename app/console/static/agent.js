@@ -46,6 +46,8 @@ const BASE_TITLE = document.title;
 
 const workspace = $("workspace");
 const CALLBACK_MAX_DAYS = Number(workspace.dataset.callbackMaxDays);
+const CALLBACK_GRACE_MS = Number(workspace.dataset.callbackGraceMinutes) * 60000;
+const CALLBACK_PERSONAL_MS = Number(workspace.dataset.callbackPersonalMinutes) * 60000;
 
 const state = {
   assignment: null, // the Assignment held, as the API last gave it
@@ -57,8 +59,9 @@ const state = {
   ticker: null,
   poller: null,
   retry: null, // the automatic retry of a busy next-user
-  callbacksAvailable: true, // GET /api/callbacks/mine exists on this server (SPEC 7.2)
-  rules: null, // calling rules, when this agent may read them (SPEC 7.3)
+  dueMine: {}, // per queue: this agent's own callbacks due now (GET /api/callbacks/mine)
+  dueAll: {}, // per queue: every callback due now (GET /api/queues/stats)
+  rules: null, // calling rules, when this token may read them (supervisors; SPEC 7.3)
 };
 
 // -- helpers -----------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ async function handleClaim(answer, queue) {
     hideState();
     showAssignment(answer.body, { fresh: true });
     refreshCounts();
+    if (answer.body.source === "callback") refreshCallbacks();
     return;
   }
   if (answer.status === 204) {
@@ -233,51 +237,81 @@ async function refreshCounts() {
   const answer = await api("/api/queues/stats", { query: { window_minutes: 15 } });
   if (answer.status === 401) return signedOut();
   for (const node of document.querySelectorAll("[data-count-for]")) {
-    const figures = answer.ok ? answer.body.queues[node.dataset.countFor] : null;
+    const queue = node.dataset.countFor;
+    const figures = answer.ok ? answer.body.queues[queue] : null;
     node.textContent = figures ? `${figures.pending} waiting` : "count unavailable";
+    if (figures?.callbacks) state.dueAll[queue] = figures.callbacks.due;
+  }
+  showDue();
+}
+
+// The picker's callback line per queue: due callbacks are served before anyone in the queue.
+function showDue() {
+  for (const node of document.querySelectorAll("[data-due-for]")) {
+    const queue = node.dataset.dueFor;
+    const mine = state.dueMine[queue] ?? 0;
+    const all = Math.max(state.dueAll[queue] ?? 0, mine);
+    const plural = all === 1 ? "" : "s";
+    let whose = "";
+    if (mine && mine === all) whose = all === 1 ? " (yours)" : " (all yours)";
+    else if (mine) whose = ` (${mine} yours)`;
+    node.textContent = all ? `${all} callback${plural} due${whose}, served first` : "";
+    node.hidden = all === 0;
   }
 }
 
-// -- the agent's callbacks (SPEC 7.2; hidden while the server has no such route) ----------------
+// -- the agent's callbacks (SPEC 7.2) ------------------------------------------------------------
+
+// What a callback of this agent's is now, in words: booked for later, due (and until when it is
+// kept for this agent alone), or being called.
+function callbackState(item, now) {
+  if (item.status === "assigned") return { text: "being called", className: "" };
+  const due = Date.parse(item.due_at);
+  if (due > now) return { text: `in ${formatDuration(due - now)}`, className: "" };
+  if (now - due > CALLBACK_GRACE_MS) {
+    return { text: `overdue by ${formatDuration(now - due)}`, className: "status-overdue" };
+  }
+  const personal = due + CALLBACK_PERSONAL_MS;
+  const until = personal > now ? `; yours alone until ${formatTime(new Date(personal))}` : "";
+  return { text: `due now${until}`, className: "status-due" };
+}
 
 async function refreshCallbacks() {
-  if (!state.callbacksAvailable) return;
   const answer = await api("/api/callbacks/mine");
-  if (answer.status === 404) {
-    state.callbacksAvailable = false;
-    $("callbacks").hidden = true;
+  if (answer.status === 401) return signedOut();
+  if (!answer.ok) {
+    $("callbacks-empty").textContent =
+      `Your callbacks could not be loaded: the service answered ${describeAnswer(answer)}.`;
+    $("callbacks-empty").hidden = false;
     return;
   }
-  if (answer.status === 401) return signedOut();
-  if (!answer.ok) return;
   const items = [...answer.body.items].sort((a, b) => Date.parse(a.due_at) - Date.parse(b.due_at));
   const now = serverNow();
   const due = {};
   const rows = items.map((item) => {
-    const isDue = item.status === "scheduled" && Date.parse(item.due_at) <= now;
-    if (isDue) due[item.queue_type] = (due[item.queue_type] ?? 0) + 1;
+    if (item.status === "scheduled" && Date.parse(item.due_at) <= now) {
+      due[item.queue_type] = (due[item.queue_type] ?? 0) + 1;
+    }
+    const { text, className } = callbackState(item, now);
     return el(
       "tr",
-      {},
+      { "data-callback": item.id },
       el("td", { text: formatWhen(item.due_at) }),
       el("td", { text: QUEUE_NAMES[item.queue_type] ?? item.queue_type }),
       el("td", { text: String(item.user_id) }),
-      el("td", { class: isDue ? "status-overdue" : "", text: isDue ? "due now" : item.status }),
+      el("td", { class: className, text }),
     );
   });
-  $("callbacks").hidden = false;
   $("callbacks-table").querySelector("tbody").replaceChildren(...rows);
   $("callbacks-table").hidden = rows.length === 0;
+  $("callbacks-empty").textContent = "No callbacks booked.";
   $("callbacks-empty").hidden = rows.length > 0;
-  for (const node of document.querySelectorAll("[data-due-for]")) {
-    const n = due[node.dataset.dueFor] ?? 0;
-    node.textContent = n ? `${n} callback${n === 1 ? "" : "s"} due` : "";
-    node.hidden = n === 0;
-  }
+  state.dueMine = due;
+  showDue();
 }
 
-// Calling rules, if this server has them and lets agents read them; otherwise the API's 422
-// on a callback outside the window is what tells the agent.
+// Calling rules are a supervisor's to read: with a supervisor's token the picker checks the
+// window before sending; with an agent's, the API's 422 on a time outside it is what tells.
 async function loadRules() {
   const answer = await api("/api/admin/calling-rules");
   state.rules = answer.status === 200 ? answer.body : null;
@@ -331,6 +365,7 @@ function showAssignment(assignment, { fresh }) {
   }
   setText("c-source", source);
   $("c-source").dataset.source = a.source;
+  showPromise(a);
   setText("c-email", a.user?.email_address);
   setText("c-user", a.user_id);
   setText("c-claim", a.claim_id);
@@ -352,6 +387,24 @@ function showAssignment(assignment, { fresh }) {
   // An assignment taken over (a reload, the other queue) was not extended by this claim: extend
   // it now, which also teaches the page the lease's length.
   if (!fresh) extend({ quiet: true });
+}
+
+// A callback is a promise made to the person: say so at the top of the card, and how late it is.
+function showPromise(a) {
+  const note = $("c-callback");
+  if (a.source !== "callback" || !a.callback_due_at) {
+    note.hidden = true;
+    note.textContent = "";
+    return;
+  }
+  const due = Date.parse(a.callback_due_at);
+  const lateBy = Date.parse(a.assigned_at) - due;
+  const late =
+    lateBy > CALLBACK_GRACE_MS ? ` It is late by ${formatDuration(lateBy)}: apologise first.` : "";
+  note.textContent =
+    `A promised callback: they were told someone would call at ${formatWhen(a.callback_due_at)}. ` +
+    `Due callbacks are served before the queue.${late}`;
+  note.hidden = false;
 }
 
 // Extend answers carry no contact details when the replica is down: keep the ones on screen.
@@ -383,6 +436,8 @@ function closeCard() {
     $(id).textContent = "";
   }
   $("c-details").replaceChildren();
+  $("c-callback").hidden = true;
+  $("c-callback").textContent = "";
   $("c-tel").setAttribute("href", "#");
   resetForm();
   $("call").hidden = true;
@@ -607,10 +662,16 @@ async function recordOutcome() {
   if (state.assignment?.assignment_id !== held.assignment_id) return;
   if (answer.status === 200) {
     const score = answer.body.score;
+    const booked = answer.body.callback;
     let next = "";
     if (score && !score.is_active) next = " They will not be called again.";
-    else if (score?.next_call_after) next = ` Next call after ${formatWhen(score.next_call_after)}.`;
-    else if (score) next = " They can be called again straight away.";
+    else if (booked) {
+      next =
+        ` Callback booked for ${formatWhen(booked.due_at)}: it comes back to you first when it ` +
+        "falls due (see My callbacks).";
+    } else if (score?.next_call_after) {
+      next = ` Next call after ${formatWhen(score.next_call_after)}.`;
+    } else if (score) next = " They can be called again straight away.";
     const late = lapsed
       ? " The lease had lapsed, but nobody else had been given them, so the service accepted it."
       : "";
@@ -624,7 +685,7 @@ async function recordOutcome() {
   if (answer.status === 401) return signedOut();
   if (answer.status === 422) {
     const onCallback = (answer.fields ?? []).some((f) => f.loc?.includes("callback_at"));
-    if (onCallback) fieldError("callback-error", answer.detail, "callback-at");
+    if (onCallback) fieldError("callback-error", callbackRefusal(answer), "callback-at");
     else fieldError("outcome-error", `Not recorded: ${answer.detail}`);
     return;
   }
@@ -644,6 +705,16 @@ async function recordOutcome() {
     `Not recorded yet: the service answered ${describeAnswer(answer)}. ` +
       `Try again${answer.retryAfter ? ` in ${answer.retryAfter} s` : " in a moment"}.`,
   );
+}
+
+// The API's 422 on callback_at, in words (the API's own words follow, for the record).
+function callbackRefusal(answer) {
+  const said = [answer.detail, ...(answer.fields ?? []).map((f) => f.msg)].join(" ");
+  const why = /calling hours/i.test(said)
+    ? "That time is outside calling hours: nobody may be called then. Pick a time when " +
+      "calling is open (ask your supervisor for the hours), or leave the time empty."
+    : "The service refused that callback time.";
+  return `Not recorded. ${why} (${describeAnswer(answer)})`;
 }
 
 async function giveBack(requeue) {

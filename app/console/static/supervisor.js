@@ -1,6 +1,6 @@
 // The supervisor's screen: queue depths and populations, live assignments and forced release,
-// flags (and, where the server has them, callbacks, calling rules and the compliance report),
-// and the 24-hour chart. Only the public API, with a supervisor's token.
+// callbacks due and overdue (cancel, reassign), flags, calling rules, the compliance report and
+// the 24-hour chart. Only the public API, with a supervisor's token.
 
 import { api, describeAnswer, serverNow } from "./api.js";
 import { activityChart, legend } from "./chart.js";
@@ -11,6 +11,7 @@ import {
   clearAlert,
   confirmDialog,
   el,
+  formatDate,
   formatDuration,
   formatTime,
   formatWhen,
@@ -36,11 +37,14 @@ const SERVING = {
 };
 const REFRESH_MS = 10000;
 const ACTIVITY_MS = 60000;
+const workspace = $("workspace");
+const CALLBACK_GRACE_MS = Number(workspace.dataset.callbackGraceMinutes) * 60000;
+const CALLBACK_PERSONAL_MS = Number(workspace.dataset.callbackPersonalMinutes) * 60000;
 
 const state = {
   flags: null,
   rules: null,
-  features: { callbacks: true, rules: true, compliance: true },
+  agents: new Map(), // agent id -> name, learnt from the ledger (the API has no agent listing)
   timers: [],
 };
 
@@ -98,6 +102,7 @@ async function refreshQueues() {
       last ? `${last.status} at ${formatTime(last.finished_at)}, ${last.populated} queued` : "never",
     );
   }
+  showCallbackSummary(answer.body.queues);
 }
 
 function queueFigures(q) {
@@ -208,6 +213,7 @@ async function refreshLive() {
   const items = [...answer.body.items].sort(
     (a, b) => Date.parse(a.assigned_at) - Date.parse(b.assigned_at),
   );
+  for (const a of items) state.agents.set(a.agent_id, a.agent_name);
   const rows = items.map((a) => {
     const who = `user ${a.user_id} from ${a.agent_name}`;
     return el(
@@ -360,36 +366,72 @@ async function refreshActivity() {
   $("activity-table").querySelector("tbody").replaceChildren(...rows);
 }
 
-// -- callbacks due and overdue (SPEC 7.2; hidden while the server has no such route) ------------
+// -- callbacks due and overdue (SPEC 7.2) -------------------------------------------------------
+
+// Per queue, from the statistics: due (and overdue), booked for later, being called, kept late.
+function showCallbackSummary(queues) {
+  const lines = Object.entries(queues)
+    .filter(([, q]) => q.callbacks)
+    .map(([queue, q]) => {
+      const c = q.callbacks;
+      return el(
+        "li",
+        { "data-queue": queue },
+        el("strong", { text: `${QUEUE_NAMES[queue] ?? queue}: ` }),
+        `${c.due} due (${c.overdue} overdue), ${c.scheduled - c.due} booked for later, ` +
+          `${c.assigned} being called, ${c.late} kept late in the last hour.`,
+      );
+    });
+  $("callbacks-summary").replaceChildren(...lines);
+}
+
+// Owners are agent ids; the ledger knows their names (an owner booked the callback through an
+// assignment). Unknown ids are looked up once each.
+async function agentNames(ids) {
+  const unknown = [...new Set(ids)].filter((id) => !state.agents.has(id));
+  await Promise.all(
+    unknown.map(async (id) => {
+      const answer = await api("/api/assignments", { query: { agent_id: id, limit: 1 } });
+      const row = answer.ok ? answer.body.items[0] : null;
+      if (row) state.agents.set(id, row.agent_name);
+    }),
+  );
+}
+
+const agentLabel = (id) => (state.agents.has(id) ? state.agents.get(id) : `agent ${id}`);
+
+// Due callbacks are kept for their owner for CALLBACK_PERSONAL_MINUTES, then anyone may take
+// them; one still waiting CALLBACK_GRACE_MINUTES after its time is overdue (a promise broken).
+function callbackStatus(c, now) {
+  const waited = now - Date.parse(c.due_at);
+  const anyone = waited >= CALLBACK_PERSONAL_MS ? "; any agent may take it" : "";
+  if (waited > CALLBACK_GRACE_MS) {
+    return { text: `overdue by ${formatDuration(waited)}${anyone}`, overdue: true };
+  }
+  return { text: `due ${formatDuration(waited)} ago${anyone}`, overdue: false };
+}
 
 async function refreshCallbacks() {
-  if (!state.features.callbacks) return;
-  const now = new Date(serverNow());
+  const now = serverNow();
   const answer = await api("/api/callbacks", {
-    query: { status: "scheduled", due_before: now.toISOString() },
+    query: { status: "scheduled", due_before: new Date(now).toISOString(), limit: 200 },
   });
-  if (answer.status === 404) {
-    state.features.callbacks = false;
-    $("callbacks").hidden = true;
-    return;
-  }
   if (trouble(answer, "the callbacks")) return;
-  $("callbacks").hidden = false;
-  const grace = Number($("workspace").dataset.callbackGraceMinutes) * 60000;
   const items = [...answer.body.items].sort((a, b) => Date.parse(a.due_at) - Date.parse(b.due_at));
+  await agentNames(items.map((c) => c.agent_id));
   const rows = items.map((c) => {
-    const overdue = now.getTime() - Date.parse(c.due_at) > grace;
+    const status = callbackStatus(c, now);
     return el(
       "tr",
-      {},
+      { "data-callback": c.id, "data-user": c.user_id },
       cell(formatWhen(c.due_at)),
-      cell(c.agent_name ?? c.agent_id ?? "–"),
+      cell(agentLabel(c.agent_id)),
       cell(QUEUE_NAMES[c.queue_type] ?? c.queue_type),
       cell(c.user_id),
-      cell(overdue ? "overdue" : "due", { class: overdue ? "status-overdue" : "" }),
+      cell(status.text, { class: status.overdue ? "status-overdue" : "status-due" }),
       el(
         "td",
-        {},
+        { class: "actions" },
         el("button", {
           type: "button",
           text: "Reassign…",
@@ -410,59 +452,146 @@ async function refreshCallbacks() {
   $("callbacks-table").querySelector("tbody").replaceChildren(...rows);
   $("callbacks-table").hidden = rows.length === 0;
   $("callbacks-empty").hidden = rows.length > 0;
+  const more = answer.body.total - items.length;
+  $("callbacks-more").hidden = more <= 0;
+  $("callbacks-more").textContent = `${more} more due are not listed (the oldest are shown).`;
+}
+
+function reasonField(id) {
+  return [
+    el("label", { for: id, text: "Reason (optional, kept in the audit only)" }),
+    el("input", { id, type: "text", maxlength: "500", autocomplete: "off" }),
+  ];
+}
+
+async function callbackAnswer(answer, c, done, verb) {
+  if (answer.status === 401) return signedOut();
+  if (answer.ok) announce(done);
+  else if (answer.status === 409 || answer.status === 404) {
+    showAlert(
+      `The callback of user ${c.user_id} was not ${verb}: it is no longer open (it was just ` +
+        `served, completed or cancelled). The service answered ${describeAnswer(answer)}.`,
+    );
+  } else {
+    showAlert(
+      `The callback of user ${c.user_id} was not ${verb}: the service answered ` +
+        `${describeAnswer(answer)}.`,
+    );
+  }
+  await refreshCallbacks();
+  refreshQueues();
 }
 
 async function cancelCallback(c) {
   const ok = await confirmDialog({
     title: `Cancel the callback of user ${c.user_id}?`,
-    body: `It was promised for ${formatWhen(c.due_at)}. Nobody will be asked to keep it.`,
+    body: [
+      el("p", {
+        text:
+          `It was promised for ${formatWhen(c.due_at)} by ${agentLabel(c.agent_id)}. Nobody will ` +
+          "be asked to keep it, and the person goes back to being called by their score.",
+      }),
+      ...reasonField("cancel-reason"),
+    ],
     confirmLabel: "Cancel the callback",
     danger: true,
   });
-  if (!ok) return;
-  const answer = await api(`/api/admin/callbacks/${c.id}/cancel`, { method: "POST" });
-  if (answer.status === 401) return signedOut();
-  if (answer.ok) announce(`The callback of user ${c.user_id} was cancelled.`);
-  else showAlert(`Not cancelled: the service answered ${describeAnswer(answer)}.`);
-  refreshCallbacks();
+  if (!ok) {
+    announce("The callback was kept.");
+    return;
+  }
+  const reason = $("cancel-reason").value.trim();
+  const answer = await api(`/api/admin/callbacks/${c.id}/cancel`, {
+    method: "POST",
+    body: reason ? { reason } : undefined,
+  });
+  await callbackAnswer(answer, c, `The callback of user ${c.user_id} was cancelled.`, "cancelled");
 }
 
 async function reassignCallback(c) {
-  const input = el("input", { id: "reassign-agent", type: "number", min: "1", inputmode: "numeric" });
+  const options = [...state.agents]
+    .filter(([id]) => id !== c.agent_id)
+    .map(([id, name]) => el("option", { value: String(id), label: `${name} (id ${id})` }));
   const ok = await confirmDialog({
-    title: `Reassign the callback of user ${c.user_id}`,
-    body: [el("label", { for: "reassign-agent", text: "The id of the agent who should keep it" }), input],
+    title: `Reassign the callback of user ${c.user_id}?`,
+    body: [
+      el("p", {
+        text:
+          `Promised for ${formatWhen(c.due_at)}, now ${agentLabel(c.agent_id)}'s. The agent you ` +
+          "name gets it first on their next claim.",
+      }),
+      el("label", { for: "reassign-agent", text: "The id of the agent who should keep it" }),
+      el("input", {
+        id: "reassign-agent",
+        type: "text",
+        inputmode: "numeric",
+        autocomplete: "off",
+        list: "reassign-agents",
+        "aria-describedby": "reassign-help",
+      }),
+      el("datalist", { id: "reassign-agents" }, options),
+      el("p", {
+        id: "reassign-help",
+        class: "help",
+        text: options.length
+          ? `Agents seen lately: ${options.map((o) => o.label).join(", ")}.`
+          : "An agent's id, as `callqueue agents list` shows it.",
+      }),
+      ...reasonField("reassign-reason"),
+    ],
     confirmLabel: "Reassign",
   });
-  const agentId = Number(input.value);
-  if (!ok || !Number.isInteger(agentId) || agentId < 1) return;
+  if (!ok) {
+    announce("The callback was not reassigned.");
+    return;
+  }
+  const text = $("reassign-agent").value.trim();
+  const agentId = Number(text);
+  if (!/^\d+$/.test(text) || agentId < 1) {
+    showAlert(`Not reassigned: “${text}” is not an agent's id (a whole number).`);
+    return;
+  }
+  const reason = $("reassign-reason").value.trim();
   const answer = await api(`/api/admin/callbacks/${c.id}/reassign`, {
     method: "POST",
-    body: { agent_id: agentId },
+    body: reason ? { agent_id: agentId, reason } : { agent_id: agentId },
   });
-  if (answer.status === 401) return signedOut();
-  if (answer.ok) announce(`The callback of user ${c.user_id} now belongs to agent ${agentId}.`);
-  else showAlert(`Not reassigned: the service answered ${describeAnswer(answer)}.`);
-  refreshCallbacks();
+  if (answer.status === 422) {
+    showAlert(
+      `Not reassigned: agent ${agentId} cannot take callbacks (unknown or deactivated). ` +
+        `The service answered ${describeAnswer(answer)}.`,
+    );
+    return;
+  }
+  await callbackAnswer(
+    answer,
+    c,
+    `The callback of user ${c.user_id} now belongs to ${agentLabel(agentId)}.`,
+    "reassigned",
+  );
 }
 
-// -- calling rules (SPEC 7.3; hidden while the server has no such route) -------------------------
+// -- calling rules (SPEC 7.3) ---------------------------------------------------------------------
 
 function showRules(rules) {
   state.rules = rules;
   $("rules-timezone").value = rules.timezone;
   $("rules-hours").value = rules.hours;
   $("rules-holidays").value = (rules.holidays ?? []).join(", ");
+  let now;
+  if (rules.open_now) now = "Calling is open now.";
+  else if (rules.opens_at) {
+    now =
+      `Calling is closed now; it opens ${formatWhen(rules.opens_at)} ` +
+      `(in ${formatDuration(Date.parse(rules.opens_at) - serverNow())}).`;
+  } else now = "Calling is closed, and these rules never open: nobody can be called.";
+  $("rules-now").textContent = now;
+  $("rules-now").classList.toggle("status-overdue", !rules.open_now);
 }
 
 async function loadRules() {
   const answer = await api("/api/admin/calling-rules");
-  if (answer.status === 404) {
-    state.features.rules = false;
-    return;
-  }
   if (trouble(answer, "the calling rules")) return;
-  $("rules").hidden = false;
   showRules(answer.body);
 }
 
@@ -519,54 +648,87 @@ async function applyRules(event) {
   announce("The calling rules were changed.");
 }
 
-// -- the compliance report (SPEC 7.3; hidden while the server has no such route) -----------------
+// -- the compliance report (SPEC 7.3) ------------------------------------------------------------
 
-async function probeCompliance() {
-  // Without dates the route answers 422 when it exists, 404 when it does not.
-  const answer = await api("/api/reports/compliance");
-  if (answer.status === 404) {
-    state.features.compliance = false;
-    return;
-  }
-  if (answer.status === 401) return signedOut();
-  const today = new Date(serverNow()).toISOString().slice(0, 10);
-  $("compliance-from").value = today;
-  $("compliance-to").value = today;
-  $("compliance").hidden = false;
+// Today in the browser's calendar, as the date inputs take it.
+function today() {
+  const d = new Date(serverNow());
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
 }
 
-function flatten(object, prefix = "") {
-  return Object.entries(object).flatMap(([key, value]) =>
-    value && typeof value === "object" && !Array.isArray(value)
-      ? flatten(value, `${prefix}${key} `)
-      : [[`${prefix}${key}`.replaceAll("_", " "), value]],
-  );
-}
+// Columns that must stay at zero: a non-zero count there is a rule broken, shown as such.
+const MUST_BE_ZERO = /^(outside_hours|over_)/;
 
+// The API names and describes its columns: days are rows, columns its columns (each header
+// carries the API's description), then the totals row.
 function complianceView(report) {
-  const days = Array.isArray(report.days) ? report.days : [];
-  const parts = [];
-  if (days.length) {
-    const columns = flatten(days[0]).map(([name]) => name);
-    parts.push(
+  const columns = report.columns ?? [];
+  const flag = (name, value) =>
+    MUST_BE_ZERO.test(name) && Number(value) > 0
+      ? { class: "num status-overdue" }
+      : { class: "num" };
+  const head = el(
+    "tr",
+    {},
+    el("th", { scope: "col", text: "Day" }),
+    columns.map((c) =>
+      el("th", {
+        scope: "col",
+        class: "num",
+        title: c.description,
+        text: c.name.replaceAll("_", " "),
+      }),
+    ),
+  );
+  const rows = report.days.map((d) =>
+    el(
+      "tr",
+      {},
+      el("th", { scope: "row", text: formatDate(`${d.date}T12:00:00`) }),
+      columns.map((c) => cell(d[c.name], flag(c.name, d[c.name]))),
+    ),
+  );
+  const totals = el(
+    "tr",
+    { class: "totals" },
+    el("th", { scope: "row", text: "Total" }),
+    columns.map((c) => cell(report.totals[c.name], flag(c.name, report.totals[c.name]))),
+  );
+  const caps = report.caps
+    ? ` Attempt caps: ${report.caps.per_day} a day, ${report.caps.per_week} a week.`
+    : "";
+  return [
+    el("p", {
+      text:
+        `From ${formatDate(`${report.from}T12:00:00`)} ` +
+        `to ${formatDate(`${report.to}T12:00:00`)}, ` +
+        `days in ${report.timezone} time; generated ${formatWhen(report.generated_at)}.${caps}`,
+    }),
+    el(
+      "table",
+      { id: "compliance-table" },
+      el("caption", {
+        class: "visually-hidden",
+        text: "The compliance report per day, then the totals",
+      }),
+      el("thead", {}, head),
+      el("tbody", {}, rows, totals),
+    ),
+    el(
+      "details",
+      {},
+      el("summary", { text: "What each column counts" }),
       el(
-        "table",
-        {},
-        el("caption", { class: "visually-hidden", text: "The compliance report per day" }),
-        el("thead", {}, el("tr", {}, columns.map((c) => el("th", { scope: "col", text: c })))),
-        el(
-          "tbody",
-          {},
-          days.map((d) => el("tr", {}, flatten(d).map(([, v]) => cell(Array.isArray(v) ? v.join(", ") : v)))),
-        ),
+        "dl",
+        { class: "columns" },
+        columns.flatMap((c) => [
+          el("dt", { text: c.name.replaceAll("_", " ") }),
+          el("dd", { text: c.description }),
+        ]),
       ),
-    );
-  }
-  const rest = flatten(Object.fromEntries(Object.entries(report).filter(([k]) => k !== "days")));
-  if (rest.length) {
-    parts.push(el("dl", {}, rest.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })])));
-  }
-  return parts.length ? parts : [el("p", { text: "The report is empty." })];
+    ),
+  ];
 }
 
 async function showCompliance(event) {
@@ -592,8 +754,7 @@ function refreshAll() {
   if (!visible()) return;
   refreshQueues();
   refreshRuns();
-  refreshLive();
-  refreshCallbacks();
+  refreshLive().then(refreshCallbacks);
 }
 
 async function verify() {
@@ -629,10 +790,11 @@ function start({ flags }) {
       refreshActivity();
     }
   });
+  $("compliance-from").value = today();
+  $("compliance-to").value = today();
   refreshAll();
   refreshActivity();
   loadRules();
-  probeCompliance();
   state.timers.push(window.setInterval(refreshAll, REFRESH_MS));
   state.timers.push(window.setInterval(() => visible() && refreshActivity(), ACTIVITY_MS));
   state.timers.push(window.setInterval(tickAges, 1000));
