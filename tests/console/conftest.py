@@ -24,25 +24,16 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from tests.chromium import chromium
 from tests.conftest import CRON_SECRET
 from tests.factories import Replica, add_scores, new_agent
 from tests.processes import clean_env, free_port, stop, wait_ready
 from tests.proxy import FaultProxy
 
-CHROMIUM = os.environ.get("CALLQUEUE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless=new",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 CRON = {"Authorization": f"Bearer {CRON_SECRET}"}
 VIEWPORT = {"width": 1200, "height": 900}
 # Where the README's screenshots live; the tests write there only when asked, so an ordinary run
@@ -56,15 +47,8 @@ SCREENSHOTS_ENV = "CALLQUEUE_SCREENSHOTS"
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        reason = f"no Chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if os.environ.get("CALLQUEUE_REQUIRE_BROWSER") == "1":
-            pytest.fail(reason + " and CALLQUEUE_REQUIRE_BROWSER=1", pytrace=False)
-        pytest.skip(reason)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @dataclass
