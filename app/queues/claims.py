@@ -1,12 +1,13 @@
 """Handing the next valid user to an agent (SPEC 3.3): one mechanism for every source.
 
-A user is handed out from a *source*: a queue entry, or (direct mode) a lead taken straight from
-the scores. Every attempt is the same short transaction whatever the source; the differences are
-data (which source, which queue):
+A user is handed out from a *source*: a due callback (SPEC 7.2), a queue entry, or (direct mode)
+a lead taken straight from the scores. Every attempt is the same short transaction whatever the
+source; the differences are data (which source, which queue):
 
-1. ``cq_claim`` locks the source row: the first pending entry (``FOR UPDATE SKIP LOCKED``, after
-   the queue's swap lock, so a claim that meets a refresh waits for it instead of answering 204),
-   or in direct mode the first candidate whose per-user advisory lock it gets. It also says what
+1. ``cq_claim`` locks the source row: a due callback the agent may serve, if there is one
+   (``FOR UPDATE SKIP LOCKED``), else the first pending entry (the same, after the queue's swap
+   lock, so a claim that meets a refresh waits for it instead of answering 204), or in direct
+   mode the first candidate whose per-user advisory lock it gets. It also says what
    the score row says now (read, not locked). A request's first attempt also expires lapsed
    leases and returns the agent's live assignment, if any (a retry resumes it);
 2. with only that source row locked, for at most one bounded replica read: the replica's
@@ -66,12 +67,13 @@ class Source(StrEnum):
     CALLBACK = "callback"
 
 
-# Where each serving mode (Flags.serving_mode) looks, in order. Due callbacks come first in
-# every mode: a promised call is kept whichever way the queues are served (SPEC 7.2).
+# Where each serving mode (Flags.serving_mode) looks, in order. A due callback comes before
+# either, in every mode (SPEC 7.2): each attempt's cq_claim looks for one first and then says
+# which source it took (Source.CALLBACK), in the same round trip.
 SOURCES: dict[str, tuple[Source, ...]] = {
-    "queues": (Source.CALLBACK, Source.QUEUE),
-    "dual": (Source.CALLBACK, Source.QUEUE, Source.DIRECT),
-    "direct": (Source.CALLBACK, Source.DIRECT),
+    "queues": (Source.QUEUE,),
+    "dual": (Source.QUEUE, Source.DIRECT),
+    "direct": (Source.DIRECT,),
 }
 
 
@@ -275,14 +277,16 @@ class ClaimService:
             return _Next.EMPTY  # the attempts used up the last entries: empty, not busy
         return _Next.AGAIN
 
-    def _attempt(self, conn: Connection, ask: _Ask, source: Source) -> Any:
+    def _attempt(self, conn: Connection, ask: _Ask, mode: Source) -> Any:
+        """One attempt on the serving mode's source ``mode``; what it took (``source``) is a due
+        callback or that source's next user."""
         kind = ask.kind
         item = _CLAIM.one(
             conn,
             {
                 "agent_id": ask.agent.id,
                 "queue_type": str(kind.queue_type),
-                "source": source.value,
+                "source": mode.value,
                 "open": not ask.opened,
                 "tried": ask.tried,
                 "cooling": self.settings.cooling_period_minutes,
@@ -299,6 +303,7 @@ class ClaimService:
             return _Next.EMPTY
         if item.source == "held":
             return _Held(item.item_id)
+        source = Source(item.source)
         if item.problem is not None:
             status = "skipped" if item.problem == ATTEMPT_CAP else "invalid"
             self._invalidate(conn, ask, source, item, item.problem, status=status)

@@ -439,6 +439,94 @@ END $$
 """
     )
 
+    # The first due callback agent p_agent may serve from queue p_queue, locked (FOR UPDATE SKIP
+    # LOCKED, like an entry), or no row (SPEC 7.2). In serving order, each step an index range:
+    #   1. the agent's own, oldest due_at first (ix_callbacks_scheduled_owner_due);
+    #   2. anyone's whose owner's personal window (p_personal_minutes after due_at) has passed,
+    #      oldest first (ix_callbacks_scheduled_queue_due, bounded by now() - the window);
+    #   3. those of deactivated owners still inside the window (the owner index, per owner).
+    # Every callback of step 2 was due before any of step 3, so the order is oldest first across
+    # both. A callback whose person moved to the other queue follows them there; one whose person
+    # is gone, deactivated or in no queue is cancelled with that reason, and so is one at the
+    # weekly cap (a callback is exempt from the daily one). Each of those changes its row, so the
+    # walk goes on to the next.
+    statements.append(
+        """
+CREATE FUNCTION cq_take_callback(p_agent integer, p_queue text, p_tried bigint[],
+                                 p_personal_minutes integer, p_max_day integer,
+                                 p_max_week integer)
+RETURNS TABLE (item_id uuid, user_id bigint, current_score integer)
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    v_callback record;
+    v_score record;
+    v_scored boolean;
+BEGIN
+    LOOP
+        SELECT c.id, c.user_id INTO v_callback
+          FROM callbacks c
+         WHERE c.status = 'scheduled' AND c.owner_agent_id = p_agent
+           AND c.due_at <= now() AND c.queue_type = p_queue
+           AND NOT c.user_id = ANY(p_tried)
+         ORDER BY c.due_at, c.id
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            SELECT c.id, c.user_id INTO v_callback
+              FROM callbacks c
+             WHERE c.status = 'scheduled' AND c.queue_type = p_queue
+               AND c.due_at <= now() - make_interval(mins => p_personal_minutes)
+               AND NOT c.user_id = ANY(p_tried)
+             ORDER BY c.due_at, c.id
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF NOT FOUND THEN
+            SELECT c.id, c.user_id INTO v_callback
+              FROM callbacks c
+             WHERE c.status = 'scheduled'
+               AND c.owner_agent_id = ANY(ARRAY(SELECT o.id FROM agents o WHERE NOT o.is_active))
+               AND c.queue_type = p_queue AND c.due_at <= now()
+               AND NOT c.user_id = ANY(p_tried)
+             ORDER BY c.due_at, c.id
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        SELECT s.is_active, s.current_queue_type, s.current_score INTO v_score
+          FROM user_call_scores s WHERE s.user_id = v_callback.user_id;
+        v_scored := FOUND;
+        IF NOT v_scored OR NOT v_score.is_active OR v_score.current_queue_type IS NULL THEN
+            PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
+                                  v_callback.user_id, 'cancelled',
+                                  CASE WHEN NOT v_scored THEN 'score_row_missing'
+                                       WHEN NOT v_score.is_active THEN 'inactive'
+                                       ELSE 'no_queue' END,
+                                  false, NULL, NULL);
+            CONTINUE;
+        END IF;
+        IF v_score.current_queue_type <> p_queue THEN
+            UPDATE callbacks SET queue_type = v_score.current_queue_type, updated_at = now()
+             WHERE id = v_callback.id;
+            CONTINUE;
+        END IF;
+        IF callqueue_attempt_cap(v_callback.user_id, p_max_day, p_max_week, true)
+           IS NOT NULL THEN
+            PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
+                                  v_callback.user_id, 'cancelled', 'attempt_cap', false,
+                                  NULL, NULL);
+            CONTINUE;
+        END IF;
+        RETURN QUERY SELECT v_callback.id, v_callback.user_id, v_score.current_score;
+        RETURN;
+    END LOOP;
+END $$
+"""
+    )
+
     # The start of one claim attempt: the source row for agent p_agent, locked, with what the
     # score row says now (read, not locked: the hand-out re-checks it under its lock). With
     # p_open (the request's first attempt) it first expires lapsed leases (when there are any;
@@ -451,12 +539,8 @@ END $$
     # queue entry whose user is at an attempt cap is reported as 'attempt_cap' (the caller marks
     # it skipped), before the replica is read.
     #
-    # Callbacks (SPEC 7.2): the agent's own due ones first, then anyone's whose owner's personal
-    # window (p_personal_minutes after due_at) has passed or whose owner is deactivated; oldest
-    # first, FOR UPDATE SKIP LOCKED like entries. A callback whose person moved to the other
-    # queue follows them there; one whose person is gone, deactivated or belongs to no queue is
-    # cancelled with that reason; at the weekly cap (a callback is exempt from the daily one) it
-    # is cancelled too. Each of those changes its row, so the walk goes on to the next one.
+    # Whatever the source, a due callback comes first (SPEC 7.2, cq_take_callback): the attempt
+    # then returns source 'callback' with the callback's id, in the same round trip.
     statements.append(
         f"""
 CREATE FUNCTION cq_claim(p_agent integer, p_queue text, p_source text, p_open boolean,
@@ -473,8 +557,6 @@ DECLARE
     v_lead record;
     v_swept jsonb;
     v_callback record;
-    v_score record;
-    v_scored boolean;
 BEGIN
     IF p_open THEN
         IF EXISTS (SELECT 1 FROM assignments
@@ -488,6 +570,16 @@ BEGIN
                                 NULL::integer, NULL::text, NULL::jsonb, NULL::text, v_swept;
             RETURN;
         END IF;
+    END IF;
+
+    SELECT * INTO v_callback
+      FROM cq_take_callback(p_agent, p_queue, p_tried, p_personal_minutes, p_max_day,
+                            p_max_week);
+    IF v_callback.item_id IS NOT NULL THEN
+        RETURN QUERY SELECT 'callback'::text, v_callback.item_id, v_callback.user_id,
+                            NULL::bigint, v_callback.current_score, NULL::integer, NULL::text,
+                            NULL::jsonb, NULL::text, v_swept;
+        RETURN;
     END IF;
 
     IF p_source = 'queue' THEN
@@ -531,66 +623,6 @@ BEGIN
         RETURN QUERY SELECT NULL::text, NULL::uuid, NULL::bigint, NULL::bigint, NULL::integer,
                             NULL::integer, NULL::text, NULL::jsonb, NULL::text, v_swept;
         RETURN;
-    END IF;
-
-    IF p_source = 'callback' THEN
-        LOOP
-            SELECT c.id, c.user_id, c.due_at INTO v_callback
-              FROM callbacks c
-             WHERE c.status = 'scheduled' AND c.owner_agent_id = p_agent
-               AND c.due_at <= now() AND c.queue_type = p_queue
-               AND NOT c.user_id = ANY(p_tried)
-             ORDER BY c.due_at, c.id
-             LIMIT 1
-               FOR UPDATE SKIP LOCKED;
-            IF NOT FOUND THEN
-                SELECT c.id, c.user_id, c.due_at INTO v_callback
-                  FROM callbacks c
-                 WHERE c.status = 'scheduled' AND c.queue_type = p_queue
-                   AND c.due_at <= now()
-                   AND NOT c.user_id = ANY(p_tried)
-                   AND (c.due_at <= now() - make_interval(mins => p_personal_minutes)
-                        OR EXISTS (SELECT 1 FROM agents o
-                                    WHERE o.id = c.owner_agent_id AND NOT o.is_active))
-                 ORDER BY c.due_at, c.id
-                 LIMIT 1
-                   FOR UPDATE SKIP LOCKED;
-            END IF;
-            IF NOT FOUND THEN
-                RETURN QUERY SELECT NULL::text, NULL::uuid, NULL::bigint, NULL::bigint,
-                                    NULL::integer, NULL::integer, NULL::text, NULL::jsonb,
-                                    NULL::text, v_swept;
-                RETURN;
-            END IF;
-            SELECT s.is_active, s.current_queue_type, s.current_score INTO v_score
-              FROM user_call_scores s WHERE s.user_id = v_callback.user_id;
-            v_scored := FOUND;
-            IF NOT v_scored OR NOT v_score.is_active OR v_score.current_queue_type IS NULL THEN
-                PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
-                                      v_callback.user_id, 'cancelled',
-                                      CASE WHEN NOT v_scored THEN 'score_row_missing'
-                                           WHEN NOT v_score.is_active THEN 'inactive'
-                                           ELSE 'no_queue' END,
-                                      false, NULL, NULL);
-                CONTINUE;
-            END IF;
-            IF v_score.current_queue_type <> p_queue THEN
-                UPDATE callbacks SET queue_type = v_score.current_queue_type, updated_at = now()
-                 WHERE id = v_callback.id;
-                CONTINUE;
-            END IF;
-            IF callqueue_attempt_cap(v_callback.user_id, p_max_day, p_max_week, true)
-               IS NOT NULL THEN
-                PERFORM cq_invalidate(p_agent, p_queue, 'callback', v_callback.id,
-                                      v_callback.user_id, 'cancelled', 'attempt_cap', false,
-                                      NULL, NULL);
-                CONTINUE;
-            END IF;
-            RETURN QUERY SELECT 'callback'::text, v_callback.id, v_callback.user_id,
-                                NULL::bigint, v_score.current_score, NULL::integer, NULL::text,
-                                NULL::jsonb, NULL::text, v_swept;
-            RETURN;
-        END LOOP;
     END IF;
 
     RAISE EXCEPTION USING MESSAGE = 'unknown source ' || p_source;
@@ -945,6 +977,7 @@ FUNCTION_SIGNATURES = [
     "cq_suppress(text[], text, integer)",
     "cq_cancel_callback(uuid, text)",
     "cq_invalidate(integer, text, text, uuid, bigint, text, text, boolean, text, text)",
+    "cq_take_callback(integer, text, bigint[], integer, integer, integer)",
     "cq_claim(integer, text, text, boolean, bigint[], integer, integer, integer, integer, integer)",
     "cq_hand_out(integer, text, text, uuid, bigint, bigint, integer, integer, text, jsonb,"
     " integer, integer, integer, integer, boolean, text)",

@@ -296,6 +296,7 @@ def test_stats_of_an_empty_store(client, store_engine):
                 "invalid": {},
                 "next_user_ms": {"p50": None, "p95": None},
             },
+            "callbacks": {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late": 0},
         }
     assert set(body["queues"]) == {UU, OR}
 
