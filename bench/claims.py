@@ -6,6 +6,7 @@ Run it from the repository root against the machine's PostgreSQL (py-spy is opti
     .venv/bin/python -m bench.claims            # full run: 100,000 entries, about 4 minutes
     .venv/bin/python -m bench.claims --quick    # 10,000 entries, 5 s per mode, about 1 minute
     .venv/bin/python -m bench.claims --no-profile --keep   # skip py-spy, keep the databases
+    .venv/bin/python -m bench.claims --callbacks  # also with and without callbacks (issue 13)
 
 What it does, in order:
 
@@ -32,6 +33,21 @@ What it does, in order:
    not started); flat out; flat out again while py-spy (``--gil --subprocesses``) samples both
    workers; the HTTP floor (``GET /healthz``, an async route without I/O, from 64 agents and from
    one); one agent alone (unloaded latency).
+   With ``--callbacks`` (issue 13, SPEC 7.2), then the same workload without and with callbacks,
+   alternating, ``--callback-rounds`` pairs (default 2: without, with, with, without): each run
+   is ``--callback-rate`` (50) cycles/s for the rates' duration, then flat out for its duration,
+   after a VACUUM of the queue, ``assignments``, ``callbacks`` and ``user_call_scores``. With
+   callbacks, ``--callback-share`` (5%) of the hand-outs, every twentieth, are completed with
+   ``{"outcome": "call_back", "callback_at": now + --callback-delay}`` (5 s; 2 s with
+   ``--quick``), so they fall due during the run and later cycles serve them before the queue
+   (``"source": "callback"``). The server keeps the service's default
+   ``CALLBACK_PERSONAL_MINUTES`` (30): each callback is served by the agent who booked it, on its
+   first next-user after the due time (the service looks for the agent's own due callbacks, then
+   for anyone's past their personal window, then at the queue). After a run with callbacks the
+   ones still open are served (each agent cycles until next-user gives it no callback; not
+   counted), so none spills into the next run. The summary compares p99 next-user latency at the
+   paced rate (pooled over the runs) and the flat-out ratio to the raw-SQL baseline, and prints
+   how many callbacks were booked and handed out (it must be more than 0).
 5. Stops the server and replays the two routes' bodies in this process, one agent, without HTTP,
    timing each step (wall and CPU) and counting statements, pool checkouts and commits per step.
 6. Resets the queue (every entry back to ``pending``, ledger emptied, VACUUM) and runs the raw-SQL
@@ -62,6 +78,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -77,6 +94,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -578,6 +596,7 @@ class Handout:
     received: float
     released: float = float("inf")  # when the agent sent complete (inner bound of the hold)
     resumed: bool = False
+    source: str = "queue"
 
 
 @dataclass
@@ -596,6 +615,12 @@ class ModeResult:
     cpu: dict[str, Any] = field(default_factory=dict)
     server: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric: (sum, count)
     peak_connections: tuple[int, int] = (0, 0)
+    # Callbacks (--callbacks): the share of completions that book one, how many asked to, how
+    # many the service booked, and how many next-user answers served one.
+    callback_share: float = 0.0
+    callbacks_asked: int = 0
+    callbacks_booked: int = 0
+    callback_handouts: int = 0
 
     @property
     def rate(self) -> float:
@@ -651,13 +676,16 @@ class LoadGenerator:
     """64 dashboards over real HTTP, on aiohttp: its C-accelerated HTTP parser costs a third of
     httpx's CPU per request, and the load generator shares the two CPUs with the service."""
 
-    def __init__(self, base_url: str, tokens: list[str]) -> None:
+    def __init__(self, base_url: str, tokens: list[str], callback_delay: float = 5.0) -> None:
         self.base_url = base_url
         self.tokens = tokens
         self.clients: list[aiohttp.ClientSession] = []
         self.agents = len(tokens)
         self.handouts: list[Handout] = []
         self.next_path = f"/api/queues/{QUEUE}/next-user"
+        # How far ahead a booked callback falls due, and when the last one booked does.
+        self.callback_delay = callback_delay
+        self.last_callback_due = 0.0
 
     def _open(self) -> None:
         # One session with one keep-alive connection per agent, as 64 dashboards would have.
@@ -673,7 +701,22 @@ class LoadGenerator:
                 for t in self.tokens
             ]
 
-    async def cycle(self, agent: int, result: ModeResult, deadline: float | None = None) -> None:
+    def _outcome(self, result: ModeResult) -> dict[str, str]:
+        """The completion's body: ``no_answer``, or for ``result.callback_share`` of the
+        hand-outs (spread evenly: the n-th of the mode books one when floor(n x share) steps
+        up) ``call_back`` with a ``callback_at`` ``callback_delay`` seconds ahead."""
+        handed_out = result.statuses["next-user 200"]
+        if int(handed_out * result.callback_share) <= result.callbacks_asked:
+            return {"outcome": "no_answer"}
+        result.callbacks_asked += 1
+        due = datetime.now(UTC) + timedelta(seconds=self.callback_delay)
+        self.last_callback_due = max(self.last_callback_due, time.time() + self.callback_delay)
+        return {"outcome": "call_back", "callback_at": due.isoformat()}
+
+    async def cycle(
+        self, agent: int, result: ModeResult, deadline: float | None = None
+    ) -> str | None:
+        """One next-user then complete; the source of the hand-out (None: nobody handed out)."""
         client = self.clients[agent]
         t0 = time.perf_counter()
         try:
@@ -681,39 +724,49 @@ class LoadGenerator:
                 status, raw = r.status, await r.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             result.errors[f"next-user {type(exc).__name__}"] += 1
-            return
+            return None
         t1 = time.perf_counter()
         result.next_ms.append((t1 - t0) * 1000)
         result.statuses[f"next-user {status}"] += 1
         if status == 204:
             result.empty += 1
-            return
+            return None
         if status != 200:
             result.samples.setdefault(f"next-user {status}", raw[:300].decode(errors="replace"))
-            return
+            return None
         body = json.loads(raw)
         handout = Handout(body["user_id"], body["assignment_id"], agent, t1)
         handout.resumed = bool(body["resumed"])
+        handout.source = str(body["source"])
+        if handout.source == "callback":
+            result.callback_handouts += 1
         self.handouts.append(handout)
+        outcome = self._outcome(result)
         handout.released = t2 = time.perf_counter()
         try:
             async with client.post(
-                f"/api/assignments/{body['assignment_id']}/complete", json={"outcome": "no_answer"}
+                f"/api/assignments/{body['assignment_id']}/complete", json=outcome
             ) as r2:
                 status, raw = r2.status, await r2.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             handout.released = float("inf")
             result.errors[f"complete {type(exc).__name__}"] += 1
-            return
+            return handout.source
         t3 = time.perf_counter()
         result.statuses[f"complete {status}"] += 1
         if status != 200:
             handout.released = float("inf")
             result.samples.setdefault(f"complete {status}", raw[:300].decode(errors="replace"))
-            return
+            return handout.source
         result.complete_ms.append((t3 - t2) * 1000)
+        if "callback_at" in outcome:
+            if json.loads(raw)["callback"] is not None:
+                result.callbacks_booked += 1
+            else:
+                result.samples.setdefault("complete 200 without a callback", raw[:300].decode())
         if deadline is None or t3 <= deadline:
             result.cycles += 1
+        return handout.source
 
     async def warm_up(self) -> None:
         self._open()
@@ -722,9 +775,11 @@ class LoadGenerator:
         if result.cycles != self.agents:
             raise SystemExit(f"warm-up failed: {dict(result.statuses)} {dict(result.errors)}")
 
-    async def fixed_rate(self, rate: float, seconds: float) -> ModeResult:
+    async def fixed_rate(
+        self, rate: float, seconds: float, name: str = "", callback_share: float = 0.0
+    ) -> ModeResult:
         """Open loop: cycle k starts at t0 + k / rate on agent k mod 64 (late if it is busy)."""
-        result = ModeResult(f"{rate:g} cycles/s", seconds)
+        result = ModeResult(name or f"{rate:g} cycles/s", seconds, callback_share=callback_share)
         n, agents = int(rate * seconds), self.agents
         t0 = time.perf_counter() + 0.05
         plan: list[list[float]] = [[] for _ in range(agents)]
@@ -750,10 +805,14 @@ class LoadGenerator:
         return result
 
     async def flat_out(
-        self, seconds: float, during: Callable[[], Any] | None = None, name: str = "flat out"
+        self,
+        seconds: float,
+        during: Callable[[], Any] | None = None,
+        name: str = "flat out",
+        callback_share: float = 0.0,
     ) -> ModeResult:
         """Closed loop: every agent cycles back to back; cycles finished in the window count."""
-        result = ModeResult(name, seconds)
+        result = ModeResult(name, seconds, callback_share=callback_share)
         t0 = time.perf_counter()
         deadline = t0 + seconds
 
@@ -765,6 +824,23 @@ class LoadGenerator:
         if during is not None:
             await asyncio.to_thread(during)
         await asyncio.gather(*tasks)
+        return result
+
+    async def drain_callbacks(self, max_cycles: int = 20) -> ModeResult:
+        """Serve the callbacks booked so far, so none is left for the next mode: wait until the
+        last one is due, then every agent cycles (booking none) until next-user hands it
+        something other than a callback (each agent's own come first). Not counted."""
+        result = ModeResult("callback drain", 0)
+        await asyncio.sleep(max(0.0, self.last_callback_due - time.time()) + 0.2)
+
+        async def agent_loop(agent: int) -> None:
+            for _ in range(max_cycles):
+                if await self.cycle(agent, result) != "callback":
+                    return
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(agent_loop(a) for a in range(self.agents)))
+        result.seconds = time.perf_counter() - t0
         return result
 
     async def bare_http(self, seconds: float, agents: int | None = None) -> ModeResult:
@@ -839,18 +915,45 @@ def duplicates(handouts: list[Handout]) -> dict[str, int]:
 
 
 def ledger_check(store_url: str) -> dict[str, int]:
+    """The ledger's duplicates: a user handed out twice from the queue (a callback hands its
+    user out again by design: those rows are counted apart), a callback handed out twice."""
     with psycopg.connect(libpq_url(store_url), autocommit=True) as conn:
         row = conn.execute(
             f"""SELECT (SELECT count(*) FROM assignments),
-                      (SELECT count(*) FROM (SELECT user_id FROM assignments GROUP BY user_id
-                                             HAVING count(*) > 1) d),
+                      (SELECT count(*) FROM (SELECT user_id FROM assignments
+                                              WHERE source <> 'callback'
+                                              GROUP BY user_id HAVING count(*) > 1) d),
                       (SELECT count(*) FROM assignments WHERE status = 'active'),
                       (SELECT count(*) FROM {TABLE} WHERE status = 'invalid'),
-                      (SELECT count(*) FROM {TABLE} WHERE status = 'pending')"""
+                      (SELECT count(*) FROM {TABLE} WHERE status = 'pending'),
+                      (SELECT count(*) FROM assignments WHERE source = 'callback'),
+                      (SELECT count(*) FROM (SELECT callback_id FROM assignments
+                                              WHERE callback_id IS NOT NULL
+                                              GROUP BY callback_id HAVING count(*) > 1) c),
+                      (SELECT count(*) FROM callbacks
+                        WHERE status IN ('scheduled', 'assigned'))"""
         ).fetchone()
     assert row is not None
-    keys = ("ledger_rows", "users_in_two_ledger_rows", "still_active", "invalid", "pending")
+    keys = (
+        "ledger_rows",
+        "users_in_two_ledger_rows",
+        "still_active",
+        "invalid",
+        "pending",
+        "callback_rows",
+        "callbacks_handed_out_twice",
+        "open_callbacks",
+    )
     return dict(zip(keys, (int(v) for v in row), strict=True))
+
+
+def open_callbacks(store_url: str) -> int:
+    with psycopg.connect(libpq_url(store_url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM callbacks WHERE status IN ('scheduled', 'assigned')"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 # -- py-spy -----------------------------------------------------------------------------------
@@ -1418,6 +1521,11 @@ def print_mode(result: ModeResult, dbs: tuple[str, str]) -> None:
         extras.append(f"not started (over 1.25x the duration behind schedule): {result.dropped}")
     if result.empty:
         extras.append(f"204 empty: {result.empty}")
+    if result.callback_share or result.callback_handouts:
+        extras.append(
+            f"callbacks booked {result.callbacks_booked} (of {result.callbacks_asked} asked),"
+            f" handed out {result.callback_handouts}"
+        )
     print("    " + "; ".join(extras))
     server = result.server
     if server.get("next-user route", (0, 0))[1]:
@@ -1449,6 +1557,124 @@ def print_mode(result: ModeResult, dbs: tuple[str, str]) -> None:
         )
 
 
+# -- callbacks (--callbacks) -------------------------------------------------------------------
+
+CALLBACK_TOLERANCE = 0.10  # with callbacks, within 10% of the same run without (issue 13)
+Runs = dict[bool, list[tuple[ModeResult, ModeResult]]]  # with callbacks? -> (paced, flat) runs
+
+
+def compare_callbacks(
+    runner: asyncio.Runner,
+    gen: LoadGenerator,
+    measured: Callable[[Callable[[], Any]], ModeResult],
+    store_url: str,
+    *,
+    rounds: int,
+    share: float,
+    rate: float,
+    rate_seconds: float,
+    flat_seconds: float,
+) -> Runs:
+    """The same workload without and with callbacks, alternating (ABBA: plain, callbacks,
+    callbacks, plain, ...) so drift on the machine and in the tables falls on both. Each run is
+    the paced rate, then flat out, after a VACUUM of the tables a cycle writes; after a run with
+    callbacks, the ones still open are served (not counted), so none spills into the next."""
+    print(
+        f"\nCallbacks: {share:.0%} of hand-outs completed with call_back, callback_at"
+        f" {gen.callback_delay:g} s ahead (each served by the agent who booked it, the"
+        f" service's default CALLBACK_PERSONAL_MINUTES); {rounds} rounds of {rate:g} cycles/s"
+        f" for {rate_seconds:g} s then flat out for {flat_seconds:g} s, without and with,"
+        " alternating"
+    )
+    runs: Runs = {False: [], True: []}
+    for r in range(rounds):
+        for with_callbacks in (False, True) if r % 2 == 0 else (True, False):
+            label = f"{'+cb' if with_callbacks else 'plain'} {r + 1}"
+            callback_share = share if with_callbacks else 0.0
+            maintain(store_url, f"{TABLE}, assignments, callbacks, user_call_scores")
+            paced = measured(
+                functools.partial(
+                    gen.fixed_rate, rate, rate_seconds, f"{rate:g}/s {label}", callback_share
+                )
+            )
+            flat = measured(
+                functools.partial(
+                    gen.flat_out, flat_seconds, name=f"flat {label}", callback_share=callback_share
+                )
+            )
+            runs[with_callbacks].append((paced, flat))
+            if with_callbacks:
+                drained = runner.run(gen.drain_callbacks())
+                print(
+                    f"    drain: {drained.callback_handouts} callbacks served in"
+                    f" {drained.seconds:.1f} s ({drained.non_2xx()} non-2xx); open callbacks"
+                    f" left: {open_callbacks(store_url)}"
+                )
+    return runs
+
+
+def print_callback_summary(runs: Runs, base_rate: float, share: float, delay: float) -> bool:
+    """The comparison the issue asks for; False when it misses or when no callback was served
+    (then it compares nothing)."""
+    print(
+        f"\nCALLBACKS  {share:.0%} of hand-outs book a callback due {delay:g} s later, served by"
+        " later cycles; per mode: every run's figure, then pooled (p99 over all the paced runs'"
+        " next-user latencies, flat out as the mean of the runs)"
+    )
+    header = (
+        f"{'mode':<18}{'p99 at pace (ms)':<24}{'cp p99':>8}  {'flat out (cycles/s)':<24}"
+        f"{'ratio':>7}{'CPU ms/cycle':>14}  callbacks booked / handed out (of hand-outs)"
+    )
+    print(header)
+    print("-" * len(header))
+    pooled: dict[bool, tuple[float, float]] = {}
+    cpu_ms: dict[bool, float] = {}
+    served_total = 0
+    for with_callbacks in (False, True):
+        pairs = runs[with_callbacks]
+        paced_ms = [v for paced, _ in pairs for v in paced.next_ms]
+        complete_ms = [v for paced, _ in pairs for v in paced.complete_ms]
+        p99 = pct(paced_ms, 99)
+        flat_rate = statistics.fmean(flat.rate for _, flat in pairs)
+        ratio = flat_rate / base_rate if base_rate == base_rate and base_rate else float("nan")
+        pooled[with_callbacks] = (p99, ratio)
+        booked = sum(p.callbacks_booked + f.callbacks_booked for p, f in pairs)
+        served = sum(p.callback_handouts + f.callback_handouts for p, f in pairs)
+        handouts = sum(p.statuses["next-user 200"] + f.statuses["next-user 200"] for p, f in pairs)
+        served_total += served if with_callbacks else 0
+        # Flat out, workers + PostgreSQL + load generator: what the machine's other work
+        # disturbs less than the rates (the CPU-bound ceilings of the main summary).
+        cpu_ms[with_callbacks] = (
+            1000
+            * sum(f.cpu["workers"] + f.cpu["pg"] + f.cpu["loadgen"] for _, f in pairs)
+            / max(sum(f.cycles for _, f in pairs), 1)
+        )
+        p99_runs = " ".join(f"{pct(p.next_ms, 99):.1f}" for p, _ in pairs)
+        flat_runs = " ".join(f"{f.rate:.1f}" for _, f in pairs)
+        print(
+            f"{'with callbacks' if with_callbacks else 'without':<18}"
+            f"{f'{p99_runs} -> {p99:.1f}':<24}{pct(complete_ms, 99):>8.1f}  "
+            f"{f'{flat_runs} -> {flat_rate:.1f}':<24}{ratio:>7.3f}"
+            f"{cpu_ms[with_callbacks]:>14.2f}  {booked:,} /"
+            f" {served:,} ({100 * served / max(handouts, 1):.1f}%)"
+        )
+    print(f"{'raw baseline':<18}{'':<24}{'':>8}  {base_rate:<24.1f}")
+    print("-" * len(header))
+    (p99_off, ratio_off), (p99_on, ratio_on) = pooled[False], pooled[True]
+    met = p99_on <= p99_off * (1 + CALLBACK_TOLERANCE) and ratio_on >= ratio_off * (
+        1 - CALLBACK_TOLERANCE
+    )
+    print(
+        f"with / without: p99 at pace x{p99_on / p99_off:.3f}, flat-out ratio"
+        f" x{ratio_on / ratio_off:.3f} (within {CALLBACK_TOLERANCE:.0%}:"
+        f" {'met' if met else 'MISSED'}); CPU per flat-out cycle"
+        f" x{cpu_ms[True] / cpu_ms[False]:.3f}"
+    )
+    if not served_total:
+        print("NO callback was handed out during the runs: the comparison measures nothing")
+    return met and served_total > 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--server", default=DEFAULT_SERVER, help="admin URL of the PostgreSQL")
@@ -1464,6 +1690,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-seconds", type=float, default=None, help="baseline (20)")
     parser.add_argument("--profile-seconds", type=float, default=None, help="py-spy (10)")
     parser.add_argument("--no-profile", action="store_true", help="skip py-spy")
+    parser.add_argument(
+        "--callbacks",
+        action="store_true",
+        help="also compare runs with and without callbacks (at --callback-rate and flat out)",
+    )
+    parser.add_argument(
+        "--callback-share", type=float, default=0.05, help="hand-outs completed with call_back"
+    )
+    parser.add_argument(
+        "--callback-delay", type=float, default=None, help="callback_at ahead, s (5; quick 2)"
+    )
+    parser.add_argument("--callback-rate", type=float, default=50.0, help="paced rate compared")
+    parser.add_argument(
+        "--callback-rounds", type=int, default=2, help="pairs of runs, alternating (ABBA...)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     args = parser.parse_args(argv)
 
@@ -1476,6 +1717,7 @@ def main(argv: list[str] | None = None) -> int:
     bare_seconds = 3.0 if quick else 8.0
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     sequential_cycles = 100 if quick else 200
+    callback_delay = args.callback_delay or (2.0 if quick else 5.0)
     inproc_cycles = 100 if quick else 300
     dbs = (STORE_DB, REPLICA_DB)
 
@@ -1517,6 +1759,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = ConnectionSampler(args.server, dbs)
     results: list[ModeResult] = []
     profile_lines: list[str] = []
+    compared: dict[bool, list[tuple[ModeResult, ModeResult]]] = {}
     runner = asyncio.Runner(loop_factory=_loop_factory())
     try:
         server = start_server(
@@ -1535,7 +1778,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {server.proc.pid} -> {', '.join(map(str, server.workers()))}), validation on,"
             f" LEASE_SECONDS default, {args.agents} agents"
         )
-        gen = LoadGenerator(server.base_url, tokens)
+        gen = LoadGenerator(server.base_url, tokens, callback_delay)
         runner.run(gen.warm_up())
         print(
             f"  client connections per worker after the warm-up: {server.connections_per_worker()}"
@@ -1578,6 +1821,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nFlat out again, under py-spy ({profile_seconds:g} s of sampling)")
             measured(lambda: gen.flat_out(profile_seconds + 2 * lead, profile, "flat, profiled"))
             profile_lines = spy_error or summarise_pyspy(spy_out)
+
+        if args.callbacks:
+            compared = compare_callbacks(
+                runner,
+                gen,
+                measured,
+                store_url,
+                rounds=args.callback_rounds,
+                share=args.callback_share,
+                rate=args.callback_rate,
+                rate_seconds=rate_seconds,
+                flat_seconds=flat_seconds,
+            )
 
         print(
             f"\nThe HTTP floor: GET /healthz (async route, no I/O), {args.agents} agents back to"
@@ -1717,6 +1973,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {1000 * cores / b_ms:.0f} cycles/s ({b_ms:.2f} ms); ratio of ceilings"
             f" {b_ms / f_ms:.3f}"
         )
+    if compared:
+        print_callback_summary(compared, base_rate, args.callback_share, callback_delay)
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     return 0
 
