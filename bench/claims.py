@@ -7,6 +7,7 @@ Run it from the repository root against the machine's PostgreSQL (py-spy is opti
     .venv/bin/python -m bench.claims --quick    # 10,000 entries, 5 s per mode, about 1 minute
     .venv/bin/python -m bench.claims --no-profile --keep   # skip py-spy, keep the databases
     .venv/bin/python -m bench.claims --callbacks  # also with and without callbacks (issue 13)
+    .venv/bin/python -m bench.claims --rules      # also with the rules off and on (issue 14)
 
 What it does, in order:
 
@@ -48,6 +49,21 @@ What it does, in order:
    counted), so none spills into the next run. The summary compares p99 next-user latency at the
    paced rate (pooled over the runs) and the flat-out ratio to the raw-SQL baseline, and prints
    how many callbacks were booked and handed out (it must be more than 0).
+   With ``--rules`` (issue 14, SPEC 7.3), the same alternation (``--rules-rounds`` pairs at
+   ``--rules-rate``, the paced run then flat out) with the calling rules off and on. Off: ``PUT
+   /api/admin/calling-rules`` (as a supervisor) ``{"hours": "always", "holidays": []}`` and an
+   empty suppression list; on: ``{"hours": "mon-sun 00:00-24:00"}`` (a weekly window open at any
+   hour) with sixteen holiday dates none of which is near the run, and ``--suppressed`` (100,000)
+   numbers on the list, 07911 100000 onwards (never a bench user's 07700 900xxx), hashed with
+   ``SuppressionList.phone_key`` under the server's ``SUPPRESSION_KEY`` (the bench sets it) and
+   written straight into the store with ``cq_suppress`` after a TRUNCATE of the list and its
+   audit (``suppression_changes``); a POST of one of them must answer ``already_present``. The
+   attempt caps are the service's defaults in both (3 a day, 10 a week): the queue is never
+   refilled while the server runs, so each user is handed out at most once (plus once per
+   callback with ``--callbacks``) and the caps stay far away. After each run the
+   ``entry_invalidations`` by reason and the pending entries left are printed; the summary
+   counts hand-outs refused for ``suppressed`` or ``attempt_cap`` and 204s (queue dry): they
+   must be 0, else the comparison is not like for like. Afterwards the rules are off again.
 5. Stops the server and replays the two routes' bodies in this process, one agent, without HTTP,
    timing each step (wall and CPU) and counting statements, pool checkouts and commits per step.
 6. Resets the queue (every entry back to ``pending``, ledger emptied, VACUUM) and runs the raw-SQL
@@ -94,9 +110,10 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import httpx
@@ -111,6 +128,8 @@ REPLICA_DB = "cq_bench_claims_replica"
 QUEUE = "unsigned_users"
 TABLE = "unsigned_users_queue"
 CRON_SECRET = "bench-claims-cron-secret-0123456789abcdefXYZ"
+# The server's SUPPRESSION_KEY, which --rules hashes its suppression list with.
+SUPPRESSION_KEY = "bench-claims-suppression-key-0123456789abcdefXYZ"
 KEEP_ALIVE_SECONDS = 75
 TARGET_P99_MS = 100.0
 TARGET_RATIO, AIM_RATIO = 0.10, 0.20
@@ -267,13 +286,15 @@ def populate(store_url: str, replica_url: str, entries: int) -> None:
         raise SystemExit(f"population did not fill the queue: {report.as_dict()}")
 
 
-def create_agents(store_url: str, n: int) -> list[str]:
+def create_agents(
+    store_url: str, n: int, role: str = "agent", prefix: str = "bench-agent"
+) -> list[str]:
     from app.agents import create_agent
 
     engine = create_engine(store_url)
     try:
         with engine.begin() as conn:
-            return [create_agent(conn, f"bench-agent-{i:02d}") for i in range(n)]
+            return [create_agent(conn, f"{prefix}-{i:02d}", role) for i in range(n)]
     finally:
         engine.dispose()
 
@@ -535,6 +556,7 @@ def server_env(
         DATABASE_URL=store_url,
         REPLICA_DATABASE_URL=replica_url,
         CRON_SECRET=CRON_SECRET,
+        SUPPRESSION_KEY=SUPPRESSION_KEY,
         APP_ENV="test",
         SCHEDULER_ENABLED="false",
         LOG_LEVEL="WARNING",
@@ -1244,6 +1266,7 @@ def in_process_breakdown(
         app_env="test",
         log_level="WARNING",
         calling_hours="always",
+        suppression_key=SUPPRESSION_KEY,
     )
     services = Services.build(settings)
     probe = StepProbe()
@@ -1557,10 +1580,108 @@ def print_mode(result: ModeResult, dbs: tuple[str, str]) -> None:
         )
 
 
-# -- callbacks (--callbacks) -------------------------------------------------------------------
+# -- alternating runs (--callbacks, --rules) ---------------------------------------------------
 
-CALLBACK_TOLERANCE = 0.10  # with callbacks, within 10% of the same run without (issue 13)
-Runs = dict[bool, list[tuple[ModeResult, ModeResult]]]  # with callbacks? -> (paced, flat) runs
+TOLERANCE = 0.10  # "within 10% of the same run without" (issue 13: callbacks, issue 14: rules)
+Runs = dict[bool, list[tuple[ModeResult, ModeResult]]]  # variant on? -> (paced, flat) runs
+
+
+def alternating_runs(
+    gen: LoadGenerator,
+    measured: Callable[[Callable[[], Any]], ModeResult],
+    store_url: str,
+    *,
+    labels: tuple[str, str],
+    tables: str,
+    rounds: int,
+    rate: float,
+    rate_seconds: float,
+    flat_seconds: float,
+    switch: Callable[[bool], None] | None = None,
+    after: Callable[[bool, tuple[ModeResult, ModeResult]], None] | None = None,
+    callback_share: float = 0.0,
+) -> Runs:
+    """The same workload with a variant off and on, alternating (ABBA: off, on, on, off, ...) so
+    drift on the machine and in the tables falls on both. Before each run ``switch(on)`` sets the
+    variant up and ``tables`` are VACUUMed; each run is ``rate`` cycles/s for ``rate_seconds``,
+    then flat out for ``flat_seconds`` (with ``callback_share`` of the completions booking a
+    callback when on); then ``after(on, (paced, flat))``. ``labels``: the runs' names, off, on."""
+    runs: Runs = {False: [], True: []}
+    for r in range(rounds):
+        for on in (False, True) if r % 2 == 0 else (True, False):
+            label = f"{labels[on]} {r + 1}"
+            share = callback_share if on else 0.0
+            if switch is not None:
+                switch(on)
+            maintain(store_url, tables)
+            paced = measured(
+                functools.partial(gen.fixed_rate, rate, rate_seconds, f"{rate:g}/s {label}", share)
+            )
+            flat = measured(
+                functools.partial(
+                    gen.flat_out, flat_seconds, name=f"flat {label}", callback_share=share
+                )
+            )
+            runs[on].append((paced, flat))
+            if after is not None:
+                after(on, (paced, flat))
+    return runs
+
+
+def print_alternating_summary(
+    runs: Runs,
+    base_rate: float,
+    names: tuple[str, str],
+    versus: str,
+    extra_header: str,
+    extra: Callable[[bool, list[tuple[ModeResult, ModeResult]]], str],
+) -> bool:
+    """Per variant (off, on): every run's figure, then pooled (p99 over all the paced runs'
+    next-user latencies, flat out as the mean of the runs), the ratio to the raw baseline and the
+    CPU per flat-out cycle, then on / off; whether on stays within TOLERANCE of off."""
+    header = (
+        f"{'mode':<18}{'p99 at pace (ms)':<24}{'cp p99':>8}  {'flat out (cycles/s)':<24}"
+        f"{'ratio':>7}{'CPU ms/cycle':>14}  {extra_header}"
+    )
+    print(header)
+    print("-" * len(header))
+    pooled: dict[bool, tuple[float, float]] = {}
+    cpu_ms: dict[bool, float] = {}
+    for on in (False, True):
+        pairs = runs[on]
+        paced_ms = [v for paced, _ in pairs for v in paced.next_ms]
+        complete_ms = [v for paced, _ in pairs for v in paced.complete_ms]
+        p99 = pct(paced_ms, 99)
+        flat_rate = statistics.fmean(flat.rate for _, flat in pairs)
+        ratio = flat_rate / base_rate if base_rate == base_rate and base_rate else float("nan")
+        pooled[on] = (p99, ratio)
+        # Flat out, workers + PostgreSQL + load generator: what the machine's other work
+        # disturbs less than the rates (the CPU-bound ceilings of the main summary).
+        cpu_ms[on] = (
+            1000
+            * sum(f.cpu["workers"] + f.cpu["pg"] + f.cpu["loadgen"] for _, f in pairs)
+            / max(sum(f.cycles for _, f in pairs), 1)
+        )
+        p99_runs = " ".join(f"{pct(p.next_ms, 99):.1f}" for p, _ in pairs)
+        flat_runs = " ".join(f"{f.rate:.1f}" for _, f in pairs)
+        print(
+            f"{names[on]:<18}{f'{p99_runs} -> {p99:.1f}':<24}{pct(complete_ms, 99):>8.1f}  "
+            f"{f'{flat_runs} -> {flat_rate:.1f}':<24}{ratio:>7.3f}"
+            f"{cpu_ms[on]:>14.2f}  {extra(on, pairs)}"
+        )
+    print(f"{'raw baseline':<18}{'':<24}{'':>8}  {base_rate:<24.1f}")
+    print("-" * len(header))
+    (p99_off, ratio_off), (p99_on, ratio_on) = pooled[False], pooled[True]
+    met = p99_on <= p99_off * (1 + TOLERANCE) and ratio_on >= ratio_off * (1 - TOLERANCE)
+    print(
+        f"{versus}: p99 at pace x{p99_on / p99_off:.3f}, flat-out ratio"
+        f" x{ratio_on / ratio_off:.3f} (within {TOLERANCE:.0%}: {'met' if met else 'MISSED'});"
+        f" CPU per flat-out cycle x{cpu_ms[True] / cpu_ms[False]:.3f}"
+    )
+    return met
+
+
+# -- callbacks (--callbacks) -------------------------------------------------------------------
 
 
 def compare_callbacks(
@@ -1575,10 +1696,8 @@ def compare_callbacks(
     rate_seconds: float,
     flat_seconds: float,
 ) -> Runs:
-    """The same workload without and with callbacks, alternating (ABBA: plain, callbacks,
-    callbacks, plain, ...) so drift on the machine and in the tables falls on both. Each run is
-    the paced rate, then flat out, after a VACUUM of the tables a cycle writes; after a run with
-    callbacks, the ones still open are served (not counted), so none spills into the next."""
+    """The same workload without and with callbacks, alternating; after a run with callbacks,
+    the ones still open are served (not counted), so none spills into the next."""
     print(
         f"\nCallbacks: {share:.0%} of hand-outs completed with call_back, callback_at"
         f" {gen.callback_delay:g} s ahead (each served by the agent who booked it, the"
@@ -1586,31 +1705,30 @@ def compare_callbacks(
         f" for {rate_seconds:g} s then flat out for {flat_seconds:g} s, without and with,"
         " alternating"
     )
-    runs: Runs = {False: [], True: []}
-    for r in range(rounds):
-        for with_callbacks in (False, True) if r % 2 == 0 else (True, False):
-            label = f"{'+cb' if with_callbacks else 'plain'} {r + 1}"
-            callback_share = share if with_callbacks else 0.0
-            maintain(store_url, f"{TABLE}, assignments, callbacks, user_call_scores")
-            paced = measured(
-                functools.partial(
-                    gen.fixed_rate, rate, rate_seconds, f"{rate:g}/s {label}", callback_share
-                )
-            )
-            flat = measured(
-                functools.partial(
-                    gen.flat_out, flat_seconds, name=f"flat {label}", callback_share=callback_share
-                )
-            )
-            runs[with_callbacks].append((paced, flat))
-            if with_callbacks:
-                drained = runner.run(gen.drain_callbacks())
-                print(
-                    f"    drain: {drained.callback_handouts} callbacks served in"
-                    f" {drained.seconds:.1f} s ({drained.non_2xx()} non-2xx); open callbacks"
-                    f" left: {open_callbacks(store_url)}"
-                )
-    return runs
+
+    def drain(with_callbacks: bool, _: tuple[ModeResult, ModeResult]) -> None:
+        if not with_callbacks:
+            return
+        drained = runner.run(gen.drain_callbacks())
+        print(
+            f"    drain: {drained.callback_handouts} callbacks served in"
+            f" {drained.seconds:.1f} s ({drained.non_2xx()} non-2xx); open callbacks"
+            f" left: {open_callbacks(store_url)}"
+        )
+
+    return alternating_runs(
+        gen,
+        measured,
+        store_url,
+        labels=("plain", "+cb"),
+        tables=f"{TABLE}, assignments, callbacks, user_call_scores",
+        rounds=rounds,
+        rate=rate,
+        rate_seconds=rate_seconds,
+        flat_seconds=flat_seconds,
+        after=drain,
+        callback_share=share,
+    )
 
 
 def print_callback_summary(runs: Runs, base_rate: float, share: float, delay: float) -> bool:
@@ -1621,58 +1739,245 @@ def print_callback_summary(runs: Runs, base_rate: float, share: float, delay: fl
         " later cycles; per mode: every run's figure, then pooled (p99 over all the paced runs'"
         " next-user latencies, flat out as the mean of the runs)"
     )
-    header = (
-        f"{'mode':<18}{'p99 at pace (ms)':<24}{'cp p99':>8}  {'flat out (cycles/s)':<24}"
-        f"{'ratio':>7}{'CPU ms/cycle':>14}  callbacks booked / handed out (of hand-outs)"
-    )
-    print(header)
-    print("-" * len(header))
-    pooled: dict[bool, tuple[float, float]] = {}
-    cpu_ms: dict[bool, float] = {}
-    served_total = 0
-    for with_callbacks in (False, True):
-        pairs = runs[with_callbacks]
-        paced_ms = [v for paced, _ in pairs for v in paced.next_ms]
-        complete_ms = [v for paced, _ in pairs for v in paced.complete_ms]
-        p99 = pct(paced_ms, 99)
-        flat_rate = statistics.fmean(flat.rate for _, flat in pairs)
-        ratio = flat_rate / base_rate if base_rate == base_rate and base_rate else float("nan")
-        pooled[with_callbacks] = (p99, ratio)
+
+    def booked_and_served(_: bool, pairs: list[tuple[ModeResult, ModeResult]]) -> str:
         booked = sum(p.callbacks_booked + f.callbacks_booked for p, f in pairs)
         served = sum(p.callback_handouts + f.callback_handouts for p, f in pairs)
         handouts = sum(p.statuses["next-user 200"] + f.statuses["next-user 200"] for p, f in pairs)
-        served_total += served if with_callbacks else 0
-        # Flat out, workers + PostgreSQL + load generator: what the machine's other work
-        # disturbs less than the rates (the CPU-bound ceilings of the main summary).
-        cpu_ms[with_callbacks] = (
-            1000
-            * sum(f.cpu["workers"] + f.cpu["pg"] + f.cpu["loadgen"] for _, f in pairs)
-            / max(sum(f.cycles for _, f in pairs), 1)
-        )
-        p99_runs = " ".join(f"{pct(p.next_ms, 99):.1f}" for p, _ in pairs)
-        flat_runs = " ".join(f"{f.rate:.1f}" for _, f in pairs)
-        print(
-            f"{'with callbacks' if with_callbacks else 'without':<18}"
-            f"{f'{p99_runs} -> {p99:.1f}':<24}{pct(complete_ms, 99):>8.1f}  "
-            f"{f'{flat_runs} -> {flat_rate:.1f}':<24}{ratio:>7.3f}"
-            f"{cpu_ms[with_callbacks]:>14.2f}  {booked:,} /"
-            f" {served:,} ({100 * served / max(handouts, 1):.1f}%)"
-        )
-    print(f"{'raw baseline':<18}{'':<24}{'':>8}  {base_rate:<24.1f}")
-    print("-" * len(header))
-    (p99_off, ratio_off), (p99_on, ratio_on) = pooled[False], pooled[True]
-    met = p99_on <= p99_off * (1 + CALLBACK_TOLERANCE) and ratio_on >= ratio_off * (
-        1 - CALLBACK_TOLERANCE
+        return f"{booked:,} / {served:,} ({100 * served / max(handouts, 1):.1f}%)"
+
+    met = print_alternating_summary(
+        runs,
+        base_rate,
+        ("without", "with callbacks"),
+        "with / without",
+        "callbacks booked / handed out (of hand-outs)",
+        booked_and_served,
     )
-    print(
-        f"with / without: p99 at pace x{p99_on / p99_off:.3f}, flat-out ratio"
-        f" x{ratio_on / ratio_off:.3f} (within {CALLBACK_TOLERANCE:.0%}:"
-        f" {'met' if met else 'MISSED'}); CPU per flat-out cycle"
-        f" x{cpu_ms[True] / cpu_ms[False]:.3f}"
-    )
+    served_total = sum(p.callback_handouts + f.callback_handouts for p, f in runs[True])
     if not served_total:
         print("NO callback was handed out during the runs: the comparison measures nothing")
     return met and served_total > 0
+
+
+# -- calling rules (--rules) -------------------------------------------------------------------
+
+RULES_TIMEZONE = "Europe/London"
+RULES_OFF: dict[str, Any] = {"timezone": RULES_TIMEZONE, "hours": "always", "holidays": []}
+# Open at any hour the benchmark runs (SPEC 7.3 grammar: every day, 24:00 as an end), but a real
+# weekly window rather than the "always" shortcut; holidays: eight fixed dates a year (this year
+# and the next), minus the days the run could fall on.
+RULES_ON_HOURS = "mon-sun 00:00-24:00"
+BANK_HOLIDAYS = (
+    "01-01",
+    "04-03",
+    "04-06",
+    "05-04",
+    "05-25",
+    "08-31",
+    "12-25",
+    "12-28",
+)
+SUPPRESSED_NUMBERS = 100_000
+# Valid-length GB mobile numbers 07911 100000-199999: never the bench users' (07700 900xxx).
+SUPPRESSED_PREFIX = "07911 1"
+
+
+def rules_on_body(today: datetime) -> dict[str, Any]:
+    local = today.astimezone(ZoneInfo(RULES_TIMEZONE)).date()
+    near = {local - timedelta(days=1), local, local + timedelta(days=1)}
+    holidays = sorted(
+        {
+            date.fromisoformat(f"{year}-{md}")
+            for year in (local.year, local.year + 1)
+            for md in BANK_HOLIDAYS
+        }
+        - near
+    )
+    return {
+        "timezone": RULES_TIMEZONE,
+        "hours": RULES_ON_HOURS,
+        "holidays": [d.isoformat() for d in holidays],
+    }
+
+
+def suppression_hashes(key: str, n: int) -> list[str]:
+    """The keyed hashes (the service's own ``SuppressionList.phone_key``) of ``n`` numbers that
+    no bench user has; checked against the users' numbers (07700 900000-900999)."""
+    from app.rules.suppression import SuppressionList
+
+    if n > 100_000:
+        raise SystemExit("--suppressed: at most 100,000 numbers (07911 100000-199999)")
+    hasher = SuppressionList(key.encode())
+    hashes = [hasher.phone_key(f"{SUPPRESSED_PREFIX}{i:05d}") for i in range(n)]
+    users = {hasher.phone_key(f"07700 900{i:03d}") for i in range(1000)}
+    if None in hashes or users & set(hashes):
+        raise SystemExit("the suppression numbers do not parse, or include a bench user's number")
+    return [h for h in hashes if h is not None]
+
+
+@dataclass
+class RulesSwitch:
+    """Turns the calling rules on and off between runs: the rules through the supervisors' API,
+    the suppression list straight into the store with the server's key (TRUNCATE, then
+    ``cq_suppress`` in one statement; its audit table is truncated with it)."""
+
+    base_url: str
+    supervisor_token: str
+    store_url: str
+    hashes: list[str]
+    fingerprint: str
+    invalidations: dict[bool, Counter[str]] = field(
+        default_factory=lambda: {False: Counter(), True: Counter()}
+    )
+    _seen: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, on: bool) -> None:
+        t0 = time.perf_counter()
+        body = rules_on_body(datetime.now(UTC)) if on else RULES_OFF
+        r = httpx.put(
+            f"{self.base_url}/api/admin/calling-rules",
+            json=body,
+            headers={"Authorization": f"Bearer {self.supervisor_token}"},
+            timeout=30,
+        )
+        if r.status_code != 200 or not r.json()["open_now"]:
+            raise SystemExit(f"PUT /api/admin/calling-rules: {r.status_code} {r.text[:300]}")
+        with psycopg.connect(libpq_url(self.store_url)) as conn:
+            conn.execute("TRUNCATE suppressed_numbers, suppression_changes")
+            # The key's fingerprint, as the service records it on its first write to the list.
+            stored = conn.execute(
+                "INSERT INTO suppression_key_check (id, fingerprint) VALUES (1, %s)"
+                " ON CONFLICT (id) DO UPDATE SET fingerprint = suppression_key_check.fingerprint"
+                " RETURNING fingerprint",
+                (self.fingerprint,),
+            ).fetchone()
+            if stored is None or stored[0] != self.fingerprint:
+                raise SystemExit("suppression_key_check holds another key's fingerprint")
+            if on:
+                conn.execute("SELECT cq_suppress(%s::text[], 'import', NULL)", (self.hashes,))
+        count = httpx.get(
+            f"{self.base_url}/api/admin/suppression",
+            headers={"Authorization": f"Bearer {self.supervisor_token}"},
+            timeout=30,
+        ).json()["count"]
+        expected = len(self.hashes) if on else 0
+        if count != expected:
+            raise SystemExit(f"the suppression list holds {count:,}, not {expected:,}")
+        if on:
+            # The server hashes with the same key: one of the numbers is already on its list
+            # (and its key matches the fingerprint recorded above, or this is a 409).
+            r = httpx.post(
+                f"{self.base_url}/api/admin/suppression",
+                json={"phones": [f"{SUPPRESSED_PREFIX}00000"]},
+                headers={"Authorization": f"Bearer {self.supervisor_token}"},
+                timeout=30,
+            )
+            if r.status_code != 200 or r.json()["already_present"] != 1:
+                raise SystemExit(f"the server's key hashes otherwise: {r.status_code} {r.text}")
+        print(
+            f"    rules {'on' if on else 'off'}: hours {body['hours']!r},"
+            f" {len(body['holidays'])} holidays, {count:,} suppressed numbers"
+            f" ({time.perf_counter() - t0:.1f} s)"
+        )
+
+    def _reasons(self) -> tuple[Counter[str], int]:
+        """entry_invalidations by reason so far, and the queue's pending entries."""
+        with psycopg.connect(libpq_url(self.store_url), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT reason, count(*) FROM entry_invalidations GROUP BY reason"
+            ).fetchall()
+            pending = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE status = 'pending'")
+            left = int(pending.fetchone()[0])  # type: ignore[index]
+        return Counter({str(reason): int(n) for reason, n in rows}), left
+
+    def start(self) -> None:
+        self._seen, left = self._reasons()
+        print(f"    pending entries before the first run: {left:,}")
+
+    def count_invalidations(self, on: bool, _: tuple[ModeResult, ModeResult]) -> None:
+        """The run's entry_invalidations by reason (suppressed and attempt_cap must be 0)."""
+        now, left = self._reasons()
+        run = now - self._seen
+        self._seen = now
+        self.invalidations[on] += run
+        print(
+            f"    invalidations in the run: {dict(run) or 'none'}; pending entries left: {left:,}"
+        )
+
+
+def compare_rules(
+    gen: LoadGenerator,
+    measured: Callable[[Callable[[], Any]], ModeResult],
+    switch: RulesSwitch,
+    *,
+    rounds: int,
+    rate: float,
+    rate_seconds: float,
+    flat_seconds: float,
+) -> Runs:
+    """The same workload with the calling rules off and on, alternating. Off: hours "always",
+    no holidays, the list empty; on: a weekly window open now, holiday dates (none near the
+    run), the list of --suppressed numbers. The caps are the service's defaults in both (3 a
+    day, 10 a week): the queue is never refilled while the server runs, so each user is handed
+    out at most once from it (plus once per callback with --callbacks), far below them."""
+    print(
+        f"\nCalling rules (issue 14): off = hours 'always', no holidays, empty suppression list;"
+        f" on = hours {RULES_ON_HOURS!r}, holiday dates, {len(switch.hashes):,} suppressed"
+        f" numbers (none a bench user's); caps at the defaults in both; {rounds} rounds of"
+        f" {rate:g} cycles/s for {rate_seconds:g} s then flat out for {flat_seconds:g} s, off"
+        " and on, alternating"
+    )
+    switch.start()
+    runs = alternating_runs(
+        gen,
+        measured,
+        switch.store_url,
+        labels=("rules off", "rules on"),
+        tables=f"{TABLE}, assignments, user_call_scores, entry_invalidations, suppressed_numbers",
+        rounds=rounds,
+        rate=rate,
+        rate_seconds=rate_seconds,
+        flat_seconds=flat_seconds,
+        switch=switch,
+        after=switch.count_invalidations,
+    )
+    switch(False)  # the later phases run as before: hours always, the list empty
+    return runs
+
+
+def print_rules_summary(runs: Runs, base_rate: float, switch: RulesSwitch) -> bool:
+    """The comparison issue 14 asks for; False when it misses, or when a hand-out was turned
+    down for suppression or a cap or the queue ran dry in a run (not like for like)."""
+    print(
+        f"\nCALLING RULES  on: hours {RULES_ON_HOURS!r} + holidays + {len(switch.hashes):,}"
+        " suppressed numbers; off: hours 'always', empty list; caps at the defaults in both;"
+        " per mode: every run's figure, then pooled (p99 over all the paced runs' next-user"
+        " latencies, flat out as the mean of the runs)"
+    )
+
+    def refusals(on: bool, pairs: list[tuple[ModeResult, ModeResult]]) -> str:
+        empty = sum(p.empty + f.empty for p, f in pairs)
+        inv = switch.invalidations[on]
+        return f"{inv['suppressed']} / {inv['attempt_cap']} / {empty}"
+
+    met = print_alternating_summary(
+        runs,
+        base_rate,
+        ("rules off", "rules on"),
+        "on / off",
+        "suppressed / capped / 204 empty",
+        refusals,
+    )
+    spoiled = sum(
+        switch.invalidations[on]["suppressed"] + switch.invalidations[on]["attempt_cap"]
+        for on in (False, True)
+    ) + sum(p.empty + f.empty for on in (False, True) for p, f in runs[on])
+    print(
+        f"hand-outs refused for suppression or a cap, or 204 (queue dry), in the compared runs:"
+        f" {spoiled} ({'OK' if spoiled == 0 else 'NOT like for like'})"
+    )
+    return met and spoiled == 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1705,6 +2010,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--callback-rounds", type=int, default=2, help="pairs of runs, alternating (ABBA...)"
     )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="also compare runs with the calling rules off and on (issue 14)",
+    )
+    parser.add_argument(
+        "--suppressed", type=int, default=SUPPRESSED_NUMBERS, help="numbers on the list, rules on"
+    )
+    parser.add_argument("--rules-rate", type=float, default=50.0, help="paced rate compared")
+    parser.add_argument(
+        "--rules-rounds", type=int, default=2, help="pairs of runs, alternating (ABBA...)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
     args = parser.parse_args(argv)
 
@@ -1727,6 +2044,10 @@ def main(argv: list[str] | None = None) -> int:
     store_url, replica_url, n_users = build(args.server, entries)
     populate(store_url, replica_url, entries)
     tokens = create_agents(store_url, args.agents)
+    if args.rules:
+        [supervisor] = create_agents(store_url, 1, "supervisor", "bench-supervisor")
+        with step(f"hash {args.suppressed:,} numbers for the suppression list"):
+            hashes = suppression_hashes(SUPPRESSION_KEY, args.suppressed)
     maintain(store_url)
 
     store_max = args.workers * (args.pool_size + args.max_overflow)
@@ -1759,7 +2080,9 @@ def main(argv: list[str] | None = None) -> int:
     sampler = ConnectionSampler(args.server, dbs)
     results: list[ModeResult] = []
     profile_lines: list[str] = []
-    compared: dict[bool, list[tuple[ModeResult, ModeResult]]] = {}
+    compared: Runs = {}
+    rules_compared: Runs = {}
+    rules_switch: RulesSwitch | None = None
     runner = asyncio.Runner(loop_factory=_loop_factory())
     try:
         server = start_server(
@@ -1831,6 +2154,26 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.callback_rounds,
                 share=args.callback_share,
                 rate=args.callback_rate,
+                rate_seconds=rate_seconds,
+                flat_seconds=flat_seconds,
+            )
+
+        if args.rules:
+            from app.rules.suppression import SuppressionList
+
+            rules_switch = RulesSwitch(
+                server.base_url,
+                supervisor,
+                store_url,
+                hashes,
+                SuppressionList(SUPPRESSION_KEY.encode()).fingerprint,
+            )
+            rules_compared = compare_rules(
+                gen,
+                measured,
+                rules_switch,
+                rounds=args.rules_rounds,
+                rate=args.rules_rate,
                 rate_seconds=rate_seconds,
                 flat_seconds=flat_seconds,
             )
@@ -1975,6 +2318,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if compared:
         print_callback_summary(compared, base_rate, args.callback_share, callback_delay)
+    if rules_compared and rules_switch is not None:
+        print_rules_summary(rules_compared, base_rate, rules_switch)
     print(f"total benchmark time {time.perf_counter() - started:.0f} s")
     return 0
 
