@@ -178,6 +178,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
         "sweep_limit": 10,
         "max_day": 3,
         "max_week": 10,
+        "personal": 30,
     }
     with store_engine.connect() as conn:
         item = claims._CLAIM.one(conn, claim)
@@ -218,6 +219,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "id": out.assignment_id,
             "queue_type": "unsigned_users",
             "entry_id": item.item_id,
+            "user_id": 42,
             "assigned_at": out.assigned_at,
             "outcome": "call_back",
             "callback_at": datetime.now(UTC) + timedelta(days=1),

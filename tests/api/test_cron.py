@@ -25,7 +25,15 @@ QUEUE_KEYS = {
     "duration_ms",
     "error",
 }
-HEALTH_QUEUE_KEYS = {"pending", "assigned", "total", "oldest_pending_at", "last_populated_at"}
+HEALTH_QUEUE_KEYS = {
+    "pending",
+    "assigned",
+    "total",
+    "oldest_pending_at",
+    "last_populated_at",
+    "callbacks",
+}
+NO_CALLBACKS = {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late": 0}
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere"
 
 
@@ -312,6 +320,7 @@ def test_health_is_unhealthy_before_any_population(
             "total": 0,
             "oldest_pending_at": None,
             "last_populated_at": None,
+            "callbacks": NO_CALLBACKS,
         }
 
 
