@@ -5,17 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.deps import (
+    QUEUE_TYPES,
     AgentDep,
-    FlagsDep,
-    QueueTypeDep,
-    RequestDbDep,
+    DashboardDep,
     ServicesDep,
-    WindowDep,
     in_thread,
+    queue_type_of,
 )
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
@@ -43,16 +42,18 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
 )
 async def next_user(
-    queue_type: QueueTypeDep,
-    agent: AgentDep,
-    flags: FlagsDep,
-    window: WindowDep,
-    db: RequestDbDep,
-    services: ServicesDep,
+    queue_type: Annotated[str, Path(json_schema_extra={"enum": QUEUE_TYPES})],
+    ask: DashboardDep,
     request: Request,
 ) -> Any:
     claimed = await in_thread(
-        request, db.run, services.claims.next_user, agent, queue_type, flags, window=window
+        request,
+        ask.db.run,
+        ask.services.claims.next_user,
+        ask.agent,
+        queue_type_of(queue_type),
+        ask.flags,
+        window=ask.window,
     )
     if claimed is None:
         return Response(status_code=204)
@@ -67,22 +68,19 @@ async def next_user(
 async def complete(
     assignment_id: uuid.UUID,
     body: CompleteIn,
-    agent: AgentDep,
-    window: WindowDep,
-    db: RequestDbDep,
-    services: ServicesDep,
+    ask: DashboardDep,
     request: Request,
 ) -> Any:
     done = await in_thread(
         request,
-        db.run,
-        services.assignments.complete,
-        agent,
+        ask.db.run,
+        ask.services.assignments.complete,
+        ask.agent,
         assignment_id,
         body.outcome,
         body.callback_at,
         body.notes,
-        window=window,
+        window=ask.window,
     )
     booked = done.assignment.booked_callback_id
     return _json(

@@ -1,9 +1,10 @@
 """Request dependencies: the process's services, authentication and the flags in force.
 
-Authentication happens here and only here: ``current_agent`` turns the bearer token into an
-``AgentIdentity``, and routes hand services that identity, never the token. The same round trip
-reads the supervisors' flag overrides, which ``current_flags`` turns into the flags in force for
-this request (so a change applies on every process's next request at no extra cost).
+Authentication happens here and only here: ``current_agent`` (and ``dashboard``, for the two
+hottest routes) turns the bearer token into an ``AgentIdentity``, and routes hand services that
+identity, never the token. The same round trip reads the supervisors' flag overrides and the
+calling rules, which ``dashboard`` turns into the flags and the calling window in force for this
+request (so a change applies on every process's next request at no extra cost).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import asyncio
 import contextvars
 import functools
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Path, Request
@@ -73,61 +75,24 @@ def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> N
 
 
 class RequestDb:
-    """The request's store connection, in autocommit: a pool checkout taken by the first to need
-    it and given back as soon as that step is done (``release``), so a request never holds a
-    pooled connection while it waits for another one. (Holding the authentication's connection
-    for the whole request did exactly that: a route that opens its own connection with the
-    first still checked out starves the pool under concurrency, every request holding one and
-    waiting for a second.) Authentication releases it at once; the claim and the outcome take
-    it again on their worker thread (``run``): giving a connection back to the pool and taking
-    it again is no I/O (no pre-ping; an autocommit connection needs no reset)."""
+    """The request's store connection, in autocommit, one pool checkout per step (``run``), on
+    the worker thread that does the step: the authentication, then the claim or the outcome.
+    So a request never holds a pooled connection while it waits for another one. (Holding the
+    authentication's connection for the whole request did exactly that: a route that opens its
+    own connection with the first still checked out starves the pool under concurrency, every
+    request holding one and waiting for a second.) A checkout of an idle connection is no I/O:
+    no pre-ping, and an autocommit connection needs no reset."""
 
-    __slots__ = ("_engine", "conn")
+    __slots__ = ("_engine",)
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.conn: Connection | None = None
-
-    def connection(self) -> Connection:
-        """Blocking the first time (a pool checkout): call it on a worker thread."""
-        if self.conn is None:
-            self.conn = self._engine.connect()
-        return self.conn
-
-    def release(self) -> None:
-        """Back to the pool. Blocking when a transaction was left open (the rollback): call it
-        on a worker thread."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.close()
 
     def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """``fn(*args, **kwargs, conn=<this connection>)``, then the connection back to the
-        pool. On a worker thread."""
-        try:
-            return fn(*args, **kwargs, conn=self.connection())
-        finally:
-            self.release()
-
-
-async def request_db(request: Request, services: ServicesDep) -> AsyncIterator[RequestDb]:
-    db = RequestDb(services.autocommit)
-    try:
-        yield db
-    finally:
-        # Normally released already; after an error in between, closed here.
-        conn = db.conn
-        if conn is not None:
-            if conn.in_transaction() or conn.invalidated:
-                # Rolling back is a round trip: not on the event loop.
-                await in_thread(request, db.release)
-            else:
-                db.release()  # back to the pool: no I/O
-
-
-RequestDbDep = Annotated[RequestDb, Depends(request_db)]
-
-_AUTHENTICATED = "authenticated"
+        """``fn(*args, **kwargs, conn=<a checked-out connection>)``, then the connection back to
+        the pool (rolled back first if the step left a transaction open). On a worker thread."""
+        with self._engine.connect() as conn:
+            return fn(*args, **kwargs, conn=conn)
 
 
 def _authenticate(db: RequestDb, token: str) -> Authenticated:
@@ -139,15 +104,13 @@ def _authenticate_on(token: str, *, conn: Connection) -> Authenticated:
 
 
 async def current_agent(
-    request: Request,
-    db: RequestDbDep,
-    token: Annotated[str | None, Depends(bearer_token)],
+    request: Request, token: Annotated[str | None, Depends(bearer_token)]
 ) -> AgentIdentity:
     """The calling agent. Missing, unknown or deactivated token: 401."""
     if token is None:
         raise Unauthorized("a valid agent bearer token is required")
-    found = await in_thread(request, _authenticate, db, token)
-    setattr(request.state, _AUTHENTICATED, found)
+    services: Services = request.app.state.services
+    found = await in_thread(request, _authenticate, RequestDb(services.autocommit), token)
     return found.agent
 
 
@@ -180,26 +143,43 @@ ScorerDep = Annotated[AgentIdentity, Depends(require_scorer)]
 AgentDep = Annotated[AgentIdentity, Depends(dashboard_user)]
 
 
-def _authenticated(request: Request) -> Authenticated:
-    found: Authenticated = getattr(request.state, _AUTHENTICATED)
-    return found
+@dataclass(frozen=True, slots=True)
+class Dashboard:
+    """What the dashboards' two hottest routes (next-user, complete) need, resolved by one
+    dependency: the agent (authenticated in the one statement that also reads the flag
+    overrides and the calling rules), the flags and calling window in force, the request's
+    connection and the services. One dependency instead of six: FastAPI's cost per dependency
+    and per sub-dependency is a large share of these routes' CPU (the claim benchmark, py-spy)."""
+
+    agent: AgentIdentity
+    flags: Flags
+    window: CallingWindow
+    db: RequestDb
+    services: Services
 
 
-async def current_flags(request: Request, services: ServicesDep, _: AgentDep) -> Flags:
-    """The flags in force for this request, from the overrides read with the agent."""
-    return services.flags_for(_authenticated(request).flag_overrides)
+async def dashboard(
+    request: Request, token: Annotated[str | None, Depends(bearer_token)]
+) -> Dashboard:
+    """The same checks as ``AgentDep`` (401 for a missing, unknown or deactivated token; 403
+    for a scorer). No clean-up: every use of the connection gives it back (``RequestDb.run``)."""
+    if token is None:
+        raise Unauthorized("a valid agent bearer token is required")
+    services: Services = request.app.state.services
+    db = RequestDb(services.autocommit)
+    found = await in_thread(request, _authenticate, db, token)
+    if found.agent.role == "scorer":
+        raise Forbidden("a scorer's token is for PUT /api/scores only")
+    return Dashboard(
+        found.agent,
+        services.flags_for(found.flag_overrides),
+        CallingWindow(services.calling_rules_for(found.calling_rules), found.now),
+        db,
+        services,
+    )
 
 
-FlagsDep = Annotated[Flags, Depends(current_flags)]
-
-
-async def current_window(request: Request, services: ServicesDep, _: AgentDep) -> CallingWindow:
-    """The calling rules in force and the database's clock, read with the agent."""
-    found = _authenticated(request)
-    return CallingWindow(services.calling_rules_for(found.calling_rules), found.now)
-
-
-WindowDep = Annotated[CallingWindow, Depends(current_window)]
+DashboardDep = Annotated[Dashboard, Depends(dashboard)]
 
 
 async def require_supervisor(agent: AgentDep) -> AgentIdentity:
@@ -211,14 +191,21 @@ async def require_supervisor(agent: AgentDep) -> AgentIdentity:
 SupervisorDep = Annotated[AgentIdentity, Depends(require_supervisor)]
 
 
-async def queue_type_path(
-    queue_type: Annotated[str, Path(json_schema_extra={"enum": [str(q) for q in QueueType]})],
-) -> QueueType:
+QUEUE_TYPES = [str(q) for q in QueueType]
+
+
+def queue_type_of(value: str) -> QueueType:
     """Any value other than the two queue names is a 404, as for any unknown resource."""
     try:
-        return QueueType(queue_type)
+        return QueueType(value)
     except ValueError:
         raise NotFound("there is no such queue") from None
+
+
+async def queue_type_path(
+    queue_type: Annotated[str, Path(json_schema_extra={"enum": QUEUE_TYPES})],
+) -> QueueType:
+    return queue_type_of(queue_type)
 
 
 QueueTypeDep = Annotated[QueueType, Depends(queue_type_path)]
