@@ -117,7 +117,10 @@ def test_new_rows_are_classified_in_one_replica_statement(
     for size in (10, 10_000):
         rows = [{"user_id": 7 * size + n, "current_score": n % 200} for n in range(size)]
         assert put(client, scorer, *rows).json()["created"] == size
-    assert len(statements) == 2  # one per request, whatever its size
+    # The process's background replica check (a SELECT 1 every REPLICA_CHECK_SECONDS) shares
+    # the engine and may fall inside a request of 10,000 rows: it is not the request's.
+    classifying = [s for s in statements if s.strip() != "SELECT 1"]
+    assert len(classifying) == 2  # one per request, whatever its size
 
 
 def test_only_the_score_columns_are_written(
