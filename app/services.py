@@ -59,8 +59,13 @@ class Services:
         """The calling rules in force given the supervisors' stored change (read with the
         agent), or the environment's when there is none."""
         if stored is None:
-            return self.settings.calling_rules
-        return rules_from_row(self.settings, True, *stored)
+            return self.default_calling_rules
+        return rules_from_row(self.settings, *stored)
+
+    @cached_property
+    def default_calling_rules(self) -> CallingRules:
+        """The environment's rules, parsed once for the process (every claim asks for them)."""
+        return self.settings.calling_rules
 
     def flags_for(self, overrides: Mapping[str, str]) -> Flags:
         """The flags in force given the supervisors' overrides (read with the agent)."""

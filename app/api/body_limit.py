@@ -129,10 +129,7 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, guarded_send)
-        except _BodyTooLarge:
-            if not rejected:
-                raise
-        except Exception:
+        except Exception:  # _BodyTooLarge among them
             if not rejected:
                 raise
             # The app failed on the body it could not finish reading; the 413 has been sent.

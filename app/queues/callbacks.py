@@ -26,11 +26,11 @@ from sqlalchemy import Connection, Engine, text
 
 from app.agents import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound
+from app.queues.kinds import QueueType
 
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("scheduled", "assigned")
-STATUSES = ("scheduled", "assigned", "completed", "cancelled")
 
 _COLUMNS = (
     "c.id, c.user_id, c.queue_type, c.due_at, c.status, c.owner_agent_id, c.created_at,"
@@ -48,7 +48,7 @@ def callback_counts(
     recent hand-outs."""
     figures = {
         q: {"scheduled": 0, "due": 0, "overdue": 0, "assigned": 0, "late": 0}
-        for q in ("unsigned_users", "outstanding_requests")
+        for q in map(str, QueueType)
     }
     rows = conn.execute(
         text(

@@ -85,7 +85,7 @@ class ClaimSettings:
     skip_cooldown_minutes: int
     max_attempts_per_day: int
     max_attempts_per_week: int
-    callback_personal_minutes: int = 30
+    callback_personal_minutes: int
 
 
 @dataclass(slots=True)

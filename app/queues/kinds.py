@@ -75,7 +75,7 @@ def queue_reason(kind: QueueKind, score: int) -> str:
 
 # The leads of a queue type (``:queue_type``) that may be called now, past the cooling period
 # (``:cooling`` minutes) and below the attempt caps (``:max_attempts_per_day``,
-# ``:max_attempts_per_week``: app.rules.caps.cap_params), in serving order: what a population
+# ``:max_attempts_per_week``: app.rules.caps), in serving order: what a population
 # walks and what direct mode serves from. One definition, ``cq_candidates`` (the claim functions'
 # migration), which the planner inlines so the walk streams along the partial index
 # ix_user_call_scores_population. ``:live_leases_only``: count only assignments whose lease still

@@ -21,7 +21,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def queue_stats(
-    conn: Connection, window_minutes: int, callback_grace_minutes: int = 15
+    conn: Connection, window_minutes: int, callback_grace_minutes: int
 ) -> dict[str, Any]:
     now = conn.execute(text("SELECT now()")).scalar_one()
     window = {"w": window_minutes}

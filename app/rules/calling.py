@@ -7,13 +7,11 @@ rules in force is audited in ``calling_rules_changes`` with the whole rules befo
 is also their history: the compliance report judges each hand-out by the rules in force at that
 moment, so a later change never rewrites the past.
 
-For the claim path (see the README, "Calling rules and compliance"):
-
-- ``CALLING_RULES_COLUMN`` folds the stored change into a statement the request runs anyway, and
-  ``calling_rules_from_column`` turns that column into the rules in force;
-- ``load_calling_rules`` does the same in one small query of its own;
-- ``require_open`` raises ``OutsideCallingHours`` and ``require_callback_inside`` the 422 for a
-  ``callback_at`` outside the window.
+For the claim path (see the README, "Calling rules and compliance"): the authentication statement
+reads the stored change beside the agent and ``rules_from_row`` turns it into the rules in force
+(``load_calling_rules`` does the same in one small query of its own); ``require_open`` raises
+``OutsideCallingHours`` and ``require_callback_inside`` the 422 for a ``callback_at`` outside the
+window.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -35,79 +32,37 @@ from app.rules.hours import CallingRules, RulesError, parse_hours, parse_timezon
 
 log = logging.getLogger(__name__)
 
-# For a statement the request runs anyway (the claim's first statement): the stored run-time
-# change as one JSON array [timezone, hours, holidays], or null when no supervisor ever changed
-# the rules. No table alias is needed from the host statement.
-CALLING_RULES_COLUMN = (
-    "(SELECT json_build_array(cr.timezone, cr.hours, cr.holidays) FROM calling_rules cr)"
-    " AS calling_rules"
-)
-
 FIELDS = ("timezone", "hours", "holidays")
 BEGINNING = datetime.min.replace(tzinfo=UTC)
-
-
-def default_rules(settings: Settings) -> CallingRules:
-    """The environment's rules (validated when the settings were loaded)."""
-    return settings.calling_rules
-
-
-def calling_rules_from_column(settings: Settings, value: Any) -> CallingRules:
-    """The rules in force from ``CALLING_RULES_COLUMN``'s value (a list, or its JSON text)."""
-    if value is None:
-        return default_rules(settings)
-    if isinstance(value, str | bytes):
-        value = json.loads(value)
-    timezone, hours, holidays = value
-    return _effective(settings, timezone, hours, holidays)
 
 
 def load_calling_rules(conn: Connection, settings: Settings) -> CallingRules:
     """The rules in force, in one small query (every process sees a change on its next call)."""
     row = conn.execute(text("SELECT timezone, hours, holidays FROM calling_rules")).one_or_none()
     if row is None:
-        return default_rules(settings)
-    return _effective(settings, row.timezone, row.hours, row.holidays)
+        return settings.calling_rules
+    return rules_from_row(settings, row.timezone, row.hours, row.holidays)
 
 
 def rules_from_row(
     settings: Settings,
-    changed: bool,
     timezone: str | None,
     hours: str | None,
     holidays: Sequence[date | str] | None,
 ) -> CallingRules:
-    """The rules in force from the ``calling_rules`` row's columns, read by the request's first
-    statement (``changed``: the row exists, a supervisor changed something)."""
-    if not changed:
-        return default_rules(settings)
-    return _effective(settings, timezone, hours, holidays)
-
-
-@lru_cache(maxsize=64)
-def _parsed(timezone: str, hours: str, holidays: tuple[date, ...]) -> CallingRules:
-    """Parsing the grammar per request would cost more than the request's own statements."""
-    return CallingRules.parse(timezone, hours, list(holidays))
-
-
-def _effective(
-    settings: Settings,
-    timezone: str | None,
-    hours: str | None,
-    holidays: Sequence[date | str] | None,
-) -> CallingRules:
+    """The rules in force from the stored change's columns (null: the environment's value)."""
     try:
-        return _parsed(
+        return CallingRules.parse(
             timezone if timezone is not None else settings.calling_timezone,
             hours if hours is not None else settings.calling_hours,
-            tuple(settings.calling_holidays if holidays is None else map(_as_date, holidays)),
+            settings.calling_holidays if holidays is None else map(_as_date, holidays),
         )
     except RulesError as exc:
         # Stored rules were valid when written; a time zone a later tzdata dropped is the one
         # way they stop being so. The environment's rules, validated at start-up, are the
         # operator's own baseline: better than failing every claim.
         log.error("calling_rules.stored_rules_unusable", extra={"error": str(exc)})
-        return default_rules(settings)
+        return settings.calling_rules
 
 
 def _as_date(value: date | str) -> date:
@@ -258,4 +213,4 @@ def rules_timeline(conn: Connection, settings: Settings) -> RulesTimeline:
 def _snapshot(settings: Settings, value: Any) -> CallingRules:
     if isinstance(value, str | bytes):
         value = json.loads(value)
-    return _effective(settings, value["timezone"], value["hours"], value["holidays"])
+    return rules_from_row(settings, value["timezone"], value["hours"], value["holidays"])

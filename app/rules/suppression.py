@@ -12,9 +12,9 @@ serve`` hands it to its workers. A fingerprint of the key is kept in the databas
 the list is written; a process with another key is refused on every write, because its hashes
 would never match the list's and suppressed people would be called.
 
-For the claim path: ``SuppressionList.phone_key`` (the hash of the number about to be handed out),
-``is_suppressed_sql`` (an EXISTS usable inside the claim's statement) and ``add_numbers`` (the
-``do_not_contact`` outcome).
+The claim path hashes the number about to be handed out with ``SuppressionList.phone_key`` and
+checks it against the list inside ``cq_hand_out``; a ``do_not_contact`` outcome adds it with
+``cq_suppress`` (both in the claim functions' migration).
 """
 
 from __future__ import annotations
@@ -47,15 +47,6 @@ KEY_FILE = "suppression_key"
 FINGERPRINT_LABEL = b"callqueue suppression key fingerprint v1"
 IMPORT_BATCH = 5000
 SOURCES = ("api", "import", "do_not_contact", "demo")
-
-# Inside a statement: true when ``:phone_key`` (a hash from ``phone_key``) is on the list. A null
-# key (no number, or one that cannot be parsed) is never on it.
-IS_SUPPRESSED_SQL = "EXISTS (SELECT 1 FROM suppressed_numbers sn WHERE sn.phone_hash = :phone_key)"
-
-
-def is_suppressed_sql(phone_key: str = ":phone_key") -> str:
-    """``IS_SUPPRESSED_SQL`` for another SQL expression holding the hash."""
-    return f"EXISTS (SELECT 1 FROM suppressed_numbers sn WHERE sn.phone_hash = {phone_key})"
 
 
 class SuppressionKeyMismatch(CallqueueError):
@@ -342,13 +333,3 @@ def remove_numbers(
 
 def count(conn: Connection) -> int:
     return int(conn.execute(text("SELECT count(*) FROM suppressed_numbers")).scalar_one())
-
-
-def is_suppressed(conn: Connection, phone_key: str | None) -> bool:
-    """``IS_SUPPRESSED_SQL`` on its own (diagnostics, tests); the claim path folds the SQL into
-    its own statement."""
-    if phone_key is None:
-        return False
-    return bool(
-        conn.execute(text(f"SELECT {IS_SUPPRESSED_SQL}"), {"phone_key": phone_key}).scalar()
-    )

@@ -20,8 +20,7 @@ depends_on: str | Sequence[str] | None = None
 # The attempt caps for one user, for the claim path's own statements and functions (SPEC 7.3):
 # 'weekly' or 'daily' when the user is at that cap, else null. Counted from the ledger on the
 # database's clock; a due callback passes p_daily_exempt => true (exempt from the daily cap only).
-# app/rules/caps.py holds the same rule as SQL text for set-based use (population, direct mode);
-# tests/rules/test_caps.py proves the two agree.
+# The one definition of the rule: the candidates (cq_candidates) and the hand-out call it.
 # PL/pgSQL, not SQL: PostgreSQL (before 18) plans a SQL function that it cannot inline (this one
 # aggregates) afresh in every statement that calls it, about 0.1 ms each time, and the claim path
 # calls it in every attempt; PL/pgSQL keeps its plan for the session.

@@ -20,12 +20,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from app.agents import authenticate
 from app.api import errors as api_errors
 from app.config import Settings
 from app.errors import InvalidInput, OutsideCallingHours
 from app.rules.calling import (
-    CALLING_RULES_COLUMN,
-    calling_rules_from_column,
     load_calling_rules,
     require_callback_inside,
     require_open,
@@ -33,6 +32,7 @@ from app.rules.calling import (
     update_calling_rules,
 )
 from app.rules.hours import CallingRules
+from app.services import Services
 from tests.api.test_agents_api import assert_error, fetch_all
 from tests.conftest import CRON_SECRET, SUPPRESSION_KEY
 from tests.factories import new_agent
@@ -143,40 +143,34 @@ def test_bad_values_are_invalid_input_and_write_nothing(
     assert fetch_all(store_engine, "SELECT * FROM calling_rules_changes") == []
 
 
-def test_the_column_a_claim_statement_folds_in(
-    make_settings: Callable[..., Settings], store_engine: Engine
+def test_the_rules_read_with_the_agent_are_the_rules_in_force(
+    services: Services, store_engine: Engine
 ) -> None:
-    """CALLING_RULES_COLUMN rides along in a statement the request runs anyway (here beside an
-    agent, as the claim's first statement reads one) and gives the same rules as a query of
-    their own, before and after a change."""
-    settings = make_settings()
+    """The request's authentication statement reads the stored change beside the agent; the
+    rules it gives (``Services.calling_rules_for``) are those of a query of their own, before
+    and after a change."""
+    settings = services.settings
     boss = new_agent(store_engine, "boss", "supervisor")
-    statement = text(f"SELECT ag.id, {CALLING_RULES_COLUMN} FROM agents ag WHERE ag.id = :id")
+    token = boss.auth["Authorization"].removeprefix("Bearer ")
 
-    def folded() -> CallingRules:
+    def read_with_the_agent() -> CallingRules:
         with store_engine.connect() as conn:
-            row = conn.execute(statement, {"id": boss.id}).one()
-            assert load_calling_rules(conn, settings) == calling_rules_from_column(
-                settings, row.calling_rules
-            )
-            return calling_rules_from_column(settings, row.calling_rules)
+            found = authenticate(conn, token)
+            rules = services.calling_rules_for(found.calling_rules)
+            assert load_calling_rules(conn, settings) == rules
+            return rules
 
-    assert folded() == settings.calling_rules
+    assert read_with_the_agent() == settings.calling_rules
     with store_engine.begin() as conn:
         update_calling_rules(conn, settings, {"holidays": [date(2026, 12, 25)]}, boss.id)
-    assert folded().holidays == (date(2026, 12, 25),)
+    assert read_with_the_agent().holidays == (date(2026, 12, 25),)
     with store_engine.begin() as conn:
         update_calling_rules(conn, settings, {"hours": "never", "timezone": "Asia/Tokyo"}, None)
-    assert folded().as_dict() == {
+    assert read_with_the_agent().as_dict() == {
         "timezone": "Asia/Tokyo",
         "hours": "never",
         "holidays": ["2026-12-25"],
     }
-    # The value as JSON text (a driver without a JSON loader) reads the same.
-    assert (
-        calling_rules_from_column(settings, json.dumps(["Asia/Tokyo", "never", ["2026-12-25"]]))
-        == folded()
-    )
 
 
 def test_stored_rules_a_later_tzdata_no_longer_knows_fall_back_to_the_environment(
