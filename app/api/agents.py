@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from app.api.deps import (
     QUEUE_TYPES,
     AgentDep,
+    Caller,
     DashboardDep,
     ServicesDep,
     in_thread,
@@ -18,6 +20,8 @@ from app.api.deps import (
 )
 from app.api.errors import responses
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
+from app.queues.assignments import AssignmentService, Completed
+from app.queues.claims import Claimed, ClaimService
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
 
@@ -29,6 +33,28 @@ def _json(body: dict[str, Any]) -> JSONResponse:
     document); answering a Response skips FastAPI's re-validation, a threadpool hop per request
     on the dashboards' hottest routes."""
     return JSONResponse(body)
+
+
+def _next_user(
+    caller: Caller, conn: Connection, claims: ClaimService, queue_type: str
+) -> Claimed | None:
+    """next-user's step, on the worker thread, after the authentication (``Dashboard.run``): an
+    unknown queue is a 404 only for a caller who may ask."""
+    return claims.next_user(
+        caller.agent, queue_type_of(queue_type), caller.flags, conn, caller.window
+    )
+
+
+def _complete(
+    caller: Caller,
+    conn: Connection,
+    assignments: AssignmentService,
+    assignment_id: uuid.UUID,
+    body: CompleteIn,
+) -> Completed:
+    return assignments.complete(
+        caller.agent, assignment_id, body.outcome, body.callback_at, body.notes, conn, caller.window
+    )
 
 
 # The two routes every dashboard calls all day come first (routes are matched in order). They
@@ -46,15 +72,7 @@ async def next_user(
     ask: DashboardDep,
     request: Request,
 ) -> Any:
-    claimed = await in_thread(
-        request,
-        ask.db.run,
-        ask.services.claims.next_user,
-        ask.agent,
-        queue_type_of(queue_type),
-        ask.flags,
-        window=ask.window,
-    )
+    claimed = await in_thread(request, ask.run, _next_user, ask.services.claims, queue_type)
     if claimed is None:
         return Response(status_code=204)
     return _json(assignment_view(claimed.assignment, claimed.contact, resumed=claimed.resumed))
@@ -72,15 +90,7 @@ async def complete(
     request: Request,
 ) -> Any:
     done = await in_thread(
-        request,
-        ask.db.run,
-        ask.services.assignments.complete,
-        ask.agent,
-        assignment_id,
-        body.outcome,
-        body.callback_at,
-        body.notes,
-        window=ask.window,
+        request, ask.run, _complete, ask.services.assignments, assignment_id, body
     )
     booked = done.assignment.booked_callback_id
     return _json(

@@ -1,10 +1,11 @@
 """Request dependencies: the process's services, authentication and the flags in force.
 
-Authentication happens here and only here: ``current_agent`` (and ``dashboard``, for the two
-hottest routes) turns the bearer token into an ``AgentIdentity``, and routes hand services that
-identity, never the token. The same round trip reads the supervisors' flag overrides and the
-calling rules, which ``dashboard`` turns into the flags and the calling window in force for this
-request (so a change applies on every process's next request at no extra cost).
+Authentication happens here and only here, in ``_authenticate``: ``current_agent`` (every route
+but two) and ``Dashboard.run`` (next-user and complete) turn the bearer token into an
+``AgentIdentity``, and routes hand services that identity, never the token. The same round trip
+reads the supervisors' flag overrides and the calling rules, which ``Dashboard.run`` turns into
+the flags and the calling window in force for this request (so a change applies on every
+process's next request at no extra cost).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import hmac
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, Concatenate, ParamSpec, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -74,33 +75,11 @@ def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> N
         raise Unauthorized("a valid cron bearer token is required")
 
 
-class RequestDb:
-    """The request's store connection, in autocommit, one pool checkout per step (``run``), on
-    the worker thread that does the step: the authentication, then the claim or the outcome.
-    So a request never holds a pooled connection while it waits for another one. (Holding the
-    authentication's connection for the whole request did exactly that: a route that opens its
-    own connection with the first still checked out starves the pool under concurrency, every
-    request holding one and waiting for a second.) A checkout of an idle connection is no I/O:
-    no pre-ping, and an autocommit connection needs no reset."""
-
-    __slots__ = ("_engine",)
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-
-    def run(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """``fn(*args, **kwargs, conn=<a checked-out connection>)``, then the connection back to
-        the pool (rolled back first if the step left a transaction open). On a worker thread."""
-        with self._engine.connect() as conn:
-            return fn(*args, **kwargs, conn=conn)
-
-
-def _authenticate(db: RequestDb, token: str) -> Authenticated:
-    return db.run(_authenticate_on, token)
-
-
-def _authenticate_on(token: str, *, conn: Connection) -> Authenticated:
-    return authenticate(conn, token)
+def _authenticate(engine: Engine, token: str) -> Authenticated:
+    """On a worker thread: one pool checkout (an idle autocommit connection: no I/O), one
+    statement, the connection back."""
+    with engine.connect() as conn:
+        return authenticate(conn, token)
 
 
 async def current_agent(
@@ -110,7 +89,7 @@ async def current_agent(
     if token is None:
         raise Unauthorized("a valid agent bearer token is required")
     services: Services = request.app.state.services
-    found = await in_thread(request, _authenticate, RequestDb(services.autocommit), token)
+    found = await in_thread(request, _authenticate, services.autocommit, token)
     return found.agent
 
 
@@ -144,40 +123,77 @@ AgentDep = Annotated[AgentIdentity, Depends(dashboard_user)]
 
 
 @dataclass(frozen=True, slots=True)
-class Dashboard:
-    """What the dashboards' two hottest routes (next-user, complete) need, resolved by one
-    dependency: the agent (authenticated in the one statement that also reads the flag
-    overrides and the calling rules), the flags and calling window in force, the request's
-    connection and the services. One dependency instead of six: FastAPI's cost per dependency
-    and per sub-dependency is a large share of these routes' CPU (the claim benchmark, py-spy)."""
+class Caller:
+    """Who calls one of the dashboards' two hottest routes, and what is in force for them: the
+    flags and the calling window of this request."""
 
     agent: AgentIdentity
     flags: Flags
     window: CallingWindow
-    db: RequestDb
-    services: Services
 
 
-async def dashboard(
-    request: Request, token: Annotated[str | None, Depends(bearer_token)]
-) -> Dashboard:
-    """The same checks as ``AgentDep`` (401 for a missing, unknown or deactivated token; 403
-    for a scorer). No clean-up: every use of the connection gives it back (``RequestDb.run``)."""
-    if token is None:
-        raise Unauthorized("a valid agent bearer token is required")
-    services: Services = request.app.state.services
-    db = RequestDb(services.autocommit)
-    found = await in_thread(request, _authenticate, db, token)
-    if found.agent.role == "scorer":
-        raise Forbidden("a scorer's token is for PUT /api/scores only")
-    return Dashboard(
-        found.agent,
-        services.flags_for(found.flag_overrides),
-        CallingWindow(services.calling_rules_for(found.calling_rules), found.now),
-        db,
-        services,
-    )
+class Dashboard:
+    """The one dependency of the dashboards' two hottest routes (next-user, complete).
 
+    The request's work runs in ``run``, on one worker thread and one pooled connection: the
+    authentication (the same statement and the same checks as ``AgentDep``: 401 for an unknown or
+    deactivated token, 403 for a scorer), then the route's step with the ``Caller``. One thread
+    hop and one pool checkout per request instead of two each (a dependency that authenticated in
+    a hop of its own): the claim benchmark measured about a fifth more cycles per second, with
+    less CPU per cycle in the workers and in PostgreSQL. The dependency itself only requires a
+    bearer token; a request with one whose body or path fails validation is answered 422 before
+    the token is checked (nothing is read or written for it either way).
+
+    One dependency instead of six: FastAPI's cost per dependency and per sub-dependency is a
+    large share of these routes' CPU (the claim benchmark, py-spy)."""
+
+    __slots__ = ("_services", "_token")
+
+    def __init__(self, services: Services, token: str) -> None:
+        self._services = services
+        self._token = token
+
+    @property
+    def services(self) -> Services:
+        return self._services
+
+    def run(
+        self,
+        step: Callable[Concatenate[Caller, Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """On a worker thread: authenticate, then ``step(caller, conn, *args, **kwargs)`` on the
+        same connection (in autocommit; the claim runs its attempts on it as transactions), which
+        goes back to the pool afterwards (rolled back first if the step left a transaction
+        open)."""
+        services = self._services
+        with services.autocommit.connect() as conn:
+            found = authenticate(conn, self._token)
+            if found.agent.role == "scorer":
+                raise Forbidden("a scorer's token is for PUT /api/scores only")
+            caller = Caller(
+                found.agent,
+                services.flags_for(found.flag_overrides),
+                CallingWindow(services.calling_rules_for(found.calling_rules), found.now),
+            )
+            return step(caller, conn, *args, **kwargs)
+
+
+class DashboardBearer(BearerToken):
+    """The dependency: the bearer token's parsing and OpenAPI scheme (``BearerToken``), and a
+    ``Dashboard`` for it in the same call (one dependency for FastAPI to resolve, not two). No
+    token: 401 at once. Async on purpose (no I/O): the authentication is ``run``'s first
+    statement."""
+
+    async def __call__(self, request: Request) -> Dashboard:  # type: ignore[override]
+        token = await super().__call__(request)
+        if token is None:
+            raise Unauthorized("a valid agent bearer token is required")
+        return Dashboard(request.app.state.services, token)
+
+
+dashboard = DashboardBearer()
 
 DashboardDep = Annotated[Dashboard, Depends(dashboard)]
 

@@ -8,12 +8,15 @@ single request: it would wait the pool's timeout and answer 503.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
-from tests.factories import new_agent
+from tests.api.test_agents_api import book, claim
+from tests.factories import Replica, new_agent
 
 
 def test_every_dashboard_route_works_on_a_pool_of_one_connection(
@@ -33,3 +36,37 @@ def test_every_dashboard_route_works_on_a_pool_of_one_connection(
     ]:
         answer = client.request(method, path, headers=who.auth)
         assert answer.status_code in (200, 204), (path, answer.status_code, answer.text)
+
+
+def test_next_user_and_complete_take_one_store_connection_each(
+    client: TestClient,
+    store_engine: Engine,
+    replica: Replica,
+    cron_headers: dict[str, str],
+) -> None:
+    """The two hottest routes authenticate on the connection their step then uses
+    (``Dashboard.run``): one store checkout per request, on the request's worker thread."""
+    book(client, store_engine, replica, cron_headers, unsigned=(1,))
+    agent = new_agent(store_engine, "one-checkout")
+    pool = client.app.state.services.engine.pool  # type: ignore[attr-defined]
+    checkouts: list[str] = []
+
+    def on_checkout(*_: Any) -> None:
+        checkouts.append(threading.current_thread().name)
+
+    event.listen(pool, "checkout", on_checkout)
+    try:
+        held = claim(client, agent)
+        on_claim = list(checkouts)
+        checkouts.clear()
+        done = client.post(
+            f"/api/assignments/{held['assignment_id']}/complete",
+            json={"outcome": "no_answer"},
+            headers=agent.auth,
+        )
+        assert done.status_code == 200, done.text
+        on_complete = list(checkouts)
+    finally:
+        event.remove(pool, "checkout", on_checkout)
+    for taken in (on_claim, on_complete):
+        assert [name.startswith("requests") for name in taken] == [True], taken
