@@ -17,6 +17,7 @@ from app.flags import Flags
 from app.queues.callbacks import callback_counts
 from app.queues.kinds import KINDS, QueueType
 from app.replica.monitor import ReplicaMonitor
+from app.timestamps import iso
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -59,10 +60,6 @@ def readiness(engine: Engine, replica: ReplicaMonitor) -> dict[str, str]:
         "schema": schema,
         "replica": replica.state,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def health_report(
@@ -115,7 +112,7 @@ def health_report(
         queues = {str(t): None for t in QueueType}
     return {
         "status": ("healthy", "degraded", "unhealthy")[level],
-        "checked_at": _iso(checked_at or datetime.now(UTC)),
+        "checked_at": iso(checked_at or datetime.now(UTC)),
         "issues": issues,
         "database": database,
         "replica": "ok" if replica_ok else "error",
@@ -144,8 +141,8 @@ def _queue_health(conn: Any, table: str, queue_type: str) -> dict[str, Any]:
         "pending": row.pending,
         "assigned": row.assigned,
         "total": row.total,
-        "oldest_pending_at": _iso(row.oldest),
-        "last_populated_at": _iso(last),
+        "oldest_pending_at": iso(row.oldest),
+        "last_populated_at": iso(last),
     }
 
 
@@ -162,8 +159,8 @@ def _last_run(conn: Any) -> dict[str, Any] | None:
         "run_id": str(row.id),
         "trigger": row.trigger,
         "status": row.status,
-        "started_at": _iso(row.started_at),
-        "finished_at": _iso(row.finished_at),
+        "started_at": iso(row.started_at),
+        "finished_at": iso(row.finished_at),
         "duration_ms": row.duration_ms,
         "error": row.error,
     }

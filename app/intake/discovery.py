@@ -49,8 +49,9 @@ from app.queues.population import describe_error
 from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict
-from app.replica.reader import Replica, _utc
+from app.replica.reader import Replica
 from app.replica.schema import claim_requirements, claims, users
+from app.timestamps import utc
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +365,7 @@ class Discovery:
             phase,
             len(rows),
             int(rows[-1][0]),
-            max(_utc(r[2]) for r in rows),
+            max(utc(r[2]) for r in rows),
             verdicts,
             full=len(rows) == self.options.batch_size,
         )

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, text
 from app.agents import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound
 from app.queues.kinds import QueueType
+from app.timestamps import iso
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +86,10 @@ def callback_view(row: Any) -> dict[str, Any]:
         "status": row.status,
         "agent_id": row.owner_agent_id,
         "booked_at": row.created_at.isoformat(),
-        "first_handed_out_at": _iso(row.first_handed_out_at),
-        "finished_at": _iso(row.finished_at),
+        "first_handed_out_at": iso(row.first_handed_out_at),
+        "finished_at": iso(row.finished_at),
         "cancel_reason": row.cancel_reason,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,7 @@ from sqlalchemy import Connection, text
 
 from app.queues.callbacks import callback_counts
 from app.queues.kinds import KINDS, QueueType
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+from app.timestamps import iso
 
 
 def queue_stats(
@@ -71,7 +68,7 @@ def queue_stats(
         stats[row.queue_type]["last_population"] = {
             "run_id": str(row.run_id),
             "status": row.status,
-            "finished_at": _iso(row.finished_at),
+            "finished_at": iso(row.finished_at),
             "eligible": row.eligible,
             "invalid": row.invalid,
             "populated": row.populated,
@@ -121,7 +118,7 @@ def queue_stats(
     callbacks = callback_counts(conn, callback_grace_minutes, window_minutes)
     for name, counts in callbacks.items():
         stats[name]["callbacks"] = counts
-    return {"generated_at": _iso(now), "window_minutes": window_minutes, "queues": stats}
+    return {"generated_at": iso(now), "window_minutes": window_minutes, "queues": stats}
 
 
 def _seconds(value: Any) -> int | None:
@@ -188,8 +185,8 @@ def list_runs(conn: Connection, *, limit: int, offset: int) -> dict[str, Any]:
             "dry_run": r.dry_run,
             "queue": r.queue_filter,
             "status": r.status,
-            "started_at": _iso(r.started_at),
-            "finished_at": _iso(r.finished_at),
+            "started_at": iso(r.started_at),
+            "finished_at": iso(r.finished_at),
             "duration_ms": r.duration_ms,
             "error": r.error,
             "queues": per_queue.get(r.id, {}),
@@ -256,8 +253,8 @@ def activity_by_hour(conn: Connection, hours: int) -> dict[str, Any]:
         else:
             bucket[row.status] += row.n
     return {
-        "generated_at": _iso(now),
+        "generated_at": iso(now),
         "hours": hours,
         "timezone": "UTC",
-        "buckets": [{**b, "hour_start": _iso(b["hour_start"])} for b in buckets.values()],
+        "buckets": [{**b, "hour_start": iso(b["hour_start"])} for b in buckets.values()],
     }

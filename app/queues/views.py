@@ -7,10 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from app.replica.reader import Contact
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+from app.timestamps import iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +53,12 @@ def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False)
         "priority_score": row.priority_score,
         "queue_position": row.queue_position,
         "queue_reason": row.queue_reason,
-        "assigned_at": _iso(row.assigned_at),
-        "lease_expires_at": _iso(row.lease_expires_at),
+        "assigned_at": iso(row.assigned_at),
+        "lease_expires_at": iso(row.lease_expires_at),
         "resumed": resumed,
         "outcome": row.outcome,
         "callback_id": str(row.callback_id) if row.callback_id else None,
-        "callback_due_at": _iso(row.callback_due_at),
+        "callback_due_at": iso(row.callback_due_at),
         "user": (
             {
                 "first_name": contact.first_name,
@@ -79,4 +76,4 @@ def assignment_view(row: Any, contact: Contact | None, *, resumed: bool = False)
 def score_view(score: dict[str, Any] | None) -> dict[str, Any] | None:
     if score is None:
         return None
-    return {**score, "next_call_after": _iso(score["next_call_after"])}
+    return {**score, "next_call_after": iso(score["next_call_after"])}

@@ -37,7 +37,8 @@ from app.replica.classification import (
     EXCLUDED_REQUIREMENT_TYPES,
     Verdict,
 )
-from app.replica.reader import Replica, _utc
+from app.replica.reader import Replica
+from app.timestamps import utc
 
 _EXCLUDED = ", ".join(f"'{t}'" for t in sorted(EXCLUDED_REQUIREMENT_TYPES))
 _BASE_REASON = f"'{BASE_ID_DOCUMENT_REASON}'"
@@ -217,7 +218,7 @@ def _verdict(
             reason,
             {
                 "claim_id": int(claim_id),
-                "signature_missing_since": _utc(user_created),
+                "signature_missing_since": utc(user_created),
                 "signature_type": "initial",
             },
         )
@@ -234,6 +235,6 @@ def _verdict(
             "total_requirements": int(total),
             "pending_requirements": int(pending),
             "completed_requirements": int(completed),
-            "oldest_requirement_date": _utc(oldest_at),
+            "oldest_requirement_date": utc(oldest_at),
         },
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -51,6 +50,7 @@ from app.replica.classification import (
 )
 from app.replica.schema import claim_requirements, claims, users
 from app.statements import Statement
+from app.timestamps import utc
 
 
 def create_replica_engine(settings: Settings) -> Engine:
@@ -265,13 +265,6 @@ def _unavailable(exc: DBAPIError, operation: str) -> ReplicaUnavailable:
     return ReplicaUnavailable(f"the claims replica did not answer ({type(exc.orig).__name__})")
 
 
-def _utc(value: datetime) -> datetime:
-    # MySQL DATETIME comes back naive; the platform stores UTC.
-    if value.tzinfo is UTC:  # the usual case: replica sessions run in UTC
-        return value
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class Replica:
     def __init__(
         self, engine: Engine, batch_size: int = 2000, deadline_seconds: float | None = None
@@ -342,13 +335,13 @@ class Replica:
                 conn, params
             ):
                 if kind == _CLAIM:
-                    facts[uid].claims.append(ReplicaClaim(rid, t1, _utc(created)))
+                    facts[uid].claims.append(ReplicaClaim(rid, t1, utc(created)))
                 elif kind == _REQUIREMENT:
                     facts[uid].requirements.append(
-                        ReplicaRequirement(rid, ref, t1, t2, t3, _utc(created))
+                        ReplicaRequirement(rid, ref, t1, t2, t3, utc(created))
                     )
                 else:
-                    facts[uid].user = ReplicaUser(uid, bool(enabled), ref, _utc(created))
+                    facts[uid].user = ReplicaUser(uid, bool(enabled), ref, utc(created))
                     if contacts is not None:
                         found[uid] = Contact(t1, t2, t3, t4)
             return facts, found
