@@ -24,6 +24,7 @@ from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
+from pydantic import SecretStr
 from sqlalchemy import Connection, Engine
 
 from app.agents import AgentIdentity, Authenticated, authenticate
@@ -45,8 +46,21 @@ class BearerToken(SecurityBase):
         self.scheme_name = "HTTPBearer"
 
     async def __call__(self, request: Request) -> str | None:
-        scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
-        return token if token and scheme.lower() == "bearer" else None
+        return bearer_of(request)
+
+
+def bearer_of(request: Request) -> str | None:
+    """The request's bearer token, as HTTPBearer parses it, or None."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    return token if token and scheme.lower() == "bearer" else None
+
+
+def secret_matches(presented: str | None, secret: SecretStr | None) -> bool:
+    """A presented bearer token against a configured secret, in constant time. With no secret
+    configured, nothing matches."""
+    if presented is None or secret is None:
+        return False
+    return hmac.compare_digest(presented.encode(), secret.get_secret_value().encode())
 
 
 bearer_token = BearerToken()
@@ -67,11 +81,8 @@ CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> None:
     """Bearer CRON_SECRET, compared in constant time. With no secret configured, nobody passes."""
-    secret = services.settings.cron_secret
-    if credentials is None or secret is None:
-        raise Unauthorized("a valid cron bearer token is required")
-    expected = secret.get_secret_value().encode()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected):
+    presented = credentials.credentials if credentials is not None else None
+    if not secret_matches(presented, services.settings.cron_secret):
         raise Unauthorized("a valid cron bearer token is required")
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.security.utils import get_authorization_scheme_param
 
 from app import metrics
-from app.api.deps import ServicesDep
+from app.api.deps import ServicesDep, bearer_of, secret_matches
 from app.api.errors import responses
 from app.api.schemas import Liveness, Readiness
 from app.errors import Unauthorized
@@ -47,11 +45,7 @@ def prometheus_metrics(services: ServicesDep, request: Request) -> Response:
     With METRICS_TOKEN set, scrapers present it as a bearer token (401 otherwise); the header is
     read here rather than declared as a security scheme, since the token is optional."""
     token = services.settings.metrics_token
-    if token is not None:
-        scheme, presented = get_authorization_scheme_param(request.headers.get("authorization"))
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            presented.encode(), token.get_secret_value().encode()
-        ):
-            raise Unauthorized("a valid metrics bearer token is required")
+    if token is not None and not secret_matches(bearer_of(request), token):
+        raise Unauthorized("a valid metrics bearer token is required")
     body, content_type = metrics.render(services.engine, services.settings)
     return Response(body, media_type=content_type)

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from app.agents import create_agent, deactivate_agent
-from app.api import deps
+from app.api import deps, ops
 from tests.conftest import CRON_SECRET
 
 POPULATE = "/api/cron/populate-separated-queues"
@@ -417,17 +417,20 @@ def _calls_in(func: Callable[..., Any]) -> list[str]:
     return names
 
 
-def test_the_cron_secret_is_compared_in_constant_time() -> None:
-    source = inspect.getsource(deps.require_cron_secret)
-    assert "compare_digest" in _calls_in(deps.require_cron_secret), source
+def test_the_cron_and_metrics_secrets_are_compared_in_constant_time() -> None:
+    # One comparison (deps.secret_matches), in constant time, used by both checks.
+    assert "compare_digest" in _calls_in(deps.secret_matches)
     assert deps.hmac.compare_digest is __import__("hmac").compare_digest
-    # No short-circuiting string comparison of the presented credential anywhere in the check.
-    tree = ast.parse(textwrap.dedent(source))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Compare) and any(
-            isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
-        ):
-            pytest.fail(f"== / != in the cron secret check: {ast.unparse(node)}")
+    assert "secret_matches" in _calls_in(deps.require_cron_secret)
+    assert "secret_matches" in _calls_in(ops.prometheus_metrics)
+    # No short-circuiting string comparison of the presented credential anywhere in the checks.
+    for check in (deps.secret_matches, deps.require_cron_secret, ops.prometheus_metrics):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(check)))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and any(
+                isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+            ):
+                pytest.fail(f"== / != in {check.__name__}: {ast.unparse(node)}")
 
 
 @pytest.mark.parametrize(
