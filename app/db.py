@@ -187,9 +187,9 @@ def create_direct_engine(settings: Settings) -> Engine:
     )
 
 
-_BOUNDS_QUERY = (
-    "SELECT name, setting FROM pg_settings WHERE name IN"
-    " ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout', 'TimeZone')"
+# The session settings every store connection must carry: the bounds and the time zone.
+_BOUNDS_QUERY = "SELECT name, setting FROM pg_settings WHERE name IN ({})".format(
+    ", ".join(f"'{name}'" for name in (*SESSION_BOUNDS_MS, "TimeZone"))
 )
 
 
