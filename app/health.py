@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.flags import Flags
-from app.queues.callbacks import callback_counts
+from app.queues.callbacks import LATE_WINDOW_MINUTES, callback_counts
 from app.queues.kinds import KINDS, QueueType
 from app.replica.monitor import ReplicaMonitor
 from app.timestamps import iso
@@ -84,7 +84,7 @@ def health_report(
             checked_at = conn.execute(text("SELECT now()")).scalar_one()
             for queue_type, kind in KINDS.items():
                 queues[str(queue_type)] = _queue_health(conn, kind.table, str(queue_type))
-            callbacks = callback_counts(conn, settings.callback_grace_minutes, 24 * 60)
+            callbacks = callback_counts(conn, settings.callback_grace_minutes, LATE_WINDOW_MINUTES)
             for name, counts in callbacks.items():
                 queues[name]["callbacks"] = counts
                 # A promise about to be broken, whatever the flags (callbacks are served in

@@ -144,15 +144,14 @@ class QueueDepthCollector(Collector):
         """Whether calling is allowed now (the rules in force, the database's clock), so a
         dashboard can put claims and refusals beside it, and the do-not-call list's size (an
         import that went wrong shows as a step)."""
-        from app.rules.calling import load_calling_rules
+        from app.rules.calling import calling_window
 
         assert self.settings is not None
-        now = conn.execute(text("SELECT now()")).scalar_one()
         is_open = GaugeMetricFamily(
             "callqueue_calling_window_open",
             "1 while the calling rules in force allow calls, 0 outside calling hours",
         )
-        is_open.add_metric([], 1 if load_calling_rules(conn, self.settings).is_open(now) else 0)
+        is_open.add_metric([], 1 if calling_window(conn, self.settings).is_open else 0)
         yield is_open
         size = GaugeMetricFamily(
             "callqueue_suppressed_numbers", "numbers on the suppression (do-not-call) list"
@@ -166,7 +165,7 @@ class QueueDepthCollector(Collector):
     def _callbacks(self, conn: Connection) -> GaugeMetricFamily:
         """The callbacks' figures of the statistics and the health report (SPEC 7.2): late is
         over the last 24 hours, as in the health report."""
-        from app.queues.callbacks import callback_counts
+        from app.queues.callbacks import LATE_WINDOW_MINUTES, callback_counts
 
         assert self.settings is not None
         family = GaugeMetricFamily(
@@ -175,7 +174,7 @@ class QueueDepthCollector(Collector):
             " after due), assigned, late (handed out after the grace, last 24 hours)",
             labels=["queue_type", "state"],
         )
-        counts = callback_counts(conn, self.settings.callback_grace_minutes, 24 * 60)
+        counts = callback_counts(conn, self.settings.callback_grace_minutes, LATE_WINDOW_MINUTES)
         for queue_type, states in counts.items():
             for state, value in states.items():
                 family.add_metric([queue_type, state], value)

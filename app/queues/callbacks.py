@@ -39,6 +39,10 @@ _COLUMNS = (
 )
 
 
+# The health report and /metrics count late hand-outs over the last day.
+LATE_WINDOW_MINUTES = 24 * 60
+
+
 def callback_counts(
     conn: Connection, grace_minutes: int, late_since_minutes: int
 ) -> dict[str, dict[str, int]]:

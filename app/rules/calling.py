@@ -79,12 +79,17 @@ class CallingWindow:
     rules: CallingRules
     now: datetime
 
+    @property
+    def is_open(self) -> bool:
+        return self.rules.is_open(self.now)
+
     def require_open(self) -> None:
         require_open(self.rules, self.now)
 
 
 def calling_window(conn: Connection, settings: Settings) -> CallingWindow:
-    """For callers outside a request (tests, the benchmarks' in-process replay): one query."""
+    """For callers outside a request (the metrics, tests, the benchmarks' in-process replay): the
+    rules in force and the database's clock."""
     now = conn.execute(text("SELECT now()")).scalar_one()
     return CallingWindow(load_calling_rules(conn, settings), now)
 
