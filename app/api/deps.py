@@ -1,8 +1,9 @@
 """Request dependencies: the process's services, authentication and the flags in force.
 
-Authentication happens here and only here, in ``_authenticate``: ``current_agent`` (every route
-but two) and ``Dashboard.run`` (next-user and complete) turn the bearer token into an
-``AgentIdentity``, and routes hand services that identity, never the token. The same round trip
+Authentication happens here and only here: ``current_agent`` (every route but two) and
+``Dashboard.run`` (next-user and complete) turn the bearer token into an ``AgentIdentity`` with
+``app.agents.authenticate`` and refuse a scorer's token with ``refuse_scorer``, and routes hand
+services that identity, never the token. The same round trip
 reads the supervisors' flag overrides and the calling rules, which ``Dashboard.run`` turns into
 the flags and the calling window in force for this request (so a change applies on every
 process's next request at no extra cost).
@@ -112,6 +113,11 @@ async def dashboard_user(
 ) -> AgentIdentity:
     """An agent or a supervisor: every route behind ``AgentDep`` (and ``SupervisorDep``). Async
     on purpose (no I/O): a sync dependency costs a threadpool hop per request."""
+    return refuse_scorer(agent)
+
+
+def refuse_scorer(agent: AgentIdentity) -> AgentIdentity:
+    """The dashboards' routes are for agents and supervisors: a scorer's token gets 403."""
     if agent.role == "scorer":
         raise Forbidden("a scorer's token is for PUT /api/scores only")
     return agent
@@ -150,10 +156,11 @@ class Dashboard:
     authentication (the same statement and the same checks as ``AgentDep``: 401 for an unknown or
     deactivated token, 403 for a scorer), then the route's step with the ``Caller``. One thread
     hop and one pool checkout per request instead of two each (a dependency that authenticated in
-    a hop of its own): the claim benchmark measured about a fifth more cycles per second, with
-    less CPU per cycle in the workers and in PostgreSQL. The dependency itself only requires a
-    bearer token; a request with one whose body or path fails validation is answered 422 before
-    the token is checked (nothing is read or written for it either way).
+    a hop of its own): alternating claim benchmark runs measured about a quarter more cycles per
+    second, with less CPU per cycle in the workers and in PostgreSQL (README, Performance). The
+    dependency itself only requires a bearer token; a request with one whose body or path fails
+    validation is answered 422 before the token is checked (nothing is read or written for it
+    either way).
 
     One dependency instead of six: FastAPI's cost per dependency and per sub-dependency is a
     large share of these routes' CPU (the claim benchmark, py-spy)."""
@@ -181,10 +188,8 @@ class Dashboard:
         services = self._services
         with services.autocommit.connect() as conn:
             found = authenticate(conn, self._token)
-            if found.agent.role == "scorer":
-                raise Forbidden("a scorer's token is for PUT /api/scores only")
             caller = Caller(
-                found.agent,
+                refuse_scorer(found.agent),
                 services.flags_for(found.flag_overrides),
                 CallingWindow(services.calling_rules_for(found.calling_rules), found.now),
             )
