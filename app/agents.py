@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -35,10 +36,24 @@ class AgentIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class Holding:
+    """The unchanging head of the agent's active assignment (holder, user, queue, entry, when
+    handed out; its lease may have run out): what a completion needs before it reads the
+    replica, none of which changes after the hand-out."""
+
+    id: uuid.UUID
+    user_id: int
+    queue_type: str
+    queue_entry_id: uuid.UUID | None
+    assigned_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Authenticated:
     """An agent, and what every request needs besides, read in the same round trip: the
     supervisors' run-time changes (flag overrides, the calling rules' stored change), which
-    every process must apply on its next request, and the database's clock."""
+    every process must apply on its next request, and the database's clock. With
+    ``holding=True``, also the head of the assignment the agent holds, if any (complete)."""
 
     agent: AgentIdentity
     flag_overrides: Mapping[str, str]
@@ -46,6 +61,7 @@ class Authenticated:
     # environment's), or None when nobody changed the rules.
     calling_rules: tuple[str | None, str | None, list[date] | None] | None
     now: datetime
+    holding: Holding | None = None
 
 
 def hash_token(token: str) -> str:
@@ -70,18 +86,32 @@ def create_agent(conn: Connection, name: str, role: str = "agent") -> str:
 
 # The supervisors' flag overrides as [name, value] pairs (a text array: no JSON to parse on every
 # request).
-_AUTHENTICATE = Statement(
+_AUTHENTICATED = (
     "SELECT ag.id, ag.name, ag.role, now() AS now,"
     " (SELECT array_agg(ARRAY[f.name, f.value]) FROM feature_flags f) AS flags,"
-    " cr.id IS NOT NULL AS rules_changed, cr.timezone, cr.hours, cr.holidays"
-    " FROM agents ag LEFT JOIN calling_rules cr ON true"
+    " cr.id IS NOT NULL AS rules_changed, cr.timezone, cr.hours, cr.holidays{holding}"
+    " FROM agents ag LEFT JOIN calling_rules cr ON true{join}"
     " WHERE ag.token_hash = :token_hash AND ag.is_active"
 )
+_AUTHENTICATE = {
+    False: Statement(_AUTHENTICATED.format(holding="", join="")),
+    # The partial unique index on assignments (agent_id) WHERE status = 'active' allows at most
+    # one row to join: the agent's row is never repeated.
+    True: Statement(
+        _AUTHENTICATED.format(
+            holding=", h.id AS holding_id, h.user_id AS holding_user_id,"
+            " h.queue_type AS holding_queue_type, h.queue_entry_id AS holding_entry_id,"
+            " h.assigned_at AS holding_assigned_at",
+            join=" LEFT JOIN assignments h ON h.agent_id = ag.id AND h.status = 'active'",
+        )
+    ),
+}
 
 
-def authenticate(conn: Connection, token: str) -> Authenticated:
-    """The one place a token becomes an agent. Unknown or deactivated: Unauthorized."""
-    row = _AUTHENTICATE.one_or_none(conn, {"token_hash": hash_token(token)})
+def authenticate(conn: Connection, token: str, *, holding: bool = False) -> Authenticated:
+    """The one place a token becomes an agent. Unknown or deactivated: Unauthorized.
+    ``holding``: also read the head of the agent's active assignment, in the same statement."""
+    row = _AUTHENTICATE[holding].one_or_none(conn, {"token_hash": hash_token(token)})
     if row is None:
         raise Unauthorized("a valid agent bearer token is required")
     return Authenticated(
@@ -89,6 +119,15 @@ def authenticate(conn: Connection, token: str) -> Authenticated:
         dict(row.flags or ()),
         (row.timezone, row.hours, row.holidays) if row.rules_changed else None,
         row.now,
+        Holding(
+            row.holding_id,
+            row.holding_user_id,
+            row.holding_queue_type,
+            row.holding_entry_id,
+            row.holding_assigned_at,
+        )
+        if holding and row.holding_id is not None
+        else None,
     )
 
 

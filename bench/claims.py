@@ -1037,7 +1037,7 @@ STEP_MARKERS: list[tuple[str, str, str]] = [
     ("app/queues/claims.py", "_pending_left", "pending-left check"),
     ("app/queues/claims.py", "next_user", "claim metrics"),
     ("app/queues/leases.py", "", "lease sweep"),
-    ("app/queues/assignments.py", "complete", "complete: head, cq_complete"),
+    ("app/queues/assignments.py", "complete", "complete: cq_complete (head when not held)"),
     ("app/queues/views.py", "", "assignment view"),
     ("app/flags.py", "", "flags read"),
     ("app/services.py", "flags", "flags read"),
@@ -1371,9 +1371,16 @@ def in_process_breakdown(
             with probe.section("C complete route total"):
                 conn = services.autocommit.connect()
                 with probe.section("C auth"):
-                    found = authenticate(conn, token)
+                    found = authenticate(conn, token, holding=True)
                 done = services.assignments.complete(
-                    found.agent, claimed.assignment.id, Outcome.NO_ANSWER, None, None, conn, window
+                    found.agent,
+                    claimed.assignment.id,
+                    Outcome.NO_ANSWER,
+                    None,
+                    None,
+                    conn,
+                    window,
+                    found.holding,
                 )
                 conn.close()
                 with probe.section("C assignment view + JSON"):
@@ -1424,8 +1431,8 @@ def in_process_breakdown(
         ("N claim attempt: replica facts + contact", "      replica read (one statement)"),
         ("N assignment view + JSON", "  assignment view + JSON"),
         ("C complete route total", "complete route body (no HTTP)"),
-        ("C auth", "  authenticate (one statement)"),
-        ("C complete total", "  AssignmentService.complete: head, replica, cq_complete"),
+        ("C auth", "  authenticate, with the held assignment's head (one statement)"),
+        ("C complete total", "  AssignmentService.complete: replica, cq_complete"),
         ("C replica classify", "    replica classify (one statement)"),
         ("C assignment view + JSON", "  assignment view + JSON"),
     ]

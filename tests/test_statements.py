@@ -202,7 +202,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "phone_key": "0" * 64,
         }
         steps: list[tuple[Statement, dict[str, Any]]] = [
-            (agents._AUTHENTICATE, {"token_hash": hash_token(token)}),
+            (agents._AUTHENTICATE[False], {"token_hash": hash_token(token)}),
             (claims._CLAIM, claim),
             (claims._HAND_OUT, hand_out),
             (leases._SWEEP, {"limit": 10}),
@@ -235,13 +235,26 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "verdict_reason": "r",
             "suppress_key": None,
         }
-        head = {"id": out.assignment_id, "callback_at": complete["callback_at"], "max_days": 30}
         driver, plain = _both_ways(
-            conn, [(assignments._HEAD, head), (assignments._COMPLETE, complete)]
+            conn,
+            [
+                # The agent holds the hand-out: the authentication brings its head.
+                (agents._AUTHENTICATE[True], {"token_hash": hash_token(token)}),
+                (assignments._HEAD, {"id": out.assignment_id}),
+                (assignments._COMPLETE, complete),
+            ],
         )
-        _same(driver[0], plain[0], generated=set())
-        _same(driver[1], plain[1], generated={20})  # the callback each call_back booked
-        assert driver[1][0][0] == "completed"
+        _same(driver[0], plain[0], generated={3})  # now()
+        assert driver[0][0][9:] == (
+            out.assignment_id,
+            42,
+            "unsigned_users",
+            item.item_id,
+            out.assigned_at,
+        )
+        _same(driver[1], plain[1], generated=set())
+        _same(driver[2], plain[2], generated={20})  # the callback each call_back booked
+        assert driver[2][0][0] == "completed"
 
     queries = reader._QUERIES[True]
     with replica_engine.connect() as conn:

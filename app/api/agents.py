@@ -14,6 +14,7 @@ from app.api.deps import (
     AgentDep,
     Caller,
     DashboardDep,
+    HoldingDashboardDep,
     ServicesDep,
     in_thread,
     queue_type_of,
@@ -53,7 +54,14 @@ def _complete(
     body: CompleteIn,
 ) -> Completed:
     return assignments.complete(
-        caller.agent, assignment_id, body.outcome, body.callback_at, body.notes, conn, caller.window
+        caller.agent,
+        assignment_id,
+        body.outcome,
+        body.callback_at,
+        body.notes,
+        conn,
+        caller.window,
+        caller.holding,
     )
 
 
@@ -86,7 +94,7 @@ async def next_user(
 async def complete(
     assignment_id: uuid.UUID,
     body: CompleteIn,
-    ask: DashboardDep,
+    ask: HoldingDashboardDep,
     request: Request,
 ) -> Any:
     done = await in_thread(

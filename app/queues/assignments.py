@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, text
 
 from app import metrics
-from app.agents import AgentIdentity
+from app.agents import AgentIdentity, Holding
 from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.ledger import held_by
@@ -31,13 +31,11 @@ from app.statements import Statement
 
 log = logging.getLogger(__name__)
 
-# The assignment's unchanging head (holder, user, queue, entry), and whether callback_at is within
-# bounds by the database's clock: what a completion needs before it reads the replica.
+# The assignment's unchanging head (holder, user, queue, entry, when handed out): what a
+# completion needs before it reads the replica, when the authentication did not bring it
+# (``Holding``: the agent's active assignment).
 _HEAD = Statement(
-    "SELECT agent_id, user_id, queue_type, queue_entry_id, assigned_at,"
-    " CAST(:callback_at AS timestamptz) > now()"
-    "   AND CAST(:callback_at AS timestamptz) <= now() + make_interval(days => :max_days)"
-    "   AS callback_ok"
+    "SELECT agent_id, user_id, queue_type, queue_entry_id, assigned_at"
     " FROM assignments WHERE id = :id"
 )
 _COMPLETE = Statement(
@@ -219,6 +217,7 @@ class AssignmentService:
         notes: str | None,
         conn: Connection | None = None,
         window: CallingWindow | None = None,
+        holding: Holding | None = None,
     ) -> Completed:
         """The outcome, the score row and the reclassification the replica asks for, in one
         transaction (``cq_complete``); the replica is read first, with no lock held. A
@@ -226,7 +225,9 @@ class AssignmentService:
         on the do-not-call list in the same transaction.
 
         ``conn``: the request's connection (in autocommit), instead of a checkout of its own.
-        ``window``: the calling rules as read with the agent (read here when not given)."""
+        ``window``: the calling rules and the database's clock as read with the agent (read here
+        when not given). ``holding``: the head of the agent's active assignment as read with the
+        agent; when it is the one named, the head is not read again."""
         rule = RULES[outcome]
         if callback_at is not None and not rule.accepts_callback:
             raise InvalidInput(
@@ -237,24 +238,23 @@ class AssignmentService:
         with (
             contextlib.nullcontext(conn) if conn is not None else self.autocommit.connect() as conn
         ):
-            head = _HEAD.one_or_none(
-                conn,
-                {
-                    "id": assignment_id,
-                    "callback_at": callback_at,
-                    "max_days": MAX_CALLBACK_AHEAD.days,
-                },
-            )
-            if head is None or head.agent_id != agent.id:
-                raise NotFound("no such assignment for this agent")
+            # The head's columns never change after the hand-out, so the one read with the agent
+            # is as good as a read now. Any other assignment (one that lapsed and was expired,
+            # someone else's, none) is looked up.
+            head: Any = holding if holding is not None and holding.id == assignment_id else None
+            if head is None:
+                head = _HEAD.one_or_none(conn, {"id": assignment_id})
+                if head is None or head.agent_id != agent.id:
+                    raise NotFound("no such assignment for this agent")
             if callback_at is not None:
-                if not head.callback_ok:
+                window = window or self.window_of(conn)
+                if not window.now < callback_at <= window.now + MAX_CALLBACK_AHEAD:
                     raise InvalidInput(
                         "callback_at must be in the future and at most"
                         f" {MAX_CALLBACK_AHEAD.days} days ahead",
                         ["body", "callback_at"],
                     )
-                require_callback_inside((window or self.window_of(conn)).rules, callback_at)
+                require_callback_inside(window.rules, callback_at)
             verdict, suppress_key = self._verdict(head.user_id, outcome)
             done = _COMPLETE.one(
                 conn,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
 
 from tests.api.test_agents_api import book, claim
 from tests.factories import Replica, new_agent
@@ -70,3 +70,60 @@ def test_next_user_and_complete_take_one_store_connection_each(
         event.remove(pool, "checkout", on_checkout)
     for taken in (on_claim, on_complete):
         assert [name.startswith("requests") for name in taken] == [True], taken
+
+
+def test_completing_the_held_assignment_reads_its_head_with_the_agent(
+    client: TestClient,
+    store_engine: Engine,
+    replica: Replica,
+    cron_headers: dict[str, str],
+) -> None:
+    """complete's authentication brings the head of the assignment the agent holds (``Holding``),
+    so completing it takes two store statements: the authentication and ``cq_complete``. An
+    assignment the agent no longer holds (here: one a sweep expired) is looked up, and its late
+    outcome still counts."""
+    book(client, store_engine, replica, cron_headers, unsigned=(1, 2))
+    agent = new_agent(store_engine, "head-with-agent")
+    engine = client.app.state.services.engine  # type: ignore[attr-defined]
+    statements: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        if threading.current_thread().name.startswith("requests"):
+            statements.append(sql)
+
+    def complete(assignment_id: str) -> list[str]:
+        statements.clear()
+        event.listen(engine, "before_cursor_execute", on_statement)
+        try:
+            done = client.post(
+                f"/api/assignments/{assignment_id}/complete",
+                json={"outcome": "no_answer"},
+                headers=agent.auth,
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", on_statement)
+        assert done.status_code == 200, done.text
+        assert done.json()["status"] == "completed"
+        return statements
+
+    held = claim(client, agent)
+    first = complete(held["assignment_id"])
+    assert len(first) == 2, first
+    assert "FROM agents ag" in first[0] and "LEFT JOIN assignments h" in first[0], first
+    assert first[1].startswith("SELECT * FROM cq_complete("), first
+
+    lapsed = claim(client, agent)
+    with store_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
+                " WHERE id = :id"
+            ),
+            {"id": lapsed["assignment_id"]},
+        )
+        assert conn.execute(text("SELECT cq_sweep(10)")).scalar_one() == {"unsigned_users": 1}
+    late = complete(lapsed["assignment_id"])
+    assert len(late) == 3, late
+    assert "LEFT JOIN assignments h" in late[0], late
+    assert late[1].startswith("SELECT agent_id, user_id, queue_type"), late
+    assert late[2].startswith("SELECT * FROM cq_complete("), late
