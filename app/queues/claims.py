@@ -18,7 +18,8 @@ source; the differences are data (which source, which queue):
    the source with the reason it failed, so the next attempt moves on;
 4. commit.
 
-The order of every lock, and why, is written in the functions (the claim functions' migration).
+The order of every lock, and why, is written in the functions (the claim functions' migration,
+0007; ``cq_claim`` as 0008 replaced it).
 A replica error rolls back only the attempt in progress: the source stays as it was.
 """
 
