@@ -161,3 +161,15 @@ def new_agent(store: Engine, name: str, role: str = "agent") -> Agent:
             text("SELECT id FROM agents WHERE name = :n"), {"n": name}
         ).scalar_one()
     return Agent(name, int(agent_id), {"Authorization": f"Bearer {token}"})
+
+
+def lapse(store: Engine, assignment_id: Any) -> None:
+    """The assignment's lease runs out, as the clock would have it (a sweep has not run)."""
+    with store.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
+                " WHERE id = CAST(:id AS uuid)"
+            ),
+            {"id": str(assignment_id)},
+        )

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 
 from app.agents import deactivate_agent
 from tests.conftest import CRON_SECRET
-from tests.factories import Agent, Replica, add_scores, new_agent, own_phone
+from tests.factories import Agent, Replica, add_scores, lapse, new_agent, own_phone
 
 UNSIGNED = "unsigned_users"
 OUTSTANDING = "outstanding_requests"
@@ -745,14 +745,7 @@ def test_current_assignment(
     assert client.get("/api/assignments/current", headers=bob.auth).status_code == 204
 
     # A lapsed lease is no longer current, even before any sweep.
-    with store_engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = CAST(:i AS uuid)"
-            ),
-            {"i": held["assignment_id"]},
-        )
+    lapse(store_engine, held["assignment_id"])
     assert client.get("/api/assignments/current", headers=alice.auth).status_code == 204
 
     # After completing the next one, nothing is current.

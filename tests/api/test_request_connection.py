@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 
 from tests.api.test_agents_api import book, claim
-from tests.factories import Replica, new_agent
+from tests.factories import Replica, lapse, new_agent
 
 
 def test_every_dashboard_route_works_on_a_pool_of_one_connection(
@@ -113,14 +113,8 @@ def test_completing_the_held_assignment_reads_its_head_with_the_agent(
     assert first[1].startswith("SELECT * FROM cq_complete("), first
 
     lapsed = claim(client, agent)
+    lapse(store_engine, lapsed["assignment_id"])
     with store_engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = :id"
-            ),
-            {"id": lapsed["assignment_id"]},
-        )
         assert conn.execute(text("SELECT cq_sweep(10)")).scalar_one() == {"unsigned_users": 1}
     late = complete(lapsed["assignment_id"])
     assert len(late) == 3, late

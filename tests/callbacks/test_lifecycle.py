@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.callbacks.conftest import OUTSTANDING, UNSIGNED, Desk
-from tests.factories import new_agent, own_phone
+from tests.factories import lapse, new_agent, own_phone
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -46,18 +46,6 @@ def open_callbacks(d: Desk, user_id: int) -> list[Any]:
         "SELECT * FROM callbacks WHERE user_id = :u AND status IN ('scheduled', 'assigned')",
         u=user_id,
     )
-
-
-def lapse(d: Desk, assignment_id: str) -> None:
-    """The assignment's lease runs out, as the clock would have it."""
-    with d.store.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = :id"
-            ),
-            {"id": assignment_id},
-        )
 
 
 def release(d: Desk, name: str, assignment_id: str, *, requeue: bool) -> Any:
@@ -292,7 +280,7 @@ def test_an_expired_lease_puts_it_back_and_anyone_takes_it_after_the_window(
     d = desk(users=4, agents=("ann", "bob", "cy"))
     callback_id, before = booked_and_due(d)
     first = serve(d, "ann", callback_id)
-    lapse(d, first["assignment_id"])
+    lapse(d.store, first["assignment_id"])
 
     # The next claim (bob's) sweeps: the hand-out expires and the callback is due again, still
     # ann's for her personal window, so bob gets the queue.
@@ -333,7 +321,7 @@ def test_a_late_outcome_with_nobody_since_still_completes_the_callback(
     d = desk(users=3)
     callback_id, _ = booked_and_due(d)
     first = serve(d, "ann", callback_id)
-    lapse(d, first["assignment_id"])
+    lapse(d.store, first["assignment_id"])
     got = d.next_user("bob")  # sweeps
     assert got.json()["user_id"] == 101
     assert d.callback(callback_id).status == "scheduled"
@@ -450,7 +438,7 @@ def test_a_late_do_not_contact_cancels_the_callback_someone_else_now_serves(
     d = desk(users=4, agents=("ann", "bob", "cy"))
     callback_id, _ = booked_and_due(d, minutes_ago=31)
     first = serve(d, "ann", callback_id)
-    lapse(d, first["assignment_id"])
+    lapse(d.store, first["assignment_id"])
     taken = serve(d, "cy", callback_id)  # cy's claim sweeps ann's lapsed hand-out first
 
     late = d.complete("ann", first["assignment_id"], "do_not_contact")

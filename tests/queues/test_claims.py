@@ -28,7 +28,7 @@ from app.queues.kinds import SWAP_LOCK_KEY, QueueType
 from app.queues.outcomes import Outcome
 from app.replica.schema import claim_requirements, claims, users
 from app.services import Services
-from tests.factories import LONG_AGO, OWN_PHONE, add_scores, next_id, own_phone
+from tests.factories import LONG_AGO, OWN_PHONE, add_scores, lapse, next_id, own_phone
 
 UNSIGNED = QueueType.UNSIGNED_USERS
 OUTSTANDING = QueueType.OUTSTANDING_REQUESTS
@@ -1220,11 +1220,7 @@ def test_expired_lease_is_swept_by_the_next_claim_and_the_entry_handed_again(
     lease = first.assignment.lease_expires_at - first.assignment.assigned_at
     assert timedelta(seconds=9) <= lease <= timedelta(seconds=11)
     entry_id = first.assignment.queue_entry_id
-    store_exec(
-        store_engine,
-        "UPDATE assignments SET lease_expires_at = now() - interval '1 second' WHERE id = :id",
-        id=first.assignment.id,
-    )
+    lapse(store_engine, first.assignment.id)
 
     second = svc.claims.next_user(next_agent, UNSIGNED, flags())
 

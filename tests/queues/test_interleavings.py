@@ -26,6 +26,7 @@ from app.queues.kinds import QueueType
 from app.queues.leases import sweep_expired_leases
 from app.queues.outcomes import Outcome
 from app.services import Services
+from tests.factories import lapse
 from tests.queues.test_claims import flags, in_thread, make_agents, populate, seed
 
 UNSIGNED = QueueType.UNSIGNED_USERS
@@ -86,17 +87,6 @@ def wait_until_paused(engine: Engine, *, or_waiting: bool = False, timeout: floa
                 return
             assert time.monotonic() < deadline, "the paused session never reached its pause"
             time.sleep(0.02)
-
-
-def lapse(engine: Engine, assignment_id: Any) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = :id"
-            ),
-            {"id": assignment_id},
-        )
 
 
 def live_entries(engine: Engine, user_id: int) -> list[str]:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, text
 from app.agents import AgentIdentity
 from app.queues.leases import sweep_expired_leases
 from app.services import Services
-from tests.factories import Agent, Replica, add_scores, new_agent, own_phone
+from tests.factories import Agent, Replica, add_scores, lapse, new_agent, own_phone
 
 UNSIGNED = "unsigned_users"
 POPULATE = "/api/cron/populate-separated-queues"
@@ -70,17 +70,6 @@ def score(engine: Engine, user_id: int) -> dict[str, Any]:
     return fetch(engine, "SELECT * FROM user_call_scores WHERE user_id = :u", u=user_id)
 
 
-def expire(engine: Engine, assignment_id: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE assignments SET lease_expires_at = now() - interval '1 second'"
-                " WHERE id = CAST(:i AS uuid)"
-            ),
-            {"i": assignment_id},
-        )
-
-
 def sweep(engine: Engine) -> int:
     with engine.begin() as conn:
         return sweep_expired_leases(conn)
@@ -110,7 +99,7 @@ def test_expiry_returns_the_entry_to_the_queue(
     assert entry(store_engine, first["queue_entry_id"])["status"] == "assigned"
     assert sweep(store_engine) == 0  # nothing overdue yet
 
-    expire(store_engine, first["assignment_id"])
+    lapse(store_engine, first["assignment_id"])
     assert sweep(store_engine) == 1
 
     row = ledger(store_engine, first["assignment_id"])
@@ -140,7 +129,7 @@ def test_claim_sweeps_overdue_leases_itself(
     book(client, store_engine, replica, cron_headers, (1,))
     alice, bob = new_agent(store_engine, "alice"), new_agent(store_engine, "bob")
     first = next_user(client, alice)
-    expire(store_engine, first["assignment_id"])
+    lapse(store_engine, first["assignment_id"])
     again = next_user(client, bob)  # no explicit sweep: the claim expires alice's lease
     assert again["user_id"] == 1
     assert ledger(store_engine, first["assignment_id"])["status"] == "expired"
@@ -153,7 +142,7 @@ def _late_setup(
     book(client, store, replica, cron_headers, (1, 2))
     alice, bob = new_agent(store, "alice"), new_agent(store, "bob")
     late = next_user(client, alice)
-    expire(store, late["assignment_id"])
+    lapse(store, late["assignment_id"])
     assert sweep(store) == 1
     current = next_user(client, bob)
     assert current["user_id"] == late["user_id"] == 1
@@ -228,7 +217,7 @@ def test_completing_own_expired_swept_assignment_is_accepted(
     book(client, store_engine, replica, cron_headers, (1, 2))
     alice = new_agent(store_engine, "alice")
     held = next_user(client, alice)
-    expire(store_engine, held["assignment_id"])
+    lapse(store_engine, held["assignment_id"])
     assert sweep(store_engine) == 1
     assert entry(store_engine, held["queue_entry_id"])["status"] == "pending"
 
@@ -256,7 +245,7 @@ def test_completing_own_lapsed_unswept_assignment_is_accepted(
     book(client, store_engine, replica, cron_headers, (1,))
     alice = new_agent(store_engine, "alice")
     held = next_user(client, alice)
-    expire(store_engine, held["assignment_id"])  # lapsed, not yet swept
+    lapse(store_engine, held["assignment_id"])  # lapsed, not yet swept
     response = act(client, alice, held["assignment_id"], "complete", outcome="call_back")
     assert response.status_code == 200, response.text
     assert ledger(store_engine, held["assignment_id"])["status"] == "completed"
@@ -323,7 +312,7 @@ def test_extend_after_expiry_is_409(
     book(client, store_engine, replica, cron_headers, (1,))
     alice = new_agent(store_engine, "alice")
     held = next_user(client, alice)
-    expire(store_engine, held["assignment_id"])
+    lapse(store_engine, held["assignment_id"])
     lapsed = ledger(store_engine, held["assignment_id"])
     response = act(client, alice, held["assignment_id"], "extend")  # before any sweep
     assert response.status_code == 409, response.text
