@@ -211,7 +211,7 @@ class DashboardBearer(BearerToken):
     (``Caller.holding``). complete asks for it: the assignment it names is nearly always that
     one, and its head (user, queue, entry) is what a completion must know before it reads the
     replica, so the common completion needs no statement of its own to find it. One round trip
-    less per cycle: alternating claim benchmark runs measured it (README, Performance)."""
+    less per cycle, measured in process (README, Performance)."""
 
     def __init__(self, *, holding: bool = False) -> None:
         super().__init__()
