@@ -121,3 +121,65 @@ def test_completing_the_held_assignment_reads_its_head_with_the_agent(
     assert "LEFT JOIN assignments h" in late[0], late
     assert late[1].startswith("SELECT agent_id, user_id, queue_type"), late
     assert late[2].startswith("SELECT * FROM cq_complete("), late
+
+
+def test_a_late_outcome_while_holding_another_assignment_lands_on_its_own_user(
+    client: TestClient,
+    store_engine: Engine,
+    replica: Replica,
+    cron_headers: dict[str, str],
+) -> None:
+    """The head that comes with the authentication is the held assignment's: completing another
+    one (here the agent's earlier assignment, which a sweep expired) must use that one's head, or
+    the outcome would land on the person the agent is calling now."""
+    book(client, store_engine, replica, cron_headers, unsigned=(1, 2))
+    agent = new_agent(store_engine, "late-while-holding")
+    earlier = claim(client, agent)
+    lapse(store_engine, earlier["assignment_id"])
+    with store_engine.begin() as conn:
+        assert conn.execute(text("SELECT cq_sweep(10)")).scalar_one() == {"unsigned_users": 1}
+        # The earlier person is not due again yet: the next claim passes them by, so nobody has
+        # had them since and their late outcome still counts.
+        conn.execute(
+            text(
+                "UPDATE user_call_scores SET next_call_after = now() + interval '1 hour'"
+                " WHERE user_id = :u"
+            ),
+            {"u": earlier["user_id"]},
+        )
+    now = claim(client, agent)
+    assert now["user_id"] != earlier["user_id"]
+
+    done = client.post(
+        f"/api/assignments/{earlier['assignment_id']}/complete",
+        json={"outcome": "no_answer"},
+        headers=agent.auth,
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["user_id"] == earlier["user_id"]
+    with store_engine.connect() as conn:
+        rows = {
+            str(r.id): (r.status, r.outcome)
+            for r in conn.execute(
+                text("SELECT id, status, outcome FROM assignments WHERE agent_id = :a"),
+                {"a": agent.id},
+            )
+        }
+        attempts = dict(
+            conn.execute(
+                text("SELECT user_id, total_attempts FROM user_call_scores WHERE user_id IN (1, 2)")
+            ).all()
+        )
+        # The entry of the person being called now is still theirs.
+        held_entry = conn.execute(
+            text("SELECT status FROM unsigned_users_queue WHERE id = :id"),
+            {"id": now["queue_entry_id"]},
+        ).scalar_one()
+    assert rows == {
+        earlier["assignment_id"]: ("completed", "no_answer"),
+        now["assignment_id"]: ("active", None),
+    }
+    assert attempts[earlier["user_id"]] == 1 and attempts[now["user_id"]] == 0
+    assert held_entry == "assigned"
+    current = client.get("/api/assignments/current", headers=agent.auth)
+    assert current.status_code == 200 and current.json()["assignment_id"] == now["assignment_id"]
