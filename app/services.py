@@ -77,7 +77,7 @@ class Services:
     def environment_flags(self) -> Flags:
         """The environment's flags, built once for the process: with no override stored, every
         request's flags are these (building them cost about 8 µs of CPU per request)."""
-        return flags_with(self.settings, {})
+        return default_flags(self.settings)
 
     @cached_property
     def replica_monitor(self) -> ReplicaMonitor:
@@ -108,7 +108,7 @@ class Services:
             with self.engine.connect() as conn:
                 return current_flags(conn, self.settings)
         except SQLAlchemyError:
-            return default_flags(self.settings)
+            return self.environment_flags
 
     @cached_property
     def suppression(self) -> SuppressionList:
