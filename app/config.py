@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     docs_enabled: bool | None = None
     metrics_token: SecretStr | None = None
     # DATABASE_URL goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction).
-    db_transaction_pooling: bool = False
+    # Unset: inferred from DATABASE_DIRECT_URL (see ``transaction_pooling``).
+    db_transaction_pooling: bool | None = None
     # How long a peer (database host, replica, the app host holding the population lock) may be
     # silent before its connection is given up: TCP keepalives, tcp_user_timeout, and the
     # population lock's session lease.
@@ -172,10 +173,19 @@ class Settings(BaseSettings):
         return self.database_direct_url or self.database_url
 
     @property
+    def transaction_pooling(self) -> bool:
+        """DATABASE_URL goes through a transaction pooler: DB_TRANSACTION_POOLING when set, else
+        whenever DATABASE_DIRECT_URL names another connection (SPEC 7's way to say that
+        DATABASE_URL does not reach PostgreSQL directly)."""
+        if self.db_transaction_pooling is not None:
+            return self.db_transaction_pooling
+        return bool(self.database_direct_url) and self.database_direct_url != self.database_url
+
+    @property
     def replica_pooled(self) -> bool:
         """The replica is read through the store's transaction pooler (REPLICA_DATABASE_URL
         unset, or the same URL)."""
-        return self.db_transaction_pooling and self.replica_url == self.database_url
+        return self.transaction_pooling and self.replica_url == self.database_url
 
     @property
     def docs_on(self) -> bool:
@@ -197,7 +207,7 @@ class Settings(BaseSettings):
     def check_pooling(self) -> None:
         """Behind a transaction pooler the population's session lock needs a direct connection:
         without one, refuse to start rather than hold a lock the pooler cannot keep."""
-        if not self.db_transaction_pooling or not self.database_url:
+        if not self.transaction_pooling or not self.database_url:
             return
         if not self.database_direct_url or self.database_direct_url == self.database_url:
             raise ConfigError(

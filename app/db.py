@@ -47,8 +47,15 @@ UTC_NAMES = ("UTC", "Etc/UTC", "UCT", "Etc/UCT", "Zulu", "Etc/Zulu")
 
 
 class SessionBoundsMissing(SQLAlchemyError):
-    """A connection through the transaction pooler whose server session lacks the bounds: the
-    pooler must set them on its server connections (see the README, "PgBouncer")."""
+    """A store connection whose server session lacks the bounds: a pooler that does not set them
+    on its server connections, or one that dropped the startup parameter carrying them (see the
+    README, "PgBouncer")."""
+
+
+# Sent in a direct session's ``options`` startup parameter, beside the bounds: a connection that
+# comes up without it went through something that dropped the parameter (a pooler configured
+# with ``ignore_startup_parameters = options``), and is treated as pooled.
+STARTUP_MARKER = ("callqueue.startup", "options")
 
 
 def keepalive_args(dead_peer_seconds: int) -> dict[str, int]:
@@ -98,6 +105,7 @@ def server_options(dead_peer_seconds: int, **extra: str | int) -> str:
         "tcp_keepalives_interval": interval,
         "tcp_keepalives_count": count,
         "tcp_user_timeout": dead_peer_seconds * 1000,
+        STARTUP_MARKER[0]: STARTUP_MARKER[1],
         **extra,
     }
     return " ".join(f"-c {name}={value}" for name, value in settings.items())
@@ -123,7 +131,7 @@ def store_connect_args(settings: Settings, *, pooled: bool) -> dict[str, Any]:
 
 def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     """The service's own PostgreSQL. Statements are bounded: a stuck lock cannot hang a worker."""
-    pooled = settings.db_transaction_pooling
+    pooled = settings.transaction_pooling
     engine = create_engine(
         settings.require_database(),
         pool_size=pool_size or settings.db_pool_size,
@@ -135,8 +143,7 @@ def create_store_engine(settings: Settings, *, pool_size: int | None = None) -> 
     )
     ping_when_idle(engine, PING_AFTER_IDLE_SECONDS)
     log_slow_statements(engine, settings.slow_statement_ms)
-    if pooled:
-        require_session_bounds(engine)
+    require_session_bounds(engine, pooled=pooled)
     return engine
 
 
@@ -187,9 +194,15 @@ def create_direct_engine(settings: Settings) -> Engine:
     )
 
 
-# The session settings every store connection must carry: the bounds and the time zone.
-_BOUNDS_QUERY = "SELECT name, setting FROM pg_settings WHERE name IN ({})".format(
-    ", ".join(f"'{name}'" for name in (*SESSION_BOUNDS_MS, "TimeZone"))
+# The session settings every store connection must carry (the bounds and the time zone), and
+# whether the startup options arrived.
+_BOUNDS_QUERY = (
+    "SELECT name, setting FROM pg_settings WHERE name IN ({}) UNION ALL"
+    " SELECT '{}', current_setting('{}', true)".format(
+        ", ".join(f"'{name}'" for name in (*SESSION_BOUNDS_MS, "TimeZone")),
+        STARTUP_MARKER[0],
+        STARTUP_MARKER[0],
+    )
 )
 
 
@@ -205,15 +218,20 @@ def missing_session_bounds(settings_in_force: dict[str, str]) -> list[str]:
     return missing
 
 
-def require_session_bounds(engine: Engine) -> None:
-    """Behind a transaction pooler, the session bounds cannot travel in the startup packet and
-    a session SET would leak to whoever gets the server connection next; and a ``SET LOCAL``
-    per transaction would miss the statements that run on their own (autocommit), such as a
-    completion's. So the pooler's server connections must carry them (PgBouncer's
-    ``connect_query``, or ``ALTER ROLE ... IN DATABASE ... SET``), and every new connection
-    checks that they do: one round trip when the pool grows, nothing per transaction. A
-    connection without them is refused, so requests answer 503 and /readyz says not ready,
-    instead of running unbounded."""
+def require_session_bounds(engine: Engine, *, pooled: bool) -> None:
+    """Every new store connection checks that its session carries the bounds, whatever the
+    settings say: one round trip when the pool grows, nothing per transaction. A connection
+    without them is refused, so requests answer 503 and /readyz says not ready (and the server
+    will not start), with a message naming what is missing, instead of running unbounded.
+
+    Direct, the bounds travel in the ``options`` startup parameter. Behind a transaction pooler
+    they cannot: a session SET would leak to whoever gets the server connection next, and a ``SET
+    LOCAL`` per transaction would miss the statements that run on their own (autocommit), such as
+    a completion's; so the pooler's server connections must carry them (PgBouncer's
+    ``connect_query``, or ``ALTER ROLE ... IN DATABASE ... SET``). A connection that was meant to
+    be direct but came up without the startup options (STARTUP_MARKER missing) went through a
+    pooler after all: it gets no server-side prepared statements, which a transaction pooler
+    would hand to another client's session (``prepared statement "_pg3_1" does not exist``)."""
 
     @event.listens_for(engine, "connect")
     def _check(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
@@ -224,13 +242,32 @@ def require_session_bounds(engine: Engine) -> None:
         finally:
             cursor.close()
             dbapi_connection.rollback()
+        options_arrived = found.get(STARTUP_MARKER[0]) == STARTUP_MARKER[1]
+        if not options_arrived:
+            dbapi_connection.prepare_threshold = None
         missing = missing_session_bounds(found)
-        if missing:
-            log.error("store.session_bounds_missing", extra={"missing": ", ".join(missing)})
-            raise SessionBoundsMissing(
-                "DB_TRANSACTION_POOLING is on but the pooler's server sessions lack "
+        if not missing:
+            return
+        log.error("store.session_bounds_missing", extra={"missing": ", ".join(missing)})
+        if pooled:
+            cause = (
+                "DATABASE_URL goes through a transaction pooler (DB_TRANSACTION_POOLING, or"
+                " DATABASE_DIRECT_URL set to another connection) whose server sessions lack "
                 + "; ".join(missing)
+                + ": set them on the pooler's server connections (PgBouncer: connect_query) or"
+                " for the role (ALTER ROLE ... SET); if DATABASE_URL reaches PostgreSQL"
+                " directly, set DB_TRANSACTION_POOLING=false"
             )
+        else:
+            cause = (
+                "the store's sessions lack "
+                + "; ".join(missing)
+                + ": the connection's startup options did not reach PostgreSQL (a pooler with"
+                " ignore_startup_parameters = options?). Behind a transaction pooler, set"
+                " DATABASE_DIRECT_URL to a connection that bypasses it and set the bounds on the"
+                " pooler's server connections (PgBouncer: connect_query)"
+            )
+        raise SessionBoundsMissing(cause)
 
 
 def ping_when_idle(engine: Engine, idle_seconds: float) -> None:

@@ -89,10 +89,9 @@ class Services:
         )
 
     def require_session_bounds(self) -> None:
-        """Behind a transaction pooler, refuse to start when the pooler's sessions lack the
-        bounds (a database that is down is /readyz's business, not a reason to refuse)."""
-        if not self.settings.db_transaction_pooling:
-            return
+        """Refuse to start when the store's sessions lack the bounds: behind a pooler that does
+        not set them, or that drops the startup parameter which carries them (a database that is
+        down is /readyz's business, not a reason to refuse)."""
         try:
             with self.engine.connect():
                 pass

@@ -10,7 +10,9 @@ PgBouncer refuses to run as root: as root, it runs as the ``postgres`` system us
 Two database entries: ``*`` forwards any database name to the server, and its server connections
 carry the service's session bounds (``connect_query``), as the README tells operators to set
 them; ``cq_unbounded`` (the server's ``postgres`` database) has none, for the tests that show the
-service refusing such a pooler. The pool is small (8 server connections per database), so the
+service refusing such a pooler. It drops the ``options`` and ``application_name`` startup
+parameters (``ignore_startup_parameters``), a common setting: a client's session bounds never
+reach the server through it. The pool is small (8 server connections per database), so the
 service's connections are multiplexed over fewer server connections, as in production.
 """
 
@@ -54,7 +56,7 @@ reserve_pool_size = 0
 max_client_conn = 1000
 max_db_connections = 0
 server_reset_query =
-ignore_startup_parameters = extra_float_digits
+ignore_startup_parameters = extra_float_digits,options,application_name
 server_idle_timeout = 30
 logfile = {directory}/pgbouncer.log
 pidfile = {directory}/pgbouncer.pid

@@ -100,6 +100,8 @@ def test_a_vanished_population_host_frees_the_lock_within_the_bound(
             via(replica_link, replica_url),
             CRON_SECRET,
             DATABASE_DIRECT_URL=via(lock_link, store_url),
+            # A proxy of the test's, not a transaction pooler: DATABASE_URL is direct too.
+            DB_TRANSACTION_POOLING="false",
             DEAD_PEER_TIMEOUT_SECONDS=str(LEASE),
             # The walk's replica read is slowed to keep the run (and its lock) going; its
             # client-side deadline must not end it first.

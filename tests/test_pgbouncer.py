@@ -1,9 +1,11 @@
 """PgBouncer in transaction pooling mode (issue 11, item 5), the way the README recommends it.
 
 Debian's PgBouncer (1.18) in front of the tests' PostgreSQL, pool_mode=transaction, 8 server
-connections per database (tests/pgbouncer.py). The service runs as real processes with
-DATABASE_URL through the pooler, DB_TRANSACTION_POOLING=true and DATABASE_DIRECT_URL straight to
-PostgreSQL, and is driven over HTTP only, as dashboards, schedulers and supervisors drive it:
+connections per database, ``ignore_startup_parameters = extra_float_digits,options,
+application_name`` (tests/pgbouncer.py). The service runs as real processes with DATABASE_URL
+through the pooler and DATABASE_DIRECT_URL straight to PostgreSQL (which is how it knows there is
+a pooler: DB_TRANSACTION_POOLING is not set), and is driven over HTTP only, as dashboards,
+schedulers and supervisors drive it:
 
 * next-user and complete, from many agents at once, over and over (psycopg would have prepared
   those statements after five executions; through the pooler those answered 500 before);
@@ -12,8 +14,10 @@ PostgreSQL, and is driven over HTTP only, as dashboards, schedulers and supervis
 * two populations triggered at once: one 200, one 409 (the lock is a session lock, held on the
   direct connection);
 * the session bounds (lock_timeout here) in force for a completion's autocommit statement;
-* and the combinations that cannot work refused: DB_TRANSACTION_POOLING without a direct URL,
-  a pooler whose sessions lack the bounds, and the pooler without DB_TRANSACTION_POOLING.
+* DATABASE_URL alone through the pooler: the startup options did not arrive, so the service
+  prepares no statements there, and works (the pooler's sessions carry the bounds);
+* and the combinations that cannot work refused with a message naming what is missing:
+  DB_TRANSACTION_POOLING without a direct URL, and a pooler whose sessions lack the bounds.
 """
 
 from __future__ import annotations
@@ -87,7 +91,6 @@ def pooled_env(
         through(store_url, pgbouncer_port),
         replica_url,
         CRON_SECRET,
-        DB_TRANSACTION_POOLING="true",
         DATABASE_DIRECT_URL=store_url,
         QUEUE_SIZE_LIMIT="500",
         DB_POOL_SIZE="10",
@@ -299,19 +302,24 @@ def test_pooling_without_a_direct_url_refuses_to_start(
         TestClient(create_app(settings)).__enter__()
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["with-direct-url", "alone"])
 def test_a_pooler_without_the_session_bounds_is_refused(
-    make_settings: Callable[..., Any], store_url: str, pgbouncer_port: int
+    make_settings: Callable[..., Any], store_url: str, pgbouncer_port: int, direct: bool
 ) -> None:
     """A pooler whose server sessions run without statement_timeout, lock_timeout,
-    idle_in_transaction_session_timeout and UTC: the service will not start on it, and a
-    connection made later (the pooler reconfigured underneath) is refused, so requests answer
-    503 and /readyz says not ready instead of running unbounded."""
+    idle_in_transaction_session_timeout and UTC: the service will not start on it, saying which
+    are missing, and a connection made later (the pooler reconfigured underneath) is refused, so
+    requests answer 503 and /readyz says not ready instead of running unbounded. With
+    DATABASE_URL alone (no pooling said anywhere) the bounds sent as startup options never
+    arrive: refused the same way, and the message says what to set."""
     unbounded = through(store_url, pgbouncer_port, "cq_unbounded")
     settings = make_settings(
-        database_url=unbounded, db_transaction_pooling=True, database_direct_url=store_url
+        database_url=unbounded, database_direct_url=store_url if direct else None
     )
-    with pytest.raises(ConfigError, match="lock_timeout"):
+    with pytest.raises(ConfigError, match="lock_timeout") as refused:
         TestClient(create_app(settings)).__enter__()
+    assert "connect_query" in refused.value.detail
+    assert ("startup options did not reach" in refused.value.detail) is not direct
     engine = create_store_engine(settings)
     try:
         with pytest.raises(SessionBoundsMissing, match="statement_timeout"), engine.connect():
@@ -320,15 +328,36 @@ def test_a_pooler_without_the_session_bounds_is_refused(
         engine.dispose()
 
 
-def test_the_pooler_without_db_transaction_pooling_is_not_ready(
-    make_client: Callable[..., TestClient], store_url: str, pgbouncer_port: int
+@pytest.mark.parametrize("pooling", [None, False], ids=["unset", "false"])
+def test_a_pooler_that_drops_the_startup_options_works_without_a_pooling_setting(
+    make_client: Callable[..., TestClient],
+    store_url: str,
+    store_engine: Engine,
+    replica_engine: Engine,
+    pgbouncer_port: int,
+    pooling: bool | None,
 ) -> None:
-    """Pointed at PgBouncer without DB_TRANSACTION_POOLING, the service sends its bounds as a
-    startup option, which PgBouncer refuses: /readyz says not ready at once, rather than the
-    claim path failing later on prepared statements."""
-    client = make_client(database_url=through(store_url, pgbouncer_port))
-    ready = client.get("/readyz")
-    assert (ready.status_code, ready.json()["database"]) == (503, "error")
+    """DATABASE_URL through the pooler and nothing saying so (or DB_TRANSACTION_POOLING=false):
+    the startup options never reached PostgreSQL, which every new connection notices, so no
+    statement is prepared there; next-user and complete run past psycopg's prepare threshold
+    (they answered 500, "prepared statement _pg3_1 does not exist", before)."""
+    seed(replica_engine, store_engine)
+    (auth,) = tokens(store_engine, f"dropped-{pooling}", 1)
+    client = make_client(
+        database_url=through(store_url, pgbouncer_port), db_transaction_pooling=pooling
+    )
+    assert client.get("/readyz").status_code == 200
+    cron = client.get(POPULATE, headers=CRON)
+    assert cron.status_code == 200, cron.text
+    for _ in range(CYCLES):
+        got = client.post("/api/queues/unsigned_users/next-user", headers=auth)
+        assert got.status_code == 200, got.text
+        done = client.post(
+            f"/api/assignments/{got.json()['assignment_id']}/complete",
+            headers=auth,
+            json={"outcome": "no_answer"},
+        )
+        assert done.status_code == 200, done.text
 
 
 def test_the_pooled_engine_has_the_bounds_and_no_prepared_statements(
