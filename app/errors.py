@@ -45,6 +45,12 @@ class UnreadableFile(CallqueueError):
     code = "UnreadableFile"
 
 
+class SuppressionKeyMismatch(CallqueueError):
+    """This process's SUPPRESSION_KEY is not the one the do-not-call list was built with."""
+
+    code = "SuppressionKeyMismatch"
+
+
 class ReplicaUnavailable(CallqueueError):
     code = "ReplicaUnavailable"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
@@ -17,6 +18,7 @@ from app.flags import Flags
 from app.queues.callbacks import LATE_WINDOW_MINUTES, callback_counts
 from app.queues.kinds import KINDS, QueueType
 from app.replica.monitor import ReplicaMonitor
+from app.rules.suppression import KEY_MISMATCHED
 from app.timestamps import iso
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -36,9 +38,13 @@ def schema_head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def readiness(engine: Engine, replica: ReplicaMonitor) -> dict[str, str]:
-    """The replica's state is the background check's, never waited for."""
-    database, schema = "error", "unknown"
+def readiness(
+    engine: Engine, replica: ReplicaMonitor, key_state: Callable[[Connection], str]
+) -> dict[str, str]:
+    """The replica's state is the background check's, never waited for. ``key_state``: whether
+    this process's SUPPRESSION_KEY is the do-not-call list's (app.rules.suppression); a process
+    with another key is not ready (SPEC 8.1), since it would hand nobody out."""
+    database, schema, key = "error", "unknown", "unknown"
     try:
         with engine.connect() as conn:
             database = "ok"
@@ -51,14 +57,17 @@ def readiness(engine: Engine, replica: ReplicaMonitor) -> dict[str, str]:
                 else None
             )
             schema = "current" if version == schema_head() else "behind"
+            if schema == "current":
+                key = key_state(conn)
     except SQLAlchemyError:  # including a pooled session without its bounds (app.db)
         pass
-    ready = database == "ok" and schema == "current"
+    ready = database == "ok" and schema == "current" and key != KEY_MISMATCHED
     return {
         "status": "ready" if ready else "not_ready",
         "database": database,
         "schema": schema,
         "replica": replica.state,
+        "suppression_key": key,
     }
 
 

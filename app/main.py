@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.build(settings)
         try:
             services.require_session_bounds()
+            services.record_suppression_key()
         except BaseException:
             services.dispose()
             raise

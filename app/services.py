@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import Settings
 from app.db import SessionBoundsMissing, create_direct_engine, create_store_engine
-from app.errors import ConfigError
+from app.errors import ConfigError, SuppressionKeyMismatch
 from app.flags import Flags, current_flags, default_flags, flags_with
 from app.intake.discovery import Discovery, DiscoveryOptions, discovery_lock
 from app.locks import RunLock
@@ -100,6 +100,17 @@ class Services:
         except SQLAlchemyError:
             pass
 
+    def record_suppression_key(self) -> None:
+        """At start-up: record this process's SUPPRESSION_KEY fingerprint when the database has
+        none yet, so /readyz tells at once whether the key is the do-not-call list's. A process
+        with another key starts, not ready, and hands nobody out (SPEC 8.1); a database that is
+        down or not migrated yet is /readyz's business, and the first hand-out records it."""
+        try:
+            with self.engine.begin() as conn:
+                self.suppression.check_key(conn)
+        except (SuppressionKeyMismatch, SQLAlchemyError):
+            pass
+
     def flags(self) -> Flags:
         """The flags in force, read per call so a supervisor's change reaches every process on
         its next request. With the database down, the environment defaults apply."""
@@ -137,7 +148,7 @@ class Services:
             self.engine,
             self.replica,
             self.claim_settings,
-            self.suppression.phone_key,
+            self.suppression,
             self.calling_window,
         )
 
@@ -152,7 +163,6 @@ class Services:
             self.autocommit,
             self.replica,
             self.claim_settings,
-            self.suppression.phone_key,
             self.calling_window,
         )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from app.config import Settings
+from tests.conftest import SUPPRESSION_KEY
 
 SETTING_VARIABLES = {name.upper() for name in Settings.model_fields}
 
@@ -68,11 +69,13 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 
 
 def service_env(store_url: str, replica_url: str, cron_secret: str, **extra: str) -> dict[str, str]:
-    """The environment of a test service process: the test databases, nothing else inherited."""
+    """The environment of a test service process: the test databases and the suite's
+    do-not-call key (another key would be refused: SPEC 8.1), nothing else inherited."""
     return clean_env(
         DATABASE_URL=store_url,
         REPLICA_DATABASE_URL=replica_url,
         CRON_SECRET=cron_secret,
+        SUPPRESSION_KEY=SUPPRESSION_KEY,
         APP_ENV="test",
         COOLING_PERIOD_MINUTES="0",
         SCHEDULER_ENABLED="false",

@@ -3,8 +3,9 @@ into psql builds the same schema (SPEC 2, 6)."""
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,12 +16,13 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from app.health import MIGRATIONS_DIR, alembic_config, schema_head
 from app.models import metadata
 from app.queues.kinds import KINDS, SWAP_LOCK_KEY
+from migrations import sqlfiles
 from tests import pg
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,19 +161,82 @@ def test_offline_sql_builds_the_schema_with_psql(fresh_database: str) -> None:
     assert diff == []
 
 
-def test_the_claim_functions_know_the_queues_as_the_code_does() -> None:
-    """Migration 0004 freezes each queue's table, swap lock id and detail columns into its
-    functions; app/queues/kinds.py must agree, or claims and swaps would take different locks."""
-    [path] = (MIGRATIONS_DIR / "versions").glob("*_claim_functions.py")
-    spec = importlib.util.spec_from_file_location("claim_functions", path)
-    assert spec is not None and spec.loader is not None
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
-    frozen = {
-        queue: (table, lock_id, tuple(details))
-        for queue, (table, lock_id, details) in migration.QUEUES.items()
+def installed(url: str) -> dict[str, tuple[str, str]]:
+    """Our functions and views in the database: name -> (kind, body as PostgreSQL keeps it)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            functions = conn.execute(
+                text(
+                    "SELECT p.proname, p.prosrc FROM pg_proc p"
+                    " JOIN pg_namespace n ON n.oid = p.pronamespace"
+                    " WHERE n.nspname = 'public' AND p.proname LIKE 'cq\\_%'"
+                )
+            ).all()
+            views = conn.execute(
+                text(
+                    "SELECT viewname, definition FROM pg_views"
+                    " WHERE schemaname = 'public' AND viewname LIKE 'cq\\_%'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {
+        **{name: ("FUNCTION", body) for name, body in functions},
+        **{name: ("VIEW", body) for name, body in views},
     }
-    assert frozen == {
-        str(q): (kind.table, kind.swap_lock_id, kind.detail_columns) for q, kind in KINDS.items()
-    }
-    assert migration.SWAP_NS == SWAP_LOCK_KEY
+
+
+def test_upgrade_head_installs_exactly_the_current_sql_files(fresh_database: str) -> None:
+    """migrations/sql/ is where a reader finds the claim functions (sqlfiles.CURRENT, one file
+    each): what `alembic upgrade head` installs is exactly those, no more, and each function's
+    body is the file's. A migration that changes a function without updating CURRENT, or a file
+    edited without a migration, fails here."""
+    alembic(fresh_database, "upgrade", "head")
+    found = installed(fresh_database)
+    expected = {}
+    for path in sqlfiles.files(sqlfiles.CURRENT):
+        kind, name = sqlfiles.defined(path)
+        body = path.read_text()
+        expected[name] = (kind, body.split("$$")[1] if kind == "FUNCTION" else None)
+    assert set(found) == set(expected)
+    for name, (kind, body) in expected.items():
+        assert found[name][0] == kind, name
+        if body is not None:
+            assert found[name][1] == body, f"{name}: the database's text is not the file's"
+
+
+def test_the_claim_functions_take_the_swap_locks_the_code_takes(store_engine: Engine) -> None:
+    """The SQL names each queue's swap lock (pg_advisory_xact_lock(1667329132, n)) as
+    app/queues/kinds.py does: otherwise a claim would wait for a lock the swap never takes."""
+    for queue_type, kind in KINDS.items():
+        with store_engine.begin() as conn:
+            conn.execute(text("SELECT cq_swap_lock_shared(:q)"), {"q": str(queue_type)})
+            held = conn.execute(
+                text(
+                    "SELECT classid::bigint, objid::bigint, objsubid, mode FROM pg_locks"
+                    " WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                )
+            ).all()
+        # Two int4 keys: (classid, objid) with objsubid 2.
+        assert held == [(SWAP_LOCK_KEY, kind.swap_lock_id, 2, "ShareLock")]
+
+
+def test_every_migration_is_self_contained() -> None:
+    """A migration never loads another (by path or import) nor reads another's SQL folder: what
+    it does cannot change when someone edits a different migration."""
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("[0-9]*.py")):
+        source = path.read_text()
+        tree = ast.parse(source)
+        revision = path.name.split("_", 1)[0]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names]
+                module = getattr(node, "module", None) or ""
+                assert "importlib" not in names and not module.startswith("importlib"), path
+                assert "versions" not in module, path
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named = re.match(r"(\d{4})_\w+", node.value)
+                if named:
+                    assert named.group(1) == revision, f"{path.name} reads {node.value}"
+        assert "spec_from_file_location" not in source and "exec_module" not in source, path

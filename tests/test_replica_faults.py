@@ -642,7 +642,13 @@ def test_probes_never_wait_on_the_replica(rig: Rig, fault: str) -> None:
         ready = probe(rig, lambda: rig.client.get("/readyz"))
         assert (ready.status_code, ready.json()) == (
             200,
-            {"status": "ready", "database": "ok", "schema": "current", "replica": "error"},
+            {
+                "status": "ready",
+                "database": "ok",
+                "schema": "current",
+                "replica": "error",
+                "suppression_key": "ok",
+            },
         )
         _assert_health(probe(rig, rig.health), 200, "degraded", "error", [REPLICA_ISSUE])
 
@@ -664,7 +670,13 @@ def test_health_while_the_replica_is_down_and_after_it_heals(rig: Rig, fault: st
     ready = probe(rig, lambda: rig.client.get("/readyz"))
     assert (ready.status_code, ready.json()) == (
         200,
-        {"status": "ready", "database": "ok", "schema": "current", "replica": "error"},
+        {
+            "status": "ready",
+            "database": "ok",
+            "schema": "current",
+            "replica": "error",
+            "suppression_key": "ok",
+        },
     )
     live = rig.client.get("/healthz")
     assert (live.status_code, live.json()) == (200, {"status": "alive"})

@@ -200,6 +200,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "max_week": 10,
             "daily_exempt": False,
             "phone_key": "0" * 64,
+            "key_fingerprint": services.suppression.fingerprint,
         }
         steps: list[tuple[Statement, dict[str, Any]]] = [
             (agents._AUTHENTICATE[False], {"token_hash": hash_token(token)}),
@@ -233,7 +234,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "verdict_known": True,
             "verdict_type": "outstanding_requests",
             "verdict_reason": "r",
-            "suppress_key": None,
+            "suppresses": False,
         }
         driver, plain = _both_ways(
             conn,

@@ -39,6 +39,8 @@ STATUS: dict[type[errors.CallqueueError], int] = {
     errors.InvalidInput: 422,
     errors.ServiceBusy: 503,
     errors.OutsideCallingHours: 409,
+    # A process whose do-not-call key is not the list's hands nobody out (SPEC 8.1).
+    errors.SuppressionKeyMismatch: 503,
 }
 
 

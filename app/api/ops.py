@@ -26,9 +26,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(services: ServicesDep) -> Any:
-    """Ready when the database answers and its schema is at the latest migration. The replica's
-    state is reported but never fails readiness: a replica blip must not empty the load balancer."""
-    body = readiness(services.engine, services.replica_monitor)
+    """Ready when the database answers, its schema is at the latest migration and this process's
+    SUPPRESSION_KEY is the do-not-call list's. The replica's state is reported but never fails
+    readiness: a replica blip must not empty the load balancer."""
+    body = readiness(services.engine, services.replica_monitor, services.suppression.key_state)
     return JSONResponse(body, status_code=200 if body["status"] == "ready" else 503)
 
 

@@ -110,6 +110,9 @@ class Readiness(BaseModel):
     database: Literal["ok", "error"]
     schema_: Literal["current", "behind", "unknown"] = Field(alias="schema")
     replica: Literal["ok", "error"]
+    # Whether this process's SUPPRESSION_KEY is the do-not-call list's ("unset": no list key
+    # recorded yet; "unknown": the database could not say).
+    suppression_key: Literal["ok", "mismatch", "unset", "unknown"]
 
 
 class ReplenishDecision(BaseModel):

@@ -1,26 +1,14 @@
 """Creating and updating score rows from upstream (SPEC 7.1): the scores API, the CSV import and
 discovery all write through here.
 
-**The scorer and the service's outcomes never erase each other.** The scorer owns the score
-columns and sets them to absolute values; the service changes ``current_score`` only by relative
-updates, one statement per completed call (``app/queues/outcomes.py``), and counts each call in
-``total_attempts``. A scorer's value is computed from what the scorer last read, so a call
-completed after that read is one its value may not include. The rule, applied to each row under
-its row lock:
-
-* ``scored_attempts`` holds ``total_attempts`` as of the scorer's previous write to the row;
-* when ``total_attempts > scored_attempts`` (a call was completed since), the new
-  ``current_score`` is the greater of the scorer's value and the stored one: the scorer may raise
-  what an outcome raised, never lower it; otherwise it is the scorer's value;
-* ``scored_attempts`` then becomes ``total_attempts``: from the scorer's next write on, its value
-  stands as given (by then it has had the chance to read the outcome).
-
-The other score columns (``base_score``, ``outcome_penalty_score``, ``time_penalty_score``) are
-the scorer's alone and are set as given; a column not given is left as it is. Nothing else is
-ever written here: not ``next_call_after``, the counters, ``is_active`` or the queue type of an
-existing row. Whatever the order of a concurrent outcome and upsert, both survive: the outcome's
-counters, dates and deactivation always; its score change either on top of the scorer's value
-(outcome second) or kept as a floor until the scorer's next write (outcome first).
+**Scores as given** (SPEC 8.1). The scorer owns the score columns (``current_score``,
+``base_score``, ``outcome_penalty_score``, ``time_penalty_score``) and sets them to the values it
+sends, whatever outcomes came before; a column not given is left as it is. An outcome's effect on
+scheduling lives in ``next_call_after`` (and the counters, ``is_active``, the queue type), which
+this module never writes for an existing row. So the same body twice gives ``unchanged`` for every
+row the second time. The service's own outcomes change ``current_score`` only by relative,
+clamped updates in one statement (``cq_complete``), so a concurrent upsert and outcome never lose
+each other's write: each is applied to the row as the other left it, under the row lock.
 """
 
 from __future__ import annotations
@@ -66,14 +54,12 @@ class UpsertCounts:
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """What a score row holds that the rule looks at."""
+    """A score row's score columns."""
 
     current_score: int
     base_score: int
     outcome_penalty_score: int
     time_penalty_score: int
-    total_attempts: int
-    scored_attempts: int
 
     def scores(self) -> tuple[int, int, int, int]:
         return (
@@ -85,12 +71,9 @@ class Stored:
 
 
 def next_scores(given: ScoreRow, stored: Stored) -> tuple[int, int, int, int]:
-    """The score columns after the scorer's write (see the module's docstring)."""
-    current = given.current_score
-    if stored.total_attempts > stored.scored_attempts:
-        current = max(current, stored.current_score)
+    """The score columns after the scorer's write: as given, a component not given as it is."""
     return (
-        current,
+        given.current_score,
         stored.base_score if given.base_score is None else given.base_score,
         stored.outcome_penalty_score
         if given.outcome_penalty_score is None
@@ -99,7 +82,7 @@ def next_scores(given: ScoreRow, stored: Stored) -> tuple[int, int, int, int]:
     )
 
 
-_STORED_COLUMNS = "user_id, " + ", ".join(SCORE_COLUMNS) + ", total_attempts, scored_attempts"
+_STORED_COLUMNS = "user_id, " + ", ".join(SCORE_COLUMNS)
 _BATCH = "user_id = ANY(CAST(:ids AS bigint[]))"
 _READ = text(f"SELECT {_STORED_COLUMNS} FROM user_call_scores WHERE {_BATCH}")
 # Locked in user id order, as every bulk writer of score rows locks them (transitions.py).
@@ -118,12 +101,10 @@ _UPDATE = text(
            base_score = v.base_score,
            outcome_penalty_score = v.outcome_penalty_score,
            time_penalty_score = v.time_penalty_score,
-           scored_attempts = s.total_attempts,
-           updated_at = CASE WHEN v.changed THEN now() ELSE s.updated_at END
+           updated_at = now()
       FROM unnest(CAST(:user_ids AS bigint[]), CAST(:current AS int[]), CAST(:base AS int[]),
-                  CAST(:outcome AS int[]), CAST(:time AS int[]), CAST(:changed AS boolean[]))
-           AS v(user_id, current_score, base_score, outcome_penalty_score, time_penalty_score,
-                changed)
+                  CAST(:outcome AS int[]), CAST(:time AS int[]))
+           AS v(user_id, current_score, base_score, outcome_penalty_score, time_penalty_score)
      WHERE s.user_id = v.user_id
     """
 )
@@ -321,15 +302,15 @@ def write_batch(
     counts = UpsertCounts()
     first = True
     while pending:
-        updates: list[tuple[int, tuple[int, int, int, int], bool]] = []
+        updates: list[tuple[int, tuple[int, int, int, int]]] = []
         for row in conn.execute(_LOCK, {"ids": pg_int_array(sorted(pending))}):
             stored = _stored(row)
             values = next_scores(pending.pop(row.user_id), stored)
-            changed = values != stored.scores()
-            counts.updated += changed
-            counts.unchanged += not changed
-            if changed or stored.total_attempts != stored.scored_attempts:
-                updates.append((row.user_id, values, changed))
+            if values == stored.scores():
+                counts.unchanged += 1
+            else:
+                counts.updated += 1
+                updates.append((row.user_id, values))
         if updates:
             conn.execute(
                 _UPDATE,
@@ -339,7 +320,6 @@ def write_batch(
                     "base": pg_int_array(u[1][1] for u in updates),
                     "outcome": pg_int_array(u[1][2] for u in updates),
                     "time": pg_int_array(u[1][3] for u in updates),
-                    "changed": pg_array(u[2] for u in updates),
                 },
             )
         if not pending:

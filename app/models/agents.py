@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+from app.models.rules import HASH_CHECK
 from app.models.types import TZDateTime, created_at_column, updated_at_column
 
 
@@ -61,6 +62,10 @@ class Assignment(Base):
     # Source 'callback': the callback served, and when it was due at this hand-out.
     callback_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     callback_due_at: Mapped[datetime | None] = mapped_column(TZDateTime)
+    # The keyed hash (app.rules.suppression) of the number handed to the agent: a do_not_contact
+    # outcome suppresses exactly this number, whatever the replica says later. None when the
+    # number could not be parsed.
+    phone_hash: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -70,6 +75,7 @@ class Assignment(Base):
         CheckConstraint(
             "(source = 'callback') = (callback_id IS NOT NULL)", name="callback_source"
         ),
+        CheckConstraint(HASH_CHECK, name="phone_hash"),
         # The database, not the code, guarantees one live hand-out per user and per agent.
         Index(
             "uq_assignments_active_user",

@@ -33,9 +33,6 @@ class UserCallScore(Base):
     current_queue_type: Mapped[str | None] = mapped_column(String(32))
     last_reset_date: Mapped[datetime | None] = mapped_column(TZDateTime)
     last_queue_check: Mapped[datetime | None] = mapped_column(TZDateTime)
-    # total_attempts when the upstream scorer last wrote this row's scores: a completed call
-    # since then means an outcome the scorer's value may not include (app/intake/upsert.py).
-    scored_attempts: Mapped[int] = mapped_column(server_default=text("0"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

@@ -1,8 +1,9 @@
 """What an agent does with an assignment: look at it, extend, release, complete (SPEC 3.3, 3.4).
 
-Every action takes its locks in the service-wide order (the entry's queue swap lock, the entry,
-the ledger row, the score row; see the claim functions' migration), so actions, claims, sweeps
-and refreshes never deadlock one another. Only the holder may act; another agent's assignment is
+Every action is one database function (``cq_extend``, ``cq_release``, ``cq_complete``, in
+migrations/sql/) that takes its locks in the service-wide order (the source row: entry or
+callback, then the ledger row, then the score row, last the number), the order claims and sweeps
+take them too, so no two of them deadlock. Only the holder may act; another agent's assignment is
 reported as not found, so ids cannot be probed.
 """
 
@@ -24,7 +25,7 @@ from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.ledger import held_by
 from app.queues.outcomes import MAX_CALLBACK_AHEAD, MAX_SCORE, MIN_SCORE, RULES, Outcome
-from app.replica.classification import Verdict, classify
+from app.replica.classification import Verdict
 from app.replica.reader import Contact, Replica
 from app.rules.calling import CallingWindow, require_callback_inside
 from app.statements import Statement
@@ -43,23 +44,11 @@ _COMPLETE = Statement(
     " :outcome,"
     " CAST(:callback_at AS timestamptz), :notes, :change, :delay_seconds, :successful,"
     " :deactivates, :min_score, :max_score, :verdict_known, :verdict_type, :verdict_reason,"
-    " :suppress_key)"
+    " :suppresses)"
 )
-_LOCK_LEDGER = text(
-    "SELECT *, status = 'active' AND lease_expires_at > now() AS live"
-    " FROM assignments WHERE id = :id FOR UPDATE"
-)
-
-# A callback's row, the source of its hand-out: locked before the ledger row.
-_LOCK_CALLBACK = text("SELECT 1 FROM callbacks WHERE id = :id FOR UPDATE")
-# A callback whose hand-out was released is due again: at once (re-queued), or after the skip
-# cooldown (skipped). Only while it is still this hand-out's (not cancelled meanwhile).
-_CALLBACK_BACK = text(
-    "UPDATE callbacks SET status = 'scheduled',"
-    " due_at = CASE WHEN :delay > 0 THEN GREATEST(due_at, now() + make_interval(mins => :delay))"
-    " ELSE due_at END, updated_at = now()"
-    " WHERE id = :id AND assignment_id = :assignment_id AND status = 'assigned'"
-)
+_EXTEND = text("SELECT cq_extend(:id, :agent_id, :lease_seconds)")
+_RELEASE = text("SELECT cq_release(:id, :agent_id, :requeue, :reason, :skip_minutes)")
+_ROW = text("SELECT * FROM assignments WHERE id = :id")
 
 _CONFLICTS = {
     "already_completed": "the assignment is already completed",
@@ -83,7 +72,6 @@ class AssignmentService:
         autocommit: Engine,
         replica: Replica,
         settings: ClaimSettings,
-        phone_key: Callable[[str | None], str | None],
         window_of: Callable[[Connection], CallingWindow],
     ) -> None:
         self.engine = engine
@@ -91,8 +79,6 @@ class AssignmentService:
         self.autocommit = autocommit
         self.replica = replica
         self.settings = settings
-        # The do-not-call list's key of a number (a do_not_contact outcome adds the user's).
-        self.phone_key = phone_key
         # The calling rules and the clock, for callers that did not read them with the agent.
         self.window_of = window_of
 
@@ -110,17 +96,18 @@ class AssignmentService:
     def extend(
         self, agent: AgentIdentity, assignment_id: uuid.UUID
     ) -> tuple[Row[Any], Contact | None]:
-        """A new lease of LEASE_SECONDS from now. Only the ledger row changes: no entry lock."""
+        """A new lease of LEASE_SECONDS from now (``cq_extend``)."""
         with self.engine.begin() as conn:
-            row = self._lock_ledger(conn, assignment_id, agent.id)
-            self._require_live(row)
-            row = conn.execute(
-                text(
-                    "UPDATE assignments SET lease_expires_at = now() + make_interval(secs => :s),"
-                    " updated_at = now() WHERE id = :id RETURNING *"
-                ),
-                {"s": self.settings.lease_seconds, "id": assignment_id},
-            ).one()
+            result = conn.execute(
+                _EXTEND,
+                {
+                    "id": assignment_id,
+                    "agent_id": agent.id,
+                    "lease_seconds": self.settings.lease_seconds,
+                },
+            ).scalar_one()
+            _raise_for(result)
+            row = conn.execute(_ROW, {"id": assignment_id}).one()
         # The extension is committed; a replica blip must not make the agent think it failed.
         try:
             contact = self.replica.fetch_contacts(row.user_id)
@@ -137,66 +124,28 @@ class AssignmentService:
         reason: str | None,
         forced: bool = False,
     ) -> Row[Any]:
-        """Give the user back: re-queued (``pending``, same position) or skipped with a cooldown.
-        A callback being served goes back to ``scheduled``: still due when re-queued, due again
-        after the skip cooldown when skipped (SPEC 7.2).
+        """Give the user back (``cq_release``): re-queued (``pending``, same position) or
+        skipped with a cooldown. A callback being served goes back to ``scheduled``: still due
+        when re-queued, due again after the skip cooldown when skipped (SPEC 7.2).
 
         ``forced`` is a supervisor's release of anyone's assignment; it always re-queues.
         """
         requeue = requeue or forced
+        if forced:
+            reason = f"forced by supervisor {agent.name}" + (f": {reason}" if reason else "")
         with self.engine.begin() as conn:
-            head = self._head(conn, assignment_id, None if forced else agent.id)
-            # The order everywhere: swap lock and entry, then ledger row, then score row.
-            if head.queue_entry_id is not None:
-                conn.execute(text("SELECT cq_swap_lock_shared(:q)"), {"q": head.queue_type})
-                conn.execute(
-                    text("SELECT cq_lock_entry(:q, :id)"),
-                    {"q": head.queue_type, "id": head.queue_entry_id},
-                )
-            if head.callback_id is not None:
-                conn.execute(_LOCK_CALLBACK, {"id": head.callback_id})
-            row = self._lock_ledger(conn, assignment_id, None)
-            self._require_live(row)
-            if forced:
-                reason = f"forced by supervisor {agent.name}" + (f": {reason}" if reason else "")
-            row = conn.execute(
-                text(
-                    "UPDATE assignments SET status = 'released', release_reason = :r,"
-                    " finished_at = clock_timestamp(), updated_at = clock_timestamp()"
-                    " WHERE id = :id RETURNING *"
-                ),
-                {"r": reason, "id": assignment_id},
-            ).one()
-            if row.queue_entry_id is not None:
-                conn.execute(
-                    text(
-                        "SELECT cq_set_entry(:q, :id, :status, ARRAY['assigned'], NULL, NULL, NULL)"
-                    ),
-                    {
-                        "q": row.queue_type,
-                        "id": row.queue_entry_id,
-                        "status": "pending" if requeue else "skipped",
-                    },
-                )
-            if row.callback_id is not None:
-                conn.execute(
-                    _CALLBACK_BACK,
-                    {
-                        "id": row.callback_id,
-                        "assignment_id": row.id,
-                        "delay": 0 if requeue else self.settings.skip_cooldown_minutes,
-                    },
-                )
-            if not requeue and self.settings.skip_cooldown_minutes > 0:
-                conn.execute(
-                    text(
-                        "UPDATE user_call_scores SET next_call_after ="
-                        " GREATEST(coalesce(next_call_after, now()),"
-                        " now() + make_interval(mins => :m)), updated_at = now()"
-                        " WHERE user_id = :u"
-                    ),
-                    {"m": self.settings.skip_cooldown_minutes, "u": row.user_id},
-                )
+            result = conn.execute(
+                _RELEASE,
+                {
+                    "id": assignment_id,
+                    "agent_id": None if forced else agent.id,
+                    "requeue": requeue,
+                    "reason": reason,
+                    "skip_minutes": self.settings.skip_cooldown_minutes,
+                },
+            ).scalar_one()
+            _raise_for(result)
+            row = conn.execute(_ROW, {"id": assignment_id}).one()
         log.info(
             "assignment.released",
             extra={
@@ -221,8 +170,8 @@ class AssignmentService:
     ) -> Completed:
         """The outcome, the score row and the reclassification the replica asks for, in one
         transaction (``cq_complete``); the replica is read first, with no lock held. A
-        ``callback_at`` must be in the calling window; a do_not_contact puts the user's number
-        on the do-not-call list in the same transaction.
+        ``callback_at`` must be in the calling window; a do_not_contact puts the number that was
+        handed out on the do-not-call list in the same transaction.
 
         ``conn``: the request's connection (in autocommit), instead of a checkout of its own.
         ``window``: the calling rules and the database's clock as read with the agent (read here
@@ -255,7 +204,7 @@ class AssignmentService:
                         ["body", "callback_at"],
                     )
                 require_callback_inside(window.rules, callback_at)
-            verdict, suppress_key = self._verdict(head.user_id, outcome)
+            verdict = self._verdict(head.user_id)
             done = _COMPLETE.one(
                 conn,
                 {
@@ -279,7 +228,7 @@ class AssignmentService:
                     if verdict
                     else None,
                     "verdict_reason": verdict.reason if verdict else None,
-                    "suppress_key": suppress_key,
+                    "suppresses": rule.suppresses_number,
                 },
             )
         if done.result == "not_found":  # the holder cannot change; only a vanished row
@@ -305,50 +254,22 @@ class AssignmentService:
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _verdict(self, user_id: int, outcome: Outcome) -> tuple[Verdict | None, str | None]:
-        """The replica's verdict on the user, read before any lock is taken, and for a
-        do_not_contact the do-not-call key of the user's number (the same one statement). If
-        the replica is down the outcome still counts: the user is reclassified by the next
-        population or claim instead, and the number cannot be added (logged; the user is
-        deactivated all the same)."""
+    def _verdict(self, user_id: int) -> Verdict | None:
+        """The replica's verdict on the user, read before any lock is taken. If the replica is
+        down the outcome still counts: the user is reclassified by the next population or claim
+        instead. (A do_not_contact suppresses the number handed out, kept on the ledger row: it
+        needs nothing from the replica.)"""
         try:
-            if outcome is not Outcome.DO_NOT_CONTACT:
-                return self.replica.classify([user_id])[user_id], None
-            facts, contact = self.replica.fetch_claim_facts(user_id)
-            return classify(facts), self.phone_key(contact.phone_number if contact else None)
+            return self.replica.classify([user_id])[user_id]
         except ReplicaUnavailable:
-            log.warning(
-                "assignment.reclassify_skipped",
-                extra={
-                    "user_id": user_id,
-                    "number_not_suppressed": outcome is Outcome.DO_NOT_CONTACT,
-                },
-            )
-            return None, None
+            log.warning("assignment.reclassify_skipped", extra={"user_id": user_id})
+            return None
 
-    @staticmethod
-    def _head(conn: Connection, assignment_id: uuid.UUID, agent_id: int | None) -> Row[Any]:
-        """The assignment's unchanging columns (holder, user, queue, entry), read without a
-        lock; NotFound for someone else's assignment."""
-        head = conn.execute(
-            text(
-                "SELECT agent_id, user_id, queue_type, queue_entry_id, callback_id"
-                " FROM assignments WHERE id = :id"
-            ),
-            {"id": assignment_id},
-        ).one_or_none()
-        if head is None or (agent_id is not None and head.agent_id != agent_id):
-            raise NotFound("no such assignment for this agent")
-        return head
 
-    @staticmethod
-    def _lock_ledger(conn: Connection, assignment_id: uuid.UUID, agent_id: int | None) -> Row[Any]:
-        row = conn.execute(_LOCK_LEDGER, {"id": assignment_id}).one_or_none()
-        if row is None or (agent_id is not None and row.agent_id != agent_id):
-            raise NotFound("no such assignment for this agent")
-        return row
-
-    @staticmethod
-    def _require_live(row: Row[Any]) -> None:
-        if not row.live:
-            raise Conflict("the assignment is no longer active")
+def _raise_for(result: str) -> None:
+    """The assignment functions' refusals as domain errors: another agent's assignment is not
+    found (so ids cannot be probed), one that is no longer live is a conflict."""
+    if result == "not_found":
+        raise NotFound("no such assignment for this agent")
+    if result == "not_active":
+        raise Conflict("the assignment is no longer active")

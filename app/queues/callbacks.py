@@ -1,9 +1,10 @@
 """Callbacks (SPEC 7.2): what agents and supervisors see of them, and what supervisors change.
 
-Booking, serving, completing and expiring callbacks are part of the claim path (the claim
-functions' migration: ``cq_claim`` with source ``callback``, ``cq_hand_out``, ``cq_complete``,
-``cq_sweep``); this module reads them and carries the supervisors' two changes, cancel and
-reassign, each audited in ``callback_changes``.
+Booking, serving, completing and expiring callbacks are part of the claim path (migrations/sql/:
+``cq_claim`` with source ``callback``, ``cq_hand_out``, ``cq_complete``, ``cq_sweep``), and a
+reclassification moves or cancels them (``cq_reclassify``); this module reads them and carries the
+supervisors' two changes, cancel and reassign (``cq_change_callback``), each audited in
+``callback_changes``.
 
 Timing words, all on the database's clock:
 
@@ -158,20 +159,9 @@ class CallbackService:
     ) -> dict[str, Any]:
         """Cancel an open callback. One being served stays with its agent until the call ends;
         the callback itself is no longer kept."""
-        with self.engine.begin() as conn:
-            row = self._lock_open(conn, callback_id)
-            done = conn.execute(
-                text(
-                    f"UPDATE callbacks c SET status = 'cancelled', cancel_reason = :reason,"
-                    f" finished_at = clock_timestamp(), updated_at = now()"
-                    f" WHERE c.id = :id RETURNING {_COLUMNS}"
-                ),
-                # The free text stays in the audit row; the callback says who ended it.
-                {"id": callback_id, "reason": "supervisor"},
-            ).one()
-            self._audit(conn, callback_id, "cancel", supervisor, row.owner_agent_id, None, reason)
+        row = self._change(callback_id, "cancel", supervisor, None, reason)
         log.info("callback.cancelled", extra={"agent_id": supervisor.id, "user_id": row.user_id})
-        return callback_view(done)
+        return callback_view(row)
 
     def reassign(
         self,
@@ -181,67 +171,51 @@ class CallbackService:
         reason: str | None,
     ) -> dict[str, Any]:
         """Give an open callback to another active agent: it is theirs first from now on."""
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             target = conn.execute(
                 text("SELECT role, is_active FROM agents WHERE id = :id"), {"id": agent_id}
             ).one_or_none()
-            if target is None or not target.is_active or target.role == "scorer":
-                raise InvalidInput(
-                    "agent_id must be an active agent or supervisor", ["body", "agent_id"]
-                )
-            row = self._lock_open(conn, callback_id)
-            done = conn.execute(
-                text(
-                    f"UPDATE callbacks c SET owner_agent_id = :agent, updated_at = now()"
-                    f" WHERE c.id = :id RETURNING {_COLUMNS}"
-                ),
-                {"id": callback_id, "agent": agent_id},
-            ).one()
-            self._audit(
-                conn, callback_id, "reassign", supervisor, row.owner_agent_id, agent_id, reason
+        if target is None or not target.is_active or target.role == "scorer":
+            raise InvalidInput(
+                "agent_id must be an active agent or supervisor", ["body", "agent_id"]
             )
+        row = self._change(callback_id, "reassign", supervisor, agent_id, reason)
         log.info(
             "callback.reassigned",
             extra={"agent_id": supervisor.id, "user_id": row.user_id, "to_agent_id": agent_id},
         )
-        return callback_view(done)
+        return callback_view(row)
 
-    @staticmethod
-    def _lock_open(conn: Connection, callback_id: uuid.UUID) -> Any:
-        """The callback's row, locked (the source row of its hand-outs: nothing else is held
-        yet, so the service-wide lock order holds). 404 unknown, 409 no longer open."""
-        row = conn.execute(
-            text(f"SELECT {_COLUMNS} FROM callbacks c WHERE c.id = :id FOR UPDATE"),
-            {"id": callback_id},
-        ).one_or_none()
-        if row is None:
-            raise NotFound("there is no such callback")
-        if row.status not in OPEN_STATUSES:
-            raise Conflict(f"the callback is {row.status}")
-        return row
-
-    @staticmethod
-    def _audit(
-        conn: Connection,
+    def _change(
+        self,
         callback_id: uuid.UUID,
         action: str,
         supervisor: AgentIdentity,
-        old_owner: int | None,
-        new_owner: int | None,
+        to_agent: int | None,
         reason: str | None,
-    ) -> None:
-        conn.execute(
-            text(
-                "INSERT INTO callback_changes"
-                " (callback_id, action, agent_id, old_owner_agent_id, new_owner_agent_id, reason)"
-                " VALUES (:callback, :action, :agent, :old, :new, :reason)"
-            ),
-            {
-                "callback": callback_id,
-                "action": action,
-                "agent": supervisor.id,
-                "old": old_owner,
-                "new": new_owner,
-                "reason": reason,
-            },
-        )
+    ) -> Any:
+        """``cq_change_callback``: the change and its audit row (``callback_changes``, with the
+        free-text reason) in one transaction, under the callback's row lock. 404 unknown, 409
+        no longer open."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                _CHANGE,
+                {
+                    "id": callback_id,
+                    "action": action,
+                    "by": supervisor.id,
+                    "to": to_agent,
+                    "reason": reason,
+                },
+            ).scalar_one()
+            row = conn.execute(
+                text(f"SELECT {_COLUMNS} FROM callbacks c WHERE c.id = :id"), {"id": callback_id}
+            ).one_or_none()
+        if result == "not_found" or row is None:
+            raise NotFound("there is no such callback")
+        if result == "not_open":
+            raise Conflict(f"the callback is {row.status}")
+        return row
+
+
+_CHANGE = text("SELECT cq_change_callback(:id, :action, :by, :to, :reason)")

@@ -12,15 +12,16 @@ source; the differences are data (which source, which queue):
    leases and returns the agent's live assignment, if any (a retry resumes it);
 2. with only that source row locked, for at most one bounded replica read: the replica's
    classification (when validation is on) and the contact details;
-3. ``cq_hand_out`` inserts the ledger row under the partial unique indexes that make "one active
-   assignment per user" and "per agent" the database's guarantee, then locks the score row and
-   checks it again, so the check and the hand-out are one decision; or ``cq_invalidate`` marks
-   the source with the reason it failed, so the next attempt moves on;
+3. ``cq_hand_out`` checks this process's do-not-call key against the list's, inserts the ledger
+   row under the partial unique indexes that make "one active assignment per user" and "per
+   agent" the database's guarantee, then locks the score row and checks it again, then the
+   number against the do-not-call list under the number's lock, so the checks and the hand-out
+   are one decision; or ``cq_invalidate`` marks the source with the reason it failed, so the
+   next attempt moves on;
 4. commit.
 
-The order of every lock, and why, is written in the functions (the claim functions' migration,
-0007; ``cq_claim`` as 0008 replaced it).
-A replica error rolls back only the attempt in progress: the source stays as it was.
+The order of every lock, and why, is written in the functions (migrations/sql/, the newest
+folder). A replica error rolls back only the attempt in progress: the source stays as it was.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ from sqlalchemy.exc import DBAPIError
 
 from app import metrics
 from app.agents import AgentIdentity
-from app.errors import Conflict, OutsideCallingHours, ReplicaUnavailable, ServiceBusy
+from app.errors import (
+    Conflict,
+    OutsideCallingHours,
+    ReplicaUnavailable,
+    ServiceBusy,
+    SuppressionKeyMismatch,
+)
 from app.flags import Flags
 from app.queues.kinds import KINDS, QueueKind, QueueType, queue_reason
 from app.queues.ledger import held_by
@@ -48,6 +55,7 @@ from app.replica.classification import UserFacts, Verdict, classify
 from app.replica.reader import Contact, Replica
 from app.rules.calling import CallingWindow
 from app.rules.caps import REASON as ATTEMPT_CAP
+from app.rules.suppression import KEY_MISMATCH, SuppressionList
 from app.statements import Statement
 
 log = logging.getLogger(__name__)
@@ -131,7 +139,7 @@ _CLAIM = Statement(
 _HAND_OUT = Statement(
     "SELECT * FROM cq_hand_out(:agent_id, :queue_type, :source, :item_id, :user_id, :claim_id,"
     " :priority_score, :queue_position, :queue_reason, CAST(:details AS jsonb), :lease,"
-    " :claim_ms, :max_day, :max_week, :daily_exempt, :phone_key)"
+    " :claim_ms, :max_day, :max_week, :daily_exempt, :phone_key, :key_fingerprint)"
 )
 _INVALIDATE = Statement(
     "SELECT cq_invalidate(:agent_id, :queue_type, :source, :item_id, :user_id, :status, :reason,"
@@ -176,14 +184,15 @@ class ClaimService:
         engine: Engine,
         replica: Replica,
         settings: ClaimSettings,
-        phone_key: Callable[[str | None], str | None],
+        suppression: SuppressionList,
         window_of: Callable[[Connection], CallingWindow],
     ) -> None:
         self.engine = engine
         self.replica = replica
         self.settings = settings
-        # The do-not-call list's key of a number (app.rules.suppression), None when unparseable.
-        self.phone_key = phone_key
+        # The do-not-call list as this process keys it: the hash of a number about to be handed
+        # out, and the key's fingerprint, which the hand-out checks against the list's.
+        self.suppression = suppression
         # The calling rules in force and the database's clock, for callers that did not read
         # them with the agent (app.api.deps reads them in the authentication's round trip).
         self.window_of = window_of
@@ -223,6 +232,9 @@ class ClaimService:
             raise
         except OutsideCallingHours:
             result = "outside_hours"
+            raise
+        except SuppressionKeyMismatch:
+            result = "key_mismatch"
             raise
         finally:
             metrics.CLAIMS.labels(str(queue_type), source, result).inc()
@@ -358,9 +370,12 @@ class ClaimService:
                 "max_week": self.settings.max_attempts_per_week,
                 # A callback the person asked for is exempt from the daily cap (SPEC 7.3).
                 "daily_exempt": source is Source.CALLBACK,
-                "phone_key": self.phone_key(contact.phone_number),
+                "phone_key": self.suppression.phone_key(contact.phone_number),
+                "key_fingerprint": self.suppression.fingerprint,
             },
         )
+        if out.result == "key_mismatch":
+            raise SuppressionKeyMismatch(KEY_MISMATCH)
         if out.result == "assigned":
             log.info(
                 "claim.assigned",

@@ -75,12 +75,11 @@ def queue_reason(kind: QueueKind, score: int) -> str:
 
 # The leads of a queue type (``:queue_type``) that may be called now, past the cooling period
 # (``:cooling`` minutes) and below the attempt caps (``:max_attempts_per_day``,
-# ``:max_attempts_per_week``: app.rules.caps), in serving order: what a population
-# walks and what direct mode serves from. One definition, ``cq_candidates`` (the claim functions'
-# migration), which the planner inlines so the walk streams along the partial index
-# ix_user_call_scores_population. ``:live_leases_only``: count only assignments whose lease still
-# runs (a population sweeps lapsed ones before its swap).
+# ``:max_attempts_per_week``: app.rules.caps), in serving order, each with ``held`` (someone
+# holds the lead now): what a population walks and what direct mode serves from. One
+# definition, ``cq_candidates`` (migrations/sql/), which the planner inlines so the walk streams
+# along the partial index ix_user_call_scores_population.
 CANDIDATES_SQL = (
-    "SELECT user_id, current_score, created_at FROM cq_candidates(:queue_type, :cooling,"
-    " :live_leases_only, :max_attempts_per_day, :max_attempts_per_week)"
+    "SELECT user_id, current_score, created_at, held FROM cq_candidates(:queue_type, :cooling,"
+    " :max_attempts_per_day, :max_attempts_per_week)"
 )

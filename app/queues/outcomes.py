@@ -30,6 +30,8 @@ class OutcomeRule:
     successful: bool = False
     deactivates: bool = False
     accepts_callback: bool = False
+    # The number handed out goes on the do-not-call list (SPEC 7.3, 8.1).
+    suppresses_number: bool = False
 
 
 HOURS = timedelta(hours=1)
@@ -45,7 +47,7 @@ RULES: dict[Outcome, OutcomeRule] = {
     Outcome.MISSED_CALL: OutcomeRule(0, None),
     Outcome.BAD_NUMBER: OutcomeRule(50, 28 * DAYS),
     Outcome.NOT_INTERESTED: OutcomeRule(100, 28 * DAYS),
-    Outcome.DO_NOT_CONTACT: OutcomeRule(200, None, deactivates=True),
+    Outcome.DO_NOT_CONTACT: OutcomeRule(200, None, deactivates=True, suppresses_number=True),
     Outcome.NO_CLAIM: OutcomeRule(200, None, deactivates=True),
 }
 

@@ -11,8 +11,8 @@ A run, for each queue:
 3. **Reclassify** the candidates that no longer belong, in short committed batches, each change with
    its audit row.
 4. **Swap** the snapshot in one short transaction: stage the new entries in a temporary table,
-   take the queue's swap lock exclusively (claims hold it shared, so a claim meeting the swap
-   waits for it instead of finding every row locked and answering 204), drop the old snapshot's
+   take the queue's swap lock exclusively (a claim that finds no entry to take waits for it
+   instead of answering 204 while the swap holds every old entry), drop the old snapshot's
    unassigned entries and insert the new ones, leaving out users handed out meanwhile. MVCC makes
    the switch atomic: other connections see the old set of pending entries until the commit, then
    the new one, never an empty or partial queue.
@@ -118,6 +118,9 @@ class RunReport:
 class _Candidate:
     user_id: int
     score: int
+    # Someone holds the lead now (SPEC 8.1): classified, staged in serving order and put in
+    # the snapshot only if given back before the swap; never counted towards the queue's size.
+    held: bool = False
 
 
 # Candidates of one batch, in serving order, and their verdicts being read from the replica.
@@ -126,7 +129,10 @@ _Batch = tuple[list[_Candidate], Future[dict[int, Verdict]]]
 
 @dataclass(slots=True)
 class _Walk:
+    # In serving order, held leads among them (``_Candidate.held``).
     kept: list[tuple[_Candidate, Verdict]] = field(default_factory=list)
+    # Kept leads nobody holds: what the queue's size limit counts.
+    counted: int = 0
     moved: list[Reclassification] = field(default_factory=list)
     eligible: int = 0
     missing: int = 0
@@ -394,7 +400,7 @@ class Population:
                     " queue was left as it was"
                 )
             if dry_run:
-                report.populated = len(walk.kept)
+                report.populated = walk.counted
                 report.removed, report.kept_assigned = self._snapshot_counts(kind)
             else:
                 self._apply_reclassifications(kind, walk.moved, run_id)
@@ -452,7 +458,6 @@ class Population:
                 {
                     "queue_type": str(kind.queue_type),
                     "cooling": self.options.cooling_period_minutes,
-                    "live_leases_only": True,
                     caps.DAY_PARAM: self.options.max_attempts_per_day,
                     caps.WEEK_PARAM: self.options.max_attempts_per_week,
                 },
@@ -465,7 +470,9 @@ class Population:
                 rows = result.fetchmany(min(self.replica.batch_size, wanted + wanted // 4 + 10))
                 if not rows:
                     return None
-                batch = [_Candidate(uid, score) for uid, score, _ in rows if uid not in skip]
+                batch = [
+                    _Candidate(uid, score, held) for uid, score, _, held in rows if uid not in skip
+                ]
                 ids = [c.user_id for c in batch]
                 return batch, reader.submit(classify_in_sql, self.replica, ids)
 
@@ -474,15 +481,21 @@ class Population:
                 while ahead is not None:
                     batch, verdicts_read = ahead
                     # Were every candidate of this batch kept, would the walk still be short?
-                    short = limit - len(walk.kept) - len(batch)
+                    short = limit - walk.counted - len(batch)
                     ahead = read_ahead(short) if short > 0 else None
                     verdicts = verdicts_read.result()
                     for cand in batch:
                         verdict = verdicts[cand.user_id]
+                        if cand.held:
+                            # Not a candidate while held; the call in progress reclassifies.
+                            if verdict.queue_type == kind.queue_type:
+                                walk.kept.append((cand, verdict))
+                            continue
                         walk.eligible += 1
                         if verdict.queue_type == kind.queue_type:
-                            if len(walk.kept) < limit:
+                            if walk.counted < limit:
                                 walk.kept.append((cand, verdict))
+                                walk.counted += 1
                         else:
                             walk.missing += verdict.missing
                             walk.moved.append(
@@ -492,8 +505,8 @@ class Population:
                                     verdict.reason,
                                 )
                             )
-                    if ahead is None and len(walk.kept) < limit:
-                        ahead = read_ahead(limit - len(walk.kept))
+                    if ahead is None and walk.counted < limit:
+                        ahead = read_ahead(limit - walk.counted)
             finally:
                 # Waits for a read still running (each is bounded by the replica's timeouts).
                 reader.shutdown(wait=True, cancel_futures=True)
@@ -533,13 +546,20 @@ class Population:
     def _swap(self, kind: QueueKind, walk: _Walk, available_from: datetime) -> tuple[int, int, int]:
         """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated).
 
-        The swap lock, taken exclusively, waits for every transaction that writes this queue's
-        entries (claims, completions, releases, sweeps: they hold it shared) and keeps new ones
-        out until the commit: nothing changes the entries between the sweep, the delete and the
-        insert below, so the insert's checks hold when it runs. Users who got an assignment since
-        the walk began (still active, or already finished), or whose call was completed since, are
-        left out: the walk saw them as candidates, but they have been dealt with since. So are
-        users with a callback booked since: the callback is their only way back (SPEC 7.2).
+        MVCC makes the switch atomic: other connections see the old set of pending entries
+        until the commit, then the new one. The queue's swap lock, taken exclusively, is for
+        claims that find no entry to take (the DELETE below holds every old one): they wait for
+        it and look again in the new snapshot instead of answering "empty". Nothing else waits
+        for it, and the swap waits for nothing but row locks: an entry a claim holds through its
+        replica read is deleted once that claim is done with it (or kept, now assigned); an
+        entry given back meanwhile (a release, a sweep) stays pending where it is, and the
+        insert leaves its user alone.
+
+        Left out of the new snapshot: anyone busy now (``cq_busy``: a live hand-out, an open
+        callback, which is then their only way back), handed out or called since the walk
+        began (the walk saw them as candidates, but they have been dealt with since), or whose
+        score row no longer puts them in this queue now. Held leads the walk staged are in it
+        when they were given back in between (SPEC 8.1: nobody falls out of the queue).
         """
         kept = walk.kept
         table = kind.table
@@ -555,7 +575,6 @@ class Population:
                 )
             )
             self._copy_rows(conn, "cq_stage", f"position, {columns}", self._entry_rows(kind, kept))
-            # From here on, every writer of this queue's entries waits for the commit.
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(:key, :id)"),
                 {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
@@ -563,32 +582,43 @@ class Population:
             self._assert_lock_held(conn)
             sweep_expired_leases(conn)
             removed = conn.execute(text(f"DELETE FROM {table} WHERE status <> 'assigned'")).rowcount
-            kept_assigned = conn.execute(
-                text(f"SELECT count(*) FROM {table} WHERE status = 'assigned'")
-            ).scalar_one()
-            populated = conn.execute(
+            conn.execute(
                 text(
                     f"""
                     INSERT INTO {table} ({columns}, queue_position, status, available_from)
                     SELECT {", ".join(f"s.{c}" for c in columns.split(", "))},
                            row_number() OVER (ORDER BY s.position), 'pending', :available_from
                       FROM cq_stage s
-                     WHERE NOT EXISTS (SELECT 1 FROM assignments a
+                      JOIN user_call_scores sc ON sc.user_id = s.user_id
+                     WHERE sc.is_active AND sc.current_queue_type = :queue_type
+                       AND (sc.next_call_after IS NULL OR sc.next_call_after <= now())
+                       AND NOT EXISTS (SELECT 1 FROM cq_busy b WHERE b.user_id = s.user_id)
+                       AND NOT EXISTS (SELECT 1 FROM assignments a
                                         WHERE a.user_id = s.user_id
-                                          AND (a.status = 'active'
-                                               OR a.assigned_at >= :built_since
+                                          AND (a.assigned_at >= :built_since
                                                OR (a.status = 'completed'
                                                    AND a.finished_at >= :built_since)))
                        AND NOT EXISTS (SELECT 1 FROM {table} e
-                                        WHERE e.user_id = s.user_id AND e.status = 'assigned')
-                       AND NOT EXISTS (SELECT 1 FROM callbacks c
-                                        WHERE c.user_id = s.user_id
-                                          AND c.status IN ('scheduled', 'assigned'))
+                                        WHERE e.user_id = s.user_id
+                                          AND e.status IN ('pending', 'assigned'))
+                    ON CONFLICT (user_id) WHERE status IN ('pending', 'assigned') DO NOTHING
                     """
                 ),
-                {"available_from": available_from, "built_since": walk.started},
-            ).rowcount
-        return removed, int(kept_assigned), populated
+                {
+                    "available_from": available_from,
+                    "built_since": walk.started,
+                    "queue_type": str(kind.queue_type),
+                },
+            )
+            # The new snapshot as it stands: its pending entries (an entry given back during
+            # the swap among them) and the live calls carried over.
+            populated, kept_assigned = conn.execute(
+                text(
+                    f"SELECT count(*) FILTER (WHERE status = 'pending'),"
+                    f" count(*) FILTER (WHERE status = 'assigned') FROM {table}"
+                )
+            ).one()
+        return removed, int(kept_assigned), int(populated)
 
     @staticmethod
     def _copy_rows(

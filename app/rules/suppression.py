@@ -8,13 +8,17 @@ numbers back (an unkeyed hash of a 10-digit number would, by trying them all).
 
 The key: SUPPRESSION_KEY, required in production. In development and tests without it, a key is
 generated once into DATA_DIR (mode 0600), as the development cron secret is, and ``callqueue
-serve`` hands it to its workers. A fingerprint of the key is kept in the database the first time
-the list is written; a process with another key is refused on every write, because its hashes
-would never match the list's and suppressed people would be called.
+serve`` hands it to its workers. The database keeps a fingerprint of the key (an HMAC of a fixed
+label), recorded by the first process that needs it (``cq_key_matches``). A process whose key
+gives another fingerprint would hash every number differently and call suppressed people, so it
+fails closed (SPEC 8.1): every hand-out checks the fingerprint in its own transaction and hands
+nobody out on a mismatch (next-user answers 503 SuppressionKeyMismatch), every write of hashes
+checks it first, and /readyz reports it.
 
 The claim path hashes the number about to be handed out with ``SuppressionList.phone_key`` and
-checks it against the list inside ``cq_hand_out``; a ``do_not_contact`` outcome adds it with
-``cq_suppress`` (both in the claim functions' migration).
+checks it against the list inside ``cq_hand_out``, under the number's lock; the hash is kept on
+the ledger row, and a ``do_not_contact`` outcome adds exactly that hash with ``cq_suppress``
+(migrations/sql/).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sqlalchemy import Connection, Engine, text
 
 from app import metrics
 from app.config import Settings
-from app.errors import CallqueueError, ConfigError, InvalidInput
+from app.errors import ConfigError, InvalidInput, SuppressionKeyMismatch
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,14 @@ IMPORT_BATCH = 5000
 SOURCES = ("api", "import", "do_not_contact", "demo")
 
 
-class SuppressionKeyMismatch(CallqueueError):
-    code = "SuppressionKeyMismatch"
+KEY_MISMATCH = (
+    "SUPPRESSION_KEY is not the key this database's do-not-call list was built with: its hashes"
+    " would never match, so nobody is handed out and no number is added. Restore the original"
+    " key (README, 'Suppression (do-not-call) list', says how to move to a new one)"
+)
+
+# /readyz's "suppression_key": no fingerprint stored yet, the process's key matches, or not.
+KEY_UNSET, KEY_OK, KEY_MISMATCHED = "unset", "ok", "mismatch"
 
 
 def normalise(phone: str | None) -> str | None:
@@ -120,6 +130,10 @@ class ImportResult:
     unparseable_lines: list[int] = field(default_factory=list)
 
 
+_KEY_MATCHES = text("SELECT cq_key_matches(:f)")
+_STORED_FINGERPRINT = text("SELECT fingerprint FROM suppression_key_check WHERE id = 1")
+
+
 class SuppressionList:
     """The list as this process sees it: its key, and the operations on the table."""
 
@@ -128,7 +142,6 @@ class SuppressionList:
             raise ConfigError("SUPPRESSION_KEY is empty")
         self._key = key
         self.fingerprint = hmac.new(key, FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
-        self._key_checked = False
         self._cached_key = lru_cache(maxsize=65_536)(self._key_of)
 
     @classmethod
@@ -148,27 +161,18 @@ class SuppressionList:
         return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
 
     def check_key(self, conn: Connection) -> None:
-        """Record the key's fingerprint on first use; refuse a process holding another key.
-        Checked once per process: a key cannot change under a running process."""
-        if self._key_checked:
-            return
-        stored = conn.execute(
-            text(
-                "WITH new AS (INSERT INTO suppression_key_check (id, fingerprint) VALUES (1, :f)"
-                " ON CONFLICT (id) DO NOTHING RETURNING fingerprint)"
-                " SELECT fingerprint FROM new UNION ALL"
-                " SELECT fingerprint FROM suppression_key_check"
-            ),
-            {"f": self.fingerprint},
-        ).scalar()
-        if stored != self.fingerprint:
+        """Before writing hashes, in the writing transaction: record the key's fingerprint when
+        none is stored yet; refuse (SuppressionKeyMismatch) when another key's is."""
+        if not conn.execute(_KEY_MATCHES, {"f": self.fingerprint}).scalar_one():
             log.error("suppression.key_mismatch")
-            raise SuppressionKeyMismatch(
-                "SUPPRESSION_KEY is not the key this database's suppression list was built"
-                " with: its hashes would never match. Restore the original key (or, to start"
-                " the list afresh, empty suppressed_numbers and suppression_key_check)"
-            )
-        self._key_checked = True
+            raise SuppressionKeyMismatch(KEY_MISMATCH)
+
+    def key_state(self, conn: Connection) -> str:
+        """KEY_UNSET, KEY_OK or KEY_MISMATCHED, read without recording anything."""
+        stored = conn.execute(_STORED_FINGERPRINT).scalar()
+        if stored is None:
+            return KEY_UNSET
+        return KEY_OK if hmac.compare_digest(stored, self.fingerprint) else KEY_MISMATCHED
 
     # -- changes ------------------------------------------------------------------------------
 
@@ -248,11 +252,11 @@ class SuppressionList:
         )
         return result
 
-    @staticmethod
-    def _import_batch(engine: Engine, pending: dict[str, None], result: ImportResult) -> None:
+    def _import_batch(self, engine: Engine, pending: dict[str, None], result: ImportResult) -> None:
         if not pending:
             return
         with engine.begin() as conn:
+            self.check_key(conn)
             added = add_numbers(conn, list(pending), "import", None)
         result.added += added
         result.already_present += len(pending) - added

@@ -45,6 +45,7 @@ def test_readyz_is_ready_on_a_migrated_database(client: TestClient) -> None:
         "database": "ok",
         "schema": "current",
         "replica": "ok",
+        "suppression_key": "ok",
     }
 
 
@@ -61,6 +62,7 @@ def test_readyz_says_the_schema_is_behind_on_an_unmigrated_database(
         "database": "ok",
         "schema": "behind",
         "replica": "ok",
+        "suppression_key": "unknown",
     }
 
 
@@ -93,6 +95,7 @@ def test_readyz_is_not_ready_when_the_database_is_unreachable(
         "database": "error",
         "schema": "unknown",
         "replica": "ok",
+        "suppression_key": "unknown",
     }
 
 
@@ -109,6 +112,7 @@ def test_readyz_stays_ready_when_only_the_replica_is_unreachable(
         "database": "ok",
         "schema": "current",
         "replica": "error",
+        "suppression_key": "ok",
     }
 
 

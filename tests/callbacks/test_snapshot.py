@@ -2,8 +2,9 @@
 snapshot (SPEC 3.2 and 7.2: a person with an open callback comes back through it only).
 
 The race is forced from outside the service: a trigger on ``callbacks`` makes the booking wait
-for an advisory lock the test holds, so the booking is written but not committed while the
-population walks its candidates; the test lets it commit once the population's swap is waiting.
+for an advisory lock the test holds, so the booking is written but not committed when the
+population takes its walk's snapshot; the walk then waits for the replica (its users table
+locked by the test), and the test lets the booking commit before the swap.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 
-from app.queues.kinds import SWAP_LOCK_KEY, QueueType
+from app.queues.kinds import QueueType
 from app.queues.outcomes import Outcome
 from app.services import Services
 from tests.queues.test_claims import flags, in_thread, make_agents, populate, seed
+from tests.queues.test_promises import replica_held, wait_for_replica_waiter
 
 UNSIGNED = QueueType.UNSIGNED_USERS
 UQ = "unsigned_users_queue"
@@ -114,16 +116,16 @@ def test_a_callback_booked_while_the_snapshot_is_built_keeps_the_person_out(
             lambda: waiting_for_advisory(store_engine, GATE[0], GATE[1], two_keys=True),
             "the booking to reach the gate",
         )
-        population, report = in_thread(lambda: svc.population().run(trigger="test", queue=UNSIGNED))
-        # The walk saw user 1 as a candidate (the lapsed assignment, no callback yet); its swap
-        # now waits for the completion, which holds the queue's swap lock shared.
-        wait_for(
-            lambda: waiting_for_advisory(store_engine, SWAP_LOCK_KEY, 1, two_keys=True),
-            "the population's swap to wait",
-        )
-        assert completion.is_alive()
-        open_gate()
-        completion.join(15)
+        with replica_held(replica_engine):
+            population, report = in_thread(
+                lambda: svc.population().run(trigger="test", queue=UNSIGNED)
+            )
+            # The walk has its snapshot (user 1 a candidate: the lapsed assignment, no callback
+            # yet) and waits for the replica; the booking commits before the swap.
+            wait_for_replica_waiter(replica_engine)
+            assert completion.is_alive()
+            open_gate()
+            completion.join(15)
         population.join(15)
 
     assert "error" not in done, done.get("error")

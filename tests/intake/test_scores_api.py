@@ -1,5 +1,5 @@
-"""``PUT /api/scores`` (SPEC 7.1): the upstream scorer's upsert, row by row, beside the service's
-own outcome updates."""
+"""``PUT /api/scores`` (SPEC 7.1, 8.1): the upstream scorer's upsert, row by row, as given,
+beside the service's own outcome updates."""
 
 from __future__ import annotations
 
@@ -41,26 +41,56 @@ def put(client: TestClient, who: Agent, *rows: dict[str, Any]) -> Any:
 # -- the rule, on its own -------------------------------------------------------------------------
 
 
-def stored(current: int, attempts: int = 0, scored: int = 0) -> Stored:
-    return Stored(current, 1, 2, 3, total_attempts=attempts, scored_attempts=scored)
+def stored(current: int) -> Stored:
+    return Stored(current, 1, 2, 3)
 
 
 @pytest.mark.parametrize(
     "given,before,after",
     [
-        # No call since the scorer's previous write: its value stands, lower or higher.
+        # As given, lower or higher, whatever outcomes came before (SPEC 8.1).
         (ScoreRow(1, 5), stored(40), (5, 1, 2, 3)),
         (ScoreRow(1, 90), stored(40), (90, 1, 2, 3)),
-        # A call completed since: the scorer may raise what the outcome raised, not lower it.
-        (ScoreRow(1, 5), stored(40, attempts=3, scored=2), (40, 1, 2, 3)),
-        (ScoreRow(1, 90), stored(40, attempts=3, scored=2), (90, 1, 2, 3)),
         # Components are the scorer's alone: as given, or left as they are.
         (ScoreRow(1, 5, 0, 50, None), stored(5), (5, 0, 50, 3)),
-        (ScoreRow(1, 5, None, None, -4), stored(5, attempts=1), (5, 1, 2, -4)),
+        (ScoreRow(1, 5, None, None, -4), stored(5), (5, 1, 2, -4)),
     ],
 )
 def test_the_rule(given: ScoreRow, before: Stored, after: tuple[int, ...]) -> None:
     assert next_scores(given, before) == after
+
+
+def test_after_a_call_the_scores_are_written_as_given_and_the_same_body_is_unchanged(
+    client: TestClient,
+    scorer: Agent,
+    replica: Replica,
+    store_engine: Engine,
+    cron_headers: dict[str, str],
+) -> None:
+    """SPEC 8.1: a call's outcome raised the score; the scorer's next write sets it as given
+    (lower, here), and sending the same body again reports it unchanged. The outcome's effect on
+    scheduling, next_call_after, stands."""
+    replica.unsigned(1)
+    add_scores(store_engine, [{"user_id": 1, "current_queue_type": UNSIGNED, "current_score": 10}])
+    assert client.get(POPULATE, headers=cron_headers).status_code == 200
+    agent = new_agent(store_engine, "caller")
+    held = client.post(f"/api/queues/{UNSIGNED}/next-user", headers=agent.auth).json()
+    done = client.post(
+        f"/api/assignments/{held['assignment_id']}/complete",
+        headers=agent.auth,
+        json={"outcome": "not_interested"},
+    )
+    assert done.json()["score"]["current_score"] == 110
+    body = {"user_id": 1, "current_score": 3, "base_score": 2}
+
+    first = put(client, scorer, body)
+    second = put(client, scorer, body)
+
+    assert first.json() == {"created": 0, "updated": 1, "unchanged": 0, "errors": []}
+    assert second.json() == {"created": 0, "updated": 0, "unchanged": 1, "errors": []}
+    assert rows_of(store_engine, "current_score", "base_score", "next_call_after IS NOT NULL") == {
+        1: (3, 2, True)
+    }
 
 
 # -- counts, creation, classification ------------------------------------------------------------
@@ -141,7 +171,7 @@ def test_only_the_score_columns_are_written(
     with store_engine.begin() as conn:
         conn.execute(
             text(
-                "UPDATE user_call_scores SET total_attempts = 4, scored_attempts = 4,"
+                "UPDATE user_call_scores SET total_attempts = 4,"
                 " successful_calls = 1, last_outcome = 'call_back', last_call_at = now()"
             )
         )
@@ -421,26 +451,23 @@ def test_a_concurrent_outcome_and_score_upsert_both_survive(
         "current_score",
         "base_score",
         "total_attempts",
-        "scored_attempts",
         "last_outcome",
         "next_call_after IS NOT NULL",
     )[1]
     if first == "upsert":
         # The scorer's 3 is the base; the outcome's +100 lands on top of it.
-        assert row == (103, 2, 1, 0, "not_interested", True)
+        assert row == (103, 2, 1, "not_interested", True)
         assert answers["outcome"].json()["score"]["current_score"] == 103
     else:
-        # The outcome made it 110; the scorer's 3 cannot lower that (its value predates the
-        # call), its base_score goes in, and its next write counts again.
-        assert row == (110, 2, 1, 1, "not_interested", True)
+        # The outcome made it 110; the scorer's write, applied after it, sets 3 as given
+        # (SPEC 8.1); the outcome's counters and next_call_after stand.
+        assert row == (3, 2, 1, "not_interested", True)
         assert answers["upsert"].json() == {
             "created": 0,
             "updated": 1,
             "unchanged": 0,
             "errors": [],
         }
-        assert put(client, scorer, {"user_id": 1, "current_score": 3}).json()["updated"] == 1
-        assert rows_of(store_engine, "current_score")[1] == (3,)
 
 
 def test_rows_created_meanwhile_by_another_writer_are_not_lost(store_engine: Engine) -> None:

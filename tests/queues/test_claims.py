@@ -242,6 +242,38 @@ class Hold:
         self.conn.close()
 
 
+class ScoreRowsHold:
+    """Hold every score row FOR UPDATE, as outcomes being recorded would: a hand-out then waits
+    at its score row's lock, after its ledger insert."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.conn = engine.connect()
+        self.tx = self.conn.begin()
+        self.conn.execute(text("SELECT 1 FROM user_call_scores ORDER BY user_id FOR UPDATE"))
+
+    def release(self) -> None:
+        self.tx.commit()
+        self.conn.close()
+
+
+def wait_for_lock_waiters(engine: Engine, count: int, timeout: float = 4.0) -> None:
+    """Until ``count`` sessions of this database wait for a lock (a row, a transaction)."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while True:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            conn.rollback()
+            if waiting >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} sessions wait for a lock"
+            time.sleep(0.02)
+
+
 def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     out: dict[str, Any] = {}
 
@@ -628,13 +660,13 @@ def test_double_click_yields_one_assignment_returned_to_both(
         barrier.wait(timeout=10)
         return client.post(NEXT.format("unsigned_users"), headers=headers)
 
-    # Both requests pass the "does this agent hold one already?" check and then wait at the
-    # swap lock; released together, only the database's per-agent index can stop a second
-    # assignment.
-    hold = Hold(store_engine)
+    # Both requests pass the "does this agent hold one already?" check: the first waits at its
+    # score row's lock after its ledger insert, the second at that insert's uncommitted index
+    # entry. Only the database's per-agent index can stop a second assignment.
+    hold = ScoreRowsHold(store_engine)
     try:
         threads = [in_thread(click) for _ in range(2)]
-        wait_for_waiters(store_engine, 2)
+        wait_for_lock_waiters(store_engine, 2)
     finally:
         hold.release()
     for thread, _ in threads:
@@ -665,10 +697,10 @@ def test_double_click_service_level_with_barrier(services, store_engine, replica
         barrier.wait(timeout=10)
         return services.claims.next_user(agent, UNSIGNED, flags())
 
-    hold = Hold(store_engine)
+    hold = ScoreRowsHold(store_engine)
     try:
         threads = [in_thread(click) for _ in range(2)]
-        wait_for_waiters(store_engine, 2)
+        wait_for_lock_waiters(store_engine, 2)
     finally:
         hold.release()
     for thread, _ in threads:
@@ -929,27 +961,53 @@ def test_claim_during_a_swap_waits_and_gets_the_new_snapshot(
     assert got.assignment.queue_entry_id in new_ids
 
 
-def test_a_claim_waiting_for_a_swap_holds_no_entry(services, store_engine, replica_engine):
-    """next-user's first statement takes the swap lock before it locks an entry: a swap that
-    began first can replace the pending entries while the claim waits (with the order
-    reversed, its DELETE would wait on the claim's row lock, which waits on the swap: a
-    deadlock, here a lock timeout). The claim then gets a new entry."""
+def test_a_claim_reading_the_replica_holds_up_neither_a_swap_nor_other_claims(
+    make_services, services, store_engine, replica_engine
+):
+    """SPEC 8.1: a claim holds only its entry's row lock while it reads the replica. One claim
+    is paused in its replica read (a slow replica); a population's swap meanwhile waits only for
+    that entry, and another agent's claim goes through at once. (When claims held the queue's
+    swap lock through the replica read, the waiting swap queued every later claim behind the
+    slow read: the second claim waited as long as the first.)"""
     seed(replica_engine, store_engine, [1, 2, 3])
     populate(services, 3)
-    (agent,) = make_agents(store_engine, 1)
-    hold = Hold(store_engine)
+    slow, quick = make_agents(store_engine, 2)
+    paused = make_services()
+    reading, go_on = threading.Event(), threading.Event()
+    read_facts = paused.replica.fetch_claim_facts
+
+    def slow_read(user_id: int) -> Any:
+        reading.set()
+        go_on.wait(20)
+        return read_facts(user_id)
+
+    paused.replica.fetch_claim_facts = slow_read  # type: ignore[method-assign]
     try:
-        thread, out = in_thread(lambda: services.claims.next_user(agent, UNSIGNED, flags()))
-        wait_for_waiters(store_engine, 1)
-        hold.conn.execute(text("SET LOCAL lock_timeout = '1s'"))
-        new_ids = hold.replace_pending()
+        first, first_out = in_thread(lambda: paused.claims.next_user(slow, UNSIGNED, flags()))
+        assert reading.wait(10)
+        refresh, refresh_out = in_thread(
+            lambda: services.population().run(trigger="test", queue=UNSIGNED)
+        )
+        wait_for_lock_waiters(store_engine, 1)  # the swap's DELETE, at the paused entry
+        started = time.monotonic()
+        second = services.claims.next_user(quick, UNSIGNED, flags())
+        took = time.monotonic() - started
+        assert first.is_alive() and refresh.is_alive()
     finally:
-        hold.release()
-    thread.join(10)
-    assert "error" not in out, out.get("error")
-    got = out["result"]
-    assert got is not None, "a claim that met a swap answered 'empty'"
-    assert got.assignment.queue_entry_id in new_ids
+        go_on.set()
+    first.join(20)
+    refresh.join(20)
+    assert "error" not in first_out and "error" not in refresh_out
+    assert took < 2, f"the second claim waited {took:.1f} s behind the slow one"
+    assert first_out["result"].assignment.user_id == 1
+    assert second is not None and second.assignment.user_id == 2
+    assert refresh_out["result"].queues[UNSIGNED].status == "succeeded"
+    queue = entries(store_engine)
+    assert {u: queue[u]["status"] for u in (1, 2, 3)} == {
+        1: "assigned",
+        2: "assigned",
+        3: "pending",
+    }
 
 
 def test_every_connection_busy_is_503_with_retry_after(make_client, store_engine):
@@ -972,13 +1030,18 @@ def test_claim_that_outwaits_a_swap_is_503_with_retry_after(
     seed(replica_engine, store_engine, [1, 2])
     populate(services, 2)
     headers = agent_token(store_engine, "alice")
-    before = entries(store_engine)
-    hold = Hold(store_engine)  # a swap that takes longer than the claim may wait (5 s)
+    # A swap that takes longer than a claim may wait for it (lock_timeout, 5 s): it holds every
+    # old entry (its DELETE), so the claim finds none to take and waits for the swap lock.
+    hold = Hold(store_engine)
+    hold.replace_pending()
     try:
         response = client.post(NEXT.format("unsigned_users"), headers=headers)
     finally:
         hold.release()
-    assert entries(store_engine) == before
+    assert {u: e["status"] for u, e in entries(store_engine).items()} == {
+        1: "pending",
+        2: "pending",
+    }
     assert scalar(store_engine, "SELECT count(*) FROM assignments") == 0
     assert response.status_code == 503, response.text
     assert int(response.headers["Retry-After"]) > 0

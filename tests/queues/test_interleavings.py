@@ -112,11 +112,12 @@ def score(engine: Engine, user_id: int) -> Any:
 def test_a_swap_beside_a_lease_sweep_never_fails_the_population(
     services: Services, store_engine: Engine, replica_engine: Engine
 ) -> None:
-    """1. A claim's sweep holds a lapsed assignment's entry while a swap runs. Without the swap
-    lock on every writer of entries, the swap kept the entry as 'assigned', the sweep then made
-    it 'pending', and the swap's insert of the same user broke the one-live-entry-per-user index:
-    the population failed (seen on the previous main: UniqueViolation on
-    uq_unsigned_users_queue_live_user)."""
+    """1. A claim's sweep puts a lapsed assignment's entry back while a swap runs. The swap
+    waits for no writer of entries: its DELETE sees the entry still assigned and keeps it, the
+    sweep then commits it 'pending', and the swap's insert must leave that user alone, not break
+    the one-live-entry-per-user index (seen on an earlier main: UniqueViolation on
+    uq_unsigned_users_queue_live_user, the population failed). The user stays pending, in the
+    new snapshot's count."""
     user = seed(replica_engine, store_engine, [101])[0]
     seed(replica_engine, store_engine, range(102, 106), score=1)  # behind the first user
     populate(services, 5)
@@ -130,8 +131,7 @@ def test_a_swap_beside_a_lease_sweep_never_fails_the_population(
         sweeper_tx = sweeper.begin()
         assert sweep_expired_leases(sweeper) == 1  # the entry is pending again, uncommitted
         thread, out = in_thread(lambda: services.population().run(trigger="test", queue=UNSIGNED))
-        # The swap either waits for the sweep (the fix) or sleeps after its DELETE (before it).
-        wait_until_paused(store_engine, or_waiting=True)
+        wait_until_paused(store_engine)  # the swap, after its DELETE
         sweeper_tx.commit()
         sweeper.close()
         thread.join(15)
@@ -195,6 +195,8 @@ def test_a_direct_claim_and_a_completion_of_the_same_user_never_deadlock(
     user = seed(replica_engine, store_engine, [301])[0]
     populate(services, 1)
     direct_agent, queue_agent = make_agents(store_engine, 2)
+    with store_engine.begin() as conn:  # the list's key is recorded (a first hand-out would)
+        services.suppression.check_key(conn)
     with pause(
         store_engine,
         "assignments",

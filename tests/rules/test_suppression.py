@@ -21,10 +21,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
 from app.config import Settings
-from app.errors import ConfigError, InvalidInput
+from app.errors import ConfigError, InvalidInput, SuppressionKeyMismatch
 from app.rules import suppression
 from app.rules.suppression import (
-    SuppressionKeyMismatch,
     SuppressionList,
     add_numbers,
     normalise,

@@ -1,0 +1,2 @@
+CREATE FUNCTION cq_swap_lock_shared_outstanding_requests() RETURNS void
+LANGUAGE sql VOLATILE AS $$ SELECT pg_advisory_xact_lock_shared(1667329132, 2) $$

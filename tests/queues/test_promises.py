@@ -1,0 +1,182 @@
+"""Promises of the queues that hold under every interleaving (SPEC 8.1), each forced at the point
+where it used to fail:
+
+* nobody falls out of the queue: a person released with re-queue, or whose lease lapses, while
+  a population builds its snapshot is pending after the swap;
+* a lease sweep waits for no swap (it used to take both queues' swap locks);
+* multi-row writers of score rows lock them in one stated order (by user id): a reclassification
+  beside a scores upsert queues up instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from app.intake.rows import ScoreRow, upsert_scores
+from app.queues.leases import sweep_expired_leases
+from app.queues.transitions import Reclassification, reclassify
+from app.services import Services
+from tests.factories import lapse
+from tests.queues.test_claims import (
+    UNSIGNED,
+    Hold,
+    entries,
+    flags,
+    in_thread,
+    make_agents,
+    populate,
+    seed,
+)
+from tests.queues.test_interleavings import pause, wait_until_paused
+
+
+@contextmanager
+def replica_held(replica_engine: Engine) -> Iterator[None]:
+    """The replica's users table locked, as a long maintenance statement there would: a
+    population's walk, which has taken its snapshot of the candidates, waits for it when it
+    classifies them."""
+    with replica_engine.connect() as conn:
+        conn.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def wait_for_replica_waiter(replica_engine: Engine, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    with replica_engine.connect() as conn:
+        while not conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one():
+            conn.rollback()
+            assert time.monotonic() < deadline, "the walk never reached the replica"
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("given_back", ["released", "lapsed"])
+def test_a_person_given_back_while_a_population_builds_is_in_the_new_snapshot(
+    services: Services, store_engine: Engine, replica_engine: Engine, given_back: str
+) -> None:
+    """The walk leaves out people someone holds; the swap drops every unassigned entry of the
+    old snapshot. A person given back in between (released with re-queue, or whose lease ran
+    out) used to drop out of both snapshots until the next population."""
+    seed(replica_engine, store_engine, [1, 2, 3], score=lambda uid: uid)
+    populate(services, 3)
+    (agent,) = make_agents(store_engine, 1)
+    held = services.claims.next_user(agent, UNSIGNED, flags())
+    assert held is not None and held.assignment.user_id == 1
+
+    with replica_held(replica_engine):
+        refresh, out = in_thread(lambda: services.population().run(trigger="test", queue=UNSIGNED))
+        wait_for_replica_waiter(replica_engine)
+        if given_back == "released":
+            services.assignments.release(agent, held.assignment.id, requeue=True, reason=None)
+        else:
+            lapse(store_engine, held.assignment.id)
+    refresh.join(20)
+
+    assert "error" not in out, out.get("error")
+    assert out["result"].queues[UNSIGNED].status == "succeeded"
+    queue = entries(store_engine)
+    assert {u: queue[u]["status"] for u in queue} == {1: "pending", 2: "pending", 3: "pending"}
+    assert out["result"].queues[UNSIGNED].populated == 3
+    assert [e["queue_position"] for e in sorted(queue.values(), key=lambda e: e["user_id"])] == [
+        1,
+        2,
+        3,
+    ]
+    again = services.claims.next_user(agent, UNSIGNED, flags())
+    assert again is not None and again.assignment.user_id == 1
+
+
+def test_a_person_still_held_at_the_swap_keeps_their_call_and_no_second_entry(
+    services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    seed(replica_engine, store_engine, [1, 2], score=lambda uid: uid)
+    populate(services, 2)
+    (agent,) = make_agents(store_engine, 1)
+    held = services.claims.next_user(agent, UNSIGNED, flags())
+    assert held is not None
+
+    report = services.population().run(trigger="test", queue=UNSIGNED)
+
+    figures = report.queues[UNSIGNED]
+    assert (figures.populated, figures.kept_assigned) == (1, 1)
+    queue = entries(store_engine)
+    assert {u: queue[u]["status"] for u in queue} == {1: "assigned", 2: "pending"}
+
+
+def test_a_sweep_waits_for_no_swap(
+    services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    """A lapsed lease is expired while a swap of the queue holds its swap lock (it used to wait
+    for the swap, and every claim's sweep with it)."""
+    seed(replica_engine, store_engine, [1, 2])
+    populate(services, 2)
+    (agent,) = make_agents(store_engine, 1)
+    held = services.claims.next_user(agent, UNSIGNED, flags())
+    assert held is not None
+    lapse(store_engine, held.assignment.id)
+    hold = Hold(store_engine)
+    try:
+        started = time.monotonic()
+        with store_engine.begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '1s'"))
+            expired = sweep_expired_leases(conn)
+        took = time.monotonic() - started
+    finally:
+        hold.release()
+    assert expired == 1
+    assert took < 1
+
+
+def upsert(services: Services, rows: list[ScoreRow]) -> Callable[[], Any]:
+    return lambda: upsert_scores(services.engine, services.replica, rows)
+
+
+def test_a_reclassification_beside_a_scores_upsert_never_deadlocks(
+    services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    """Users 1 and 2, their score rows stored 2 before 1. A reclassification of both is paused
+    on its first row update; a scores upsert of both (which locks by user id) then starts. When
+    the reclassification locked rows in its plan's order (the table's, 2 first), it held 2 and
+    waited for 1 while the upsert held 1 and waited for 2: a deadlock (40P01). Locking both by
+    user id before it updates anything, it holds 1 and 2 and the upsert waits its turn."""
+    seed(replica_engine, store_engine, [2])
+    seed(replica_engine, store_engine, [1])
+    with pause(
+        store_engine, "user_call_scores", "BEFORE UPDATE", seconds=2, when="OLD.user_id = 2"
+    ):
+
+        def reclassify_both() -> int:
+            with store_engine.begin() as conn:
+                return reclassify(
+                    conn,
+                    str(UNSIGNED),
+                    [Reclassification(1, None, "test"), Reclassification(2, None, "test")],
+                    source="test",
+                )
+
+        moving, moved = in_thread(reclassify_both)
+        wait_until_paused(store_engine)
+        scoring, scored = in_thread(upsert(services, [ScoreRow(1, 7), ScoreRow(2, 9)]))
+        moving.join(15)
+        scoring.join(15)
+    assert "error" not in moved, moved.get("error")
+    assert "error" not in scored, scored.get("error")
+    assert moved["result"] == 2
+    with store_engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, current_score, current_queue_type FROM user_call_scores")
+        ).all()
+    assert sorted(tuple(r) for r in rows) == [(1, 7, None), (2, 9, None)]
