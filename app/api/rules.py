@@ -12,11 +12,14 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, m
 
 from app.api.deps import ServicesDep, SupervisorDep
 from app.api.errors import responses
+from app.api.routing import CredentialsFirstRoute
 from app.rules import suppression
 from app.rules.calling import rules_status, update_calling_rules
 from app.rules.compliance import compliance_report, parse_period_dates
 
-router = APIRouter(prefix="/api", tags=["calling rules and compliance"])
+router = APIRouter(
+    prefix="/api", tags=["calling rules and compliance"], route_class=CredentialsFirstRoute
+)
 
 MAX_PHONES = 10_000
 MAX_HOLIDAYS = 1000
