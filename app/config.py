@@ -98,6 +98,9 @@ class Settings(BaseSettings):
 
     # Production traps (issue 11).
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # PUT /api/scores' own cap (SPEC 8.1): 10,000 rows with every score component are about
+    # 1.1 MB of compact JSON, more when indented.
+    scores_max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     docs_enabled: bool | None = None
     metrics_token: SecretStr | None = None
     # DATABASE_URL goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction).

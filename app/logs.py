@@ -1,13 +1,27 @@
-"""Logging: JSON lines in production, readable text elsewhere; context travels as extras."""
+"""Logging: JSON lines in production, readable text elsewhere; context travels as extras.
+
+Logs carry no row contents (SPEC 8.1). A database error's text does: PostgreSQL's DETAIL echoes
+the failing row ("Failing row contains (...)", a note among its values), a raised message can
+quote anything, and SQLAlchemy's adds the statement's parameters. So of a database error only
+its class, SQLSTATE and the names PostgreSQL gives (constraint, table, column) are ever logged:
+``database_error_fields`` for a log line's context, and both formatters render a traceback with
+those in place of any database error's message, wherever it sits in the exception's chain.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
+
+import psycopg
+import pymysql.err
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -24,7 +38,80 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+DATABASE_ERRORS = (SQLAlchemyError, psycopg.Error, pymysql.err.Error)
+# The names PostgreSQL reports with an error (psycopg's Diagnostic): names from the schema, never
+# values.
+_DIAGNOSTIC_NAMES = ("schema_name", "table_name", "column_name", "constraint_name")
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
+
+
+def database_error_fields(exc: BaseException) -> dict[str, Any]:
+    """What may be logged of a database error: its class (and the driver's), SQLSTATE or MySQL
+    error number, and the schema names PostgreSQL reports. Never its message."""
+    fields: dict[str, Any] = {"error_class": type(exc).__name__}
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if orig is not exc and orig is not None:
+        fields["driver_error_class"] = type(orig).__name__
+    if isinstance(orig, psycopg.Error):
+        if orig.sqlstate:
+            fields["sqlstate"] = orig.sqlstate
+        for name in _DIAGNOSTIC_NAMES:
+            value = getattr(orig.diag, name, None)
+            if value:
+                fields[name.removesuffix("_name")] = value
+    elif isinstance(orig, pymysql.err.Error) and orig.args and isinstance(orig.args[0], int):
+        fields["mysql_errno"] = orig.args[0]
+    code = getattr(exc, "code", None)
+    if isinstance(exc, SQLAlchemyError) and code:
+        fields["sqlalchemy_code"] = code
+    return fields
+
+
+def _last_line(exc: BaseException) -> str:
+    if isinstance(exc, DATABASE_ERRORS):
+        kind = type(exc)
+        context = " ".join(f"{k}={v}" for k, v in database_error_fields(exc).items())
+        return f"{kind.__module__}.{kind.__qualname__}: (message withheld) {context}\n"
+    return "".join(traceback.format_exception_only(exc))
+
+
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_exception_safely(exc: BaseException) -> str:
+    """The traceback module's rendering of an exception and its chain, except that a database
+    error's message (the last line of its part) is replaced by its class, SQLSTATE and names."""
+    parts: list[str] = []  # newest first, with the link to the next older one after each
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.format_tb(current.__traceback__)
+        head = ["Traceback (most recent call last):\n", *frames] if frames else []
+        parts.append("".join([*head, _last_line(current)]))
+        if current.__cause__ is not None:
+            parts.append(_CAUSE)
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            parts.append(_CONTEXT)
+            current = current.__context__
+        else:
+            current = None
+    return "".join(reversed(parts)).rstrip("\n")
+
+
+def _format_exc_info(formatter: logging.Formatter, ei: _ExcInfo) -> str:
+    if ei[1] is None:
+        return logging.Formatter.formatException(formatter, ei)
+    return format_exception_safely(ei[1])
+
+
 class JsonFormatter(logging.Formatter):
+    def formatException(self, ei: _ExcInfo) -> str:
+        return _format_exc_info(self, ei)
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -39,8 +126,17 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def formatException(self, ei: _ExcInfo) -> str:
+        return _format_exc_info(self, ei)
+
     def format(self, record: logging.LogRecord) -> str:
-        base = super().format(record)
+        # logging.Formatter caches a record's traceback text on the record, for every handler:
+        # render this formatter's own, never one another handler's formatter left there.
+        cached, record.exc_text = record.exc_text, None
+        try:
+            base = super().format(record)
+        finally:
+            record.exc_text = cached
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         return f"{base} {extras}" if extras else base
 

@@ -143,8 +143,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     errors.install(app)
 
-    # Before routing and authentication: a body over the cap is never read (app/api/body_limit).
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Before routing and authentication: a body over its route's cap is never read
+    # (app/api/body_limit); the routes check the credentials before reading the rest
+    # (app/api/routing).
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        scores_max_body_bytes=settings.scores_max_body_bytes,
+    )
     app.add_middleware(ObserveMiddleware)
 
     # Routes are matched in order: the dashboards' routes, called all day, come first.

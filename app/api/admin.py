@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import QueueTypeDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
+from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import (
     ActivityOut,
     AssignmentOut,
@@ -30,7 +31,7 @@ from app.queues.ledger import LedgerFilter, list_ledger
 from app.queues.reports import ACTIVITY_MAX_HOURS, activity_by_hour, list_entries, list_runs
 from app.queues.views import assignment_view
 
-router = APIRouter(prefix="/api", tags=["supervisors"])
+router = APIRouter(prefix="/api", tags=["supervisors"], route_class=CredentialsFirstRoute)
 log = logging.getLogger(__name__)
 
 

@@ -20,13 +20,14 @@ from app.api.deps import (
     queue_type_of,
 )
 from app.api.errors import responses
+from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
 from app.queues.assignments import AssignmentService, Completed
 from app.queues.claims import Claimed, ClaimService
 from app.queues.reports import queue_stats
 from app.queues.views import assignment_view, score_view
 
-router = APIRouter(prefix="/api", tags=["agents"])
+router = APIRouter(prefix="/api", tags=["agents"], route_class=CredentialsFirstRoute)
 
 
 def _json(body: dict[str, Any]) -> JSONResponse:

@@ -1,17 +1,20 @@
-"""MAX_BODY_BYTES: request bodies are capped before they are read, whoever sends them.
+"""Request bodies are capped before they are read, whoever sends them (SPEC 7.4, 8.1).
 
-Authentication runs after routing, and FastAPI reads and parses a route's body before its
-dependencies run; without a cap, any client with any ``Bearer`` header could make a worker read
-and parse a body of any size. A plain ASGI middleware in front of everything (Starlette's
+``PUT /api/scores`` may take up to SCORES_MAX_BODY_BYTES, every other route MAX_BODY_BYTES.
+Authentication runs after routing; without a cap in front of it, any client could make a worker
+read a body of any size. A plain ASGI middleware in front of everything (Starlette's
 BaseHTTPMiddleware would add a task group and memory streams to every request):
 
-* a declared ``Content-Length`` above the cap is answered 413 at once: the app is not called
-  and not a byte of the body is read;
+* a declared ``Content-Length`` above the route's cap is answered 413 at once: the app is not
+  called and not a byte of the body is read, whatever the credentials;
 * a body without one (chunked) is counted as it streams in; the chunk that crosses the cap is
   the last one read: the 413 goes out then, and the app's reading ends there;
 * every 413 closes the connection (``Connection: close``), so the server does not go on
   reading the rest of the body to find the next request; so does any answer given before the
-  app read the request's body to the end (a route that takes no body).
+  app read the request's body to the end (a 401 or 403, or a route that takes no body).
+
+The second check, the credentials before any of the body is read, is the routes' own
+(``app.api.routing``).
 """
 
 from __future__ import annotations
@@ -40,21 +43,19 @@ def _too_large_body(limit: int) -> bytes:
 
 
 # The one route whose valid bodies outgrow the default cap: PUT /api/scores takes up to 10,000
-# rows (SPEC 7.1), about 1.1 MB of compact JSON with every score component and more when
-# indented. Its cap is MAX_BODY_BYTES or this, whichever is larger.
-LARGE_BODY_ROUTES = {("PUT", "/api/scores")}
-LARGE_BODY_BYTES = 8 * 1024 * 1024
+# rows (SPEC 7.1); its cap is SCORES_MAX_BODY_BYTES.
+SCORES_ROUTE = ("PUT", "/api/scores")
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, scores_max_body_bytes: int) -> None:
         self.app = app
         self.default_limit = max_body_bytes
-        self.large_limit = max(max_body_bytes, LARGE_BODY_BYTES)
+        self.scores_limit = scores_max_body_bytes
 
     def limit_for(self, scope: Scope) -> int:
-        if (scope["method"], scope["path"]) in LARGE_BODY_ROUTES:
-            return self.large_limit
+        if (scope["method"], scope["path"]) == SCORES_ROUTE:
+            return self.scores_limit
         return self.default_limit
 
     @staticmethod

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Query
 
 from app.api.deps import AgentDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
+from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import (
     CallbackCancelIn,
     CallbackList,
@@ -21,7 +22,7 @@ from app.api.schemas import (
 )
 from app.queues.callbacks import CallbackFilter
 
-router = APIRouter(prefix="/api", tags=["callbacks"])
+router = APIRouter(prefix="/api", tags=["callbacks"], route_class=CredentialsFirstRoute)
 
 
 @router.get("/callbacks/mine", response_model=CallbackList, responses=responses(401))

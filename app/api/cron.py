@@ -11,11 +11,17 @@ from fastapi.responses import JSONResponse
 from app.api.deps import ServicesDep, require_cron_secret
 from app.api.errors import responses
 from app.api.intake_schemas import DiscoveryReportOut
+from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import HealthReport, PopulationReport, QueueLevelCheck
 from app.health import health_report
 from app.queues.kinds import QueueType
 
-router = APIRouter(prefix="/api/cron", tags=["cron"], dependencies=[Depends(require_cron_secret)])
+router = APIRouter(
+    prefix="/api/cron",
+    tags=["cron"],
+    dependencies=[Depends(require_cron_secret)],
+    route_class=CredentialsFirstRoute,
+)
 
 
 @router.get(

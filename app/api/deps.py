@@ -94,15 +94,24 @@ def _authenticate(engine: Engine, token: str) -> Authenticated:
         return authenticate(conn, token)
 
 
+# Where the request's authenticated agent is kept: a route that takes a body authenticates before
+# reading it (app.api.routing), and then again as FastAPI solves its dependencies.
+_AGENT_KEY = "callqueue.agent"
+
+
 async def current_agent(
     request: Request, token: Annotated[str | None, Depends(bearer_token)]
 ) -> AgentIdentity:
-    """The calling agent. Missing, unknown or deactivated token: 401."""
+    """The calling agent. Missing, unknown or deactivated token: 401. Looked up once per
+    request."""
     if token is None:
         raise Unauthorized("a valid agent bearer token is required")
-    services: Services = request.app.state.services
-    found = await in_thread(request, _authenticate, services.autocommit, token)
-    return found.agent
+    known: AgentIdentity | None = request.scope.get(_AGENT_KEY)
+    if known is None:
+        services: Services = request.app.state.services
+        found = await in_thread(request, _authenticate, services.autocommit, token)
+        known = request.scope[_AGENT_KEY] = found.agent
+    return known
 
 
 # -- the scorer role (SPEC 7.1): its token reaches PUT /api/scores and nothing else -------------

@@ -8,18 +8,20 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from app import errors
 from app.db import SessionBoundsMissing
+from app.logs import database_error_fields
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +166,8 @@ def install(app: FastAPI) -> None:
                 503, "DatabaseUnavailable", "the database is unreachable; retry shortly"
             )
         else:
-            log.error("request.database_error", exc_info=exc)
+            # Class, SQLSTATE and names only: the error's text can hold the row (a note).
+            log.error("request.database_error", extra=database_error_fields(exc))
             return error_response(500, "InternalError", "the server failed to handle the request")
         response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
         return response
@@ -188,7 +191,17 @@ def install(app: FastAPI) -> None:
         response.headers["Retry-After"] = str(errors.ServiceBusy.retry_after)
         return response
 
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(psycopg.Error)
+    async def other_database_error(_: Request, exc: Exception) -> JSONResponse:
+        """Any other database error (a statement SQLAlchemy could not send, the driver's own):
+        handled here rather than by ``unexpected``, whose exception Starlette passes on to the
+        server to log with the server's own formatter, message and all."""
+        log.error("request.database_error", extra=database_error_fields(exc))
+        return error_response(500, "InternalError", "the server failed to handle the request")
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # The app's formatters withhold the message of any database error in its chain.
         log.error("request.unhandled_error", exc_info=exc)
         return error_response(500, "InternalError", "the server failed to handle the request")

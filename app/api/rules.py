@@ -1,5 +1,5 @@
-"""Supervisor routes of the calling rules (SPEC 7.3): the rules in force, the suppression list and
-the compliance report."""
+"""Routes of the calling rules (SPEC 7.3, 8.1): the calling hours for anyone signed in; for
+supervisors the rules in force, the suppression list and the compliance report."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, model_validator
 
-from app.api.deps import ServicesDep, SupervisorDep
+from app.api.deps import AgentDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
+from app.api.routing import CredentialsFirstRoute
 from app.rules import suppression
 from app.rules.calling import rules_status, update_calling_rules
 from app.rules.compliance import compliance_report, parse_period_dates
+from app.rules.hours import CallingRules
 
-router = APIRouter(prefix="/api", tags=["calling rules and compliance"])
+router = APIRouter(
+    prefix="/api", tags=["calling rules and compliance"], route_class=CredentialsFirstRoute
+)
 
 MAX_PHONES = 10_000
 MAX_HOLIDAYS = 1000
@@ -66,6 +70,19 @@ class CallingRulesOut(BaseModel):
     )
 
 
+class CallingHoursOut(BaseModel):
+    timezone: str
+    hours: str = Field(description="the rule text in force")
+    holidays: list[date]
+    open_now: bool = Field(description="whether calling is allowed now (the database's clock)")
+    opens_at: datetime | None = Field(
+        description="when closed, the next opening; null when open or when the rules never open"
+    )
+    closes_at: datetime | None = Field(
+        description="when open, the next closing; null when closed or when the rules never close"
+    )
+
+
 class PhonesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -109,6 +126,25 @@ class ComplianceReport(BaseModel):
 
 
 # -- routes --------------------------------------------------------------------------------------
+
+
+@router.get("/calling-hours", response_model=CallingHoursOut, responses=responses(401, 403))
+def calling_hours(_: AgentDep, services: ServicesDep) -> Any:
+    """The calling rules in force (the supervisors' change included) and the window around now,
+    for anyone signed in: an agent's callback picker offers only times inside it."""
+    with services.engine.connect() as conn:
+        window = services.calling_window(conn)
+    return calling_hours_view(window.rules, window.now)
+
+
+def calling_hours_view(rules: CallingRules, now: datetime) -> dict[str, Any]:
+    open_now = rules.is_open(now)
+    return {
+        **rules.as_dict(),
+        "open_now": open_now,
+        "opens_at": None if open_now else rules.next_open(now),
+        "closes_at": rules.next_close(now) if open_now else None,
+    }
 
 
 @router.get("/admin/calling-rules", response_model=CallingRulesOut, responses=responses(401, 403))

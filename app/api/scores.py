@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query
 from app.api.deps import ScorerDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
 from app.api.intake_schemas import DiscoveryRunPage, ScoresIn, ScoresOut
+from app.api.routing import CredentialsFirstRoute
 from app.intake.history import list_discovery_runs
 from app.intake.scores import apply_scores
 
-router = APIRouter(prefix="/api", tags=["intake"])
+router = APIRouter(prefix="/api", tags=["intake"], route_class=CredentialsFirstRoute)
 
 
 @router.put("/scores", response_model=ScoresOut, responses=responses(401, 403, 422, 503))

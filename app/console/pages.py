@@ -14,14 +14,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from annotated_types import MaxLen
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import CompleteIn, ReleaseIn
+from app.config import Settings
 from app.queues.kinds import QueueType
 from app.queues.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
 from app.services import Services
@@ -138,23 +139,65 @@ class ConsoleStaticFiles(StaticFiles):
         return response
 
 
-templates = Jinja2Templates(directory=HERE / "templates")
+# Templates see only what their context gives them (no request, no settings, no globals such
+# as url_for): SPEC 8.1, pages get only the values they show. StrictUndefined: a template that
+# names a value its page was not given fails loudly instead of rendering it empty.
+templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
 router = APIRouter(include_in_schema=False)
 
 
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+class PageResponse(HTMLResponse):
+    """A rendered page. Like Starlette's template responses, it tells a server that asks for it
+    (the ``http.response.debug`` ASGI extension: only the test client does) which template
+    rendered it and with what context, so a test can check exactly what the template was
+    given."""
+
+    def __init__(self, name: str, context: dict[str, Any]) -> None:
+        self.template = templates.get_template(name)
+        self.context = context
+        super().__init__(self.template.render(context), headers=SECURITY_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "http.response.debug" in scope.get("extensions", {}):
+            info = {"template": self.template, "context": self.context}
+            await send({"type": "http.response.debug", "info": info})
+        await super().__call__(scope, receive, send)
+
+
+def _common(view: str, settings: Settings) -> dict[str, Any]:
+    return {
+        "static": STATIC_PATH,
+        "view": view,
+        "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
+        "callback_grace_minutes": settings.callback_grace_minutes,
+        "callback_personal_minutes": settings.callback_personal_minutes,
+    }
+
+
+def agent_page_context(settings: Settings) -> dict[str, Any]:
+    """The values the agent's page shows, and nothing else."""
+    return {
+        **_common("agent", settings),
+        "outcomes": outcome_choices(),
+        "notes_max": _max_length(CompleteIn, "notes"),
+        "reason_max": _max_length(ReleaseIn, "reason"),
+        "callback_max_days": MAX_CALLBACK_AHEAD.days,
+        "skip_cooldown_minutes": settings.skip_cooldown_minutes,
+    }
+
+
+def supervisor_page_context(settings: Settings) -> dict[str, Any]:
+    """The values the supervisor's page shows, and nothing else."""
+    return {**_common("supervisor", settings), "reason_max": _max_length(ReleaseIn, "reason")}
+
+
+def _settings(request: Request) -> Settings:
     services: Services = request.app.state.services
-    return templates.TemplateResponse(
-        request,
-        name,
-        {
-            "static": STATIC_PATH,
-            "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
-            "settings": services.settings,
-            **context,
-        },
-        headers=SECURITY_HEADERS,
-    )
+    return services.settings
 
 
 @router.get("/")
@@ -165,25 +208,12 @@ async def root() -> RedirectResponse:
 
 @router.get("/console", response_class=HTMLResponse)
 async def agent_view(request: Request) -> HTMLResponse:
-    return _page(
-        request,
-        "agent.html",
-        view="agent",
-        outcomes=outcome_choices(),
-        notes_max=_max_length(CompleteIn, "notes"),
-        reason_max=_max_length(ReleaseIn, "reason"),
-        callback_max_days=MAX_CALLBACK_AHEAD.days,
-    )
+    return PageResponse("agent.html", agent_page_context(_settings(request)))
 
 
 @router.get("/console/supervisor", response_class=HTMLResponse)
 async def supervisor_view(request: Request) -> HTMLResponse:
-    return _page(
-        request,
-        "supervisor.html",
-        view="supervisor",
-        reason_max=_max_length(ReleaseIn, "reason"),
-    )
+    return PageResponse("supervisor.html", supervisor_page_context(_settings(request)))
 
 
 def install(app: FastAPI) -> None:

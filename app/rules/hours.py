@@ -251,6 +251,36 @@ class CallingRules:
                 return opening
         return None
 
+    def next_close(self, instant: datetime) -> datetime | None:
+        """The first instant at or after ``instant`` outside the window (``instant`` itself when
+        the window is closed then), in UTC; None when the rules never close (every minute of
+        the week open and no holiday ahead, as under ``always``).
+
+        A closing is a window's end read on the wall clock, the start of a local day (a
+        holiday's, or a day that does not open at midnight after one that ran to 24:00), or a
+        daylight-saving change that moves the wall clock out of a window. Those instants are the
+        candidates; the first one after ``instant`` that is outside the window is the answer.
+        """
+        instant = _aware(instant).astimezone(UTC)
+        if not self.is_open(instant):
+            return instant
+        first_day = instant.astimezone(self.zone).date()
+        candidates = [
+            local_day_start(self.zone, holiday) for holiday in self.holidays if holiday > first_day
+        ]
+        # Unless every day is open all day (then only a holiday closes), some day closes within
+        # a week; a daylight-saving change can move it by a day.
+        for offset in range(9):
+            day = first_day + timedelta(days=offset)
+            candidates.append(local_day_start(self.zone, day))
+            candidates += [
+                moment
+                for window in self.week[day.weekday()]
+                for moment in wall_clock_instants(self.zone, day, window.end)
+            ]
+            candidates += _offset_changes_near(self.zone, day)
+        return min((c for c in candidates if c > instant and not self.is_open(c)), default=None)
+
 
 def wall_clock_instants(zone: ZoneInfo, day: date, seconds: int) -> list[datetime]:
     """The instants (UTC) at which the wall clock in ``zone`` first reads ``seconds`` after

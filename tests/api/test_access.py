@@ -83,6 +83,7 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/api/queues/{queue_type}/next-user"):
                                                    (401, 401, 401, 401, 204, 204, 401, 403, 401),
     ("GET", "/api/assignments/current"):           (401, 401, 401, 401, 204, 204, 401, 403, 401),
+    ("GET", "/api/calling-hours"):                 (401, 401, 401, 401, 200, 200, 401, 403, 401),
     ("POST", "/api/assignments/{assignment_id}/extend"):
                                                    (401, 401, 401, 401, 404, 404, 401, 403, 401),
     ("POST", "/api/assignments/{assignment_id}/release"):

@@ -3,11 +3,14 @@ cron secret, the activity per hour for the chart, and the pages and assets with 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
 from app.queues.kinds import POPULATION_LOCK_KEY
 from tests.factories import Agent, Replica, add_scores, new_agent
@@ -214,6 +217,80 @@ def test_the_agent_page_offers_every_outcome_from_the_outcome_table(client: Test
     assert 'maxlength="2000"' in page  # notes, as CompleteIn declares
     assert "Skip for 60 min" in page
     assert 'aria-keyshortcuts="9"' in page and 'aria-keyshortcuts="10"' not in page
+
+
+# Pages and templates get only the values they show (SPEC 8.1): never the settings (a database
+# URL, the cron secret, the suppression key), nor the request (a way back to them).
+SECRETS = {
+    "cron_secret": "cron-secret-never-on-a-page-5e1f2d3c4b5a69788",
+    "suppression_key": "suppression-key-never-on-a-page-0a9b8c7d6e5f4",
+    "metrics_token": "metrics-token-never-on-a-page-77c3",
+}
+DB_PASSWORD = "db-password-never-on-a-page-3141"
+PAGE_VALUES = {
+    "/console": {
+        "static",
+        "view",
+        "queues",
+        "callback_grace_minutes",
+        "callback_personal_minutes",
+        "outcomes",
+        "notes_max",
+        "reason_max",
+        "callback_max_days",
+        "skip_cooldown_minutes",
+    },
+    "/console/supervisor": {
+        "static",
+        "view",
+        "queues",
+        "callback_grace_minutes",
+        "callback_personal_minutes",
+        "reason_max",
+    },
+}
+
+
+def plain(value: Any) -> bool:
+    """Text, numbers, and lists, tuples or dataclasses of them: nothing to reach further from."""
+    if value is None or isinstance(value, str | int | float):
+        return True
+    if isinstance(value, list | tuple):
+        return all(plain(v) for v in value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return all(plain(getattr(value, f.name)) for f in fields(value))
+    return False
+
+
+@pytest.mark.parametrize("path", sorted(PAGE_VALUES))
+def test_console_pages_are_given_only_the_values_they_show(
+    make_client: Callable[..., TestClient], store_url: str, path: str
+) -> None:
+    database_url = make_url(store_url).set(password=DB_PASSWORD).render_as_string(False)
+    client = make_client(
+        database_url=database_url,
+        callback_grace_minutes=17,
+        callback_personal_minutes=23,
+        skip_cooldown_minutes=41,
+        **SECRETS,
+    )
+    page = client.get(path)
+    assert page.status_code == 200
+    # What the template was given (the test client hears it through the http.response.debug
+    # ASGI extension, as Starlette's template responses tell it).
+    context = page.context
+    assert set(context) == PAGE_VALUES[path]
+    unplain = {name: type(value).__name__ for name, value in context.items() if not plain(value)}
+    assert unplain == {}
+    assert context["callback_grace_minutes"] == 17
+    assert context["callback_personal_minutes"] == 23
+    assert 'data-callback-personal-minutes="23"' in page.text
+    if path == "/console":
+        assert context["skip_cooldown_minutes"] == 41
+        assert "Skip for 41 min" in page.text
+    for secret in [*SECRETS.values(), DB_PASSWORD, database_url]:
+        assert secret not in page.text
+        assert secret not in repr(context)
 
 
 def test_assets_are_served_with_their_types_and_unknown_ones_are_404(client: TestClient) -> None:

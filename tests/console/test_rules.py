@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -114,6 +115,60 @@ def test_a_callback_time_outside_calling_hours_is_refused_in_words(
     page.get_by_role("button", name="Record outcome").click()
     expect(page.locator("#last-result")).to_contain_text("Callback booked for")
     expect(page.locator("#callbacks-table tbody tr")).to_have_count(1)
+    assert tab.problems == []
+
+
+def test_an_agents_page_reads_the_calling_hours_and_its_picker_offers_only_open_times(
+    servers: Callable[..., Server], open_tab: Callable[..., Tab], book: Callable[..., Book]
+) -> None:
+    """SPEC 8.1: the agent's console reads GET /api/calling-hours, no supervisors' route, so
+    loading it answers no 403; and the callback picker refuses a closed time itself, before
+    anything is sent."""
+    server = servers()
+    seeded = book(2)
+    # Open all day every day but the day after tomorrow (London time): open now.
+    today = datetime.now(LONDON).date()
+    closed = today + timedelta(days=2)
+    hours = "; ".join(f"{day} 00:00-24:00" for day in DAYS if day != DAYS[closed.weekday()])
+    put_rules(server, seeded.supervisor, timezone="Europe/London", hours=hours, holidays=[])
+    populate(server, seeded.supervisor)
+    tab = open_tab(timezone_id="Europe/London")
+    answers: list[tuple[str, str, int]] = []
+    tab.page.on(
+        "response",
+        lambda response: answers.append(
+            (response.request.method, urlsplit(response.url).path, response.status)
+        ),
+    )
+    page = sign_in(tab, server, seeded.agents["agent-a"])
+    page.keyboard.press("n")
+    card_user(page)
+    page.wait_for_load_state("networkidle")
+    assert [a for a in answers if a[2] == 403] == []
+    assert [a for a in answers if a[1] == "/api/calling-hours"] == [
+        ("GET", "/api/calling-hours", 200)
+    ] * 2  # on start, and with the person handed out
+
+    page.get_by_label("Call back", exact=True).check()
+    expect(page.locator("#callback-hours")).to_have_text(
+        f"Calling hours: {hours} (Europe/London time)."
+    )
+    completes = [url for url in tab.requests if url.endswith("/complete")]
+    page.get_by_label("Call back at").fill(f"{closed.isoformat()}T12:00")
+    page.get_by_role("button", name="Record outcome").click()
+    expect(page.locator("#callback-error")).to_have_text(
+        f"That time is outside calling hours. Calling hours: {hours} (Europe/London time)."
+    )
+    expect(page.get_by_label("Call back at")).to_have_attribute("aria-invalid", "true")
+    assert [url for url in tab.requests if url.endswith("/complete")] == completes  # not sent
+    open_day = today + timedelta(days=1)
+    page.get_by_label("Call back at").fill(f"{open_day.isoformat()}T12:00")
+    page.get_by_role("button", name="Record outcome").click()
+    expect(page.locator("#last-result")).to_contain_text("Callback booked for")
+
+    assert [a for a in answers if a[2] == 403] == []
+    assert not [a for a in answers if a[1].startswith("/api/admin/")]
+    assert same_origin_only(tab, server) == []
     assert tab.problems == []
 
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
 
-from app.api.body_limit import LARGE_BODY_BYTES
+from app.config import Settings
 from app.intake.rows import ScoreRow, Stored, create_rows, next_scores
 from tests.factories import Agent, Replica, add_scores, new_agent
 
@@ -307,10 +307,10 @@ def test_ten_thousand_rows_are_accepted(
 
 
 def test_a_full_batch_with_every_component_fits_the_routes_own_cap(
-    client: TestClient, scorer: Agent, store_engine: Engine
+    client: TestClient, scorer: Agent, store_engine: Engine, settings: Settings
 ) -> None:
     """10,000 rows with every score component and large ids are well over the default
-    MAX_BODY_BYTES (1 MiB): the scores route has a cap of its own (app/api/body_limit.py), so the
+    MAX_BODY_BYTES (1 MiB): the scores route has a cap of its own (SCORES_MAX_BODY_BYTES), so the
     contract's largest valid body is accepted, and a body over that cap is still a 413."""
     base = 9_000_000_000_000
     rows = [
@@ -335,7 +335,7 @@ def test_a_full_batch_with_every_component_fits_the_routes_own_cap(
     huge = client.put(
         SCORES,
         headers={**scorer.auth, "Content-Type": "application/json"},
-        content=b" " * (LARGE_BODY_BYTES + 1),
+        content=b" " * (settings.scores_max_body_bytes + 1),
     )
     assert huge.status_code == 413
     # Every other route keeps the default cap.

@@ -61,7 +61,7 @@ const state = {
   retry: null, // the automatic retry of a busy next-user
   dueMine: {}, // per queue: this agent's own callbacks due now (GET /api/callbacks/mine)
   dueAll: {}, // per queue: every callback due now (GET /api/queues/stats)
-  rules: null, // calling rules, when this token may read them (supervisors; SPEC 7.3)
+  rules: null, // the calling hours in force (GET /api/calling-hours), once read
 };
 
 // -- helpers -----------------------------------------------------------------------------------
@@ -143,6 +143,7 @@ async function handleClaim(answer, queue) {
     hideState();
     showAssignment(answer.body, { fresh: true });
     refreshCounts();
+    loadRules();
     if (answer.body.source === "callback") refreshCallbacks();
     return;
   }
@@ -310,11 +311,13 @@ async function refreshCallbacks() {
   showDue();
 }
 
-// Calling rules are a supervisor's to read: with a supervisor's token the picker checks the
-// window before sending; with an agent's, the API's 422 on a time outside it is what tells.
+// The calling hours are anyone's to read (SPEC 8.1): the callback picker offers and accepts
+// only times inside them before sending; the API's 422 stays the authority. Read when the page
+// starts, with every person handed out, and after the API refused a time (a supervisor may
+// have changed the rules meanwhile); kept as they were when a read fails.
 async function loadRules() {
-  const answer = await api("/api/admin/calling-rules");
-  state.rules = answer.status === 200 ? answer.body : null;
+  const answer = await api("/api/calling-hours");
+  if (answer.status === 200) state.rules = answer.body;
 }
 
 function poll() {
@@ -579,7 +582,9 @@ function onOutcomeChange() {
   if (!wantsTime) return;
   const input = $("callback-at");
   const now = new Date(serverNow());
-  input.min = toLocalInputValue(new Date(now.getTime() + 60000));
+  // Closed now: nothing before the next opening can be booked.
+  const opens = state.rules?.opens_at ? Date.parse(state.rules.opens_at) : 0;
+  input.min = toLocalInputValue(new Date(Math.max(now.getTime() + 60000, opens)));
   input.max = toLocalInputValue(new Date(now.getTime() + CALLBACK_MAX_DAYS * 86400000 - 60000));
   const hours = $("callback-hours");
   hours.hidden = !state.rules;
@@ -685,7 +690,10 @@ async function recordOutcome() {
   if (answer.status === 401) return signedOut();
   if (answer.status === 422) {
     const onCallback = (answer.fields ?? []).some((f) => f.loc?.includes("callback_at"));
-    if (onCallback) fieldError("callback-error", callbackRefusal(answer), "callback-at");
+    if (onCallback) {
+      fieldError("callback-error", callbackRefusal(answer), "callback-at");
+      loadRules();
+    }
     else fieldError("outcome-error", `Not recorded: ${answer.detail}`);
     return;
   }

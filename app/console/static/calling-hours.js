@@ -81,7 +81,7 @@ export function localParts(date, timeZone) {
   };
 }
 
-// rules: {timezone, hours, holidays: ["YYYY-MM-DD", ...]} as GET /api/admin/calling-rules gives.
+// rules: {timezone, hours, holidays: ["YYYY-MM-DD", ...]} as GET /api/calling-hours gives.
 export function isWithinCallingHours(rules, date) {
   const week = parseHours(rules.hours);
   const local = localParts(date, rules.timezone);
