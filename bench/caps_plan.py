@@ -32,16 +32,15 @@ from sqlalchemy import Engine, create_engine, text
 from app.health import alembic_config
 from app.queues.kinds import CANDIDATES_SQL
 from app.rules.caps import DAY_PARAM, WEEK_PARAM
-from bench.populate import (
-    COOLING_MINUTES,
+from bench.harness.db import (
     DEFAULT_SERVER,
-    SCORES_SQL,
     database_exists,
     db_url,
+    maintain,
     recreate_database,
     step,
-    vacuum_analyze,
 )
+from bench.populate import COOLING_MINUTES, SCORES_SQL
 
 CAPS = {DAY_PARAM: 3, WEEK_PARAM: 10, "live_leases_only": True}
 
@@ -119,7 +118,7 @@ def build(server: str, name: str, ledger: int) -> str:
             conn.execute(text(CAPPED_SQL), {"daily": AT_DAILY_CAP, "weekly": AT_WEEKLY_CAP})
     engine.dispose()
     with step("VACUUM ANALYZE"):
-        vacuum_analyze(url)
+        maintain(url, checkpoint=False)
     return url
 
 

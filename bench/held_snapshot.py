@@ -5,7 +5,7 @@ Run it from the repository root against the machine's PostgreSQL::
     .venv/bin/python -m bench.held_snapshot                 # 50,000 entries, 30 + 60 + 30 s
     .venv/bin/python -m bench.held_snapshot --before 5 --hold 10 --after 5 --entries 10000
 
-It reuses ``bench/claims.py``: the same scratch store and replica (here ``cq_bench_held_store`` and
+It reuses ``bench/harness/``: the same scratch store and replica (here ``cq_bench_held_store`` and
 ``cq_bench_held_replica``, built with server-side SQL), one population, 64 agents, the same
 ``uvicorn app.main:app --workers 2`` subprocess and the same load generator (``next-user`` then
 ``complete``, every agent back to back). Three phases, flat out:
@@ -42,27 +42,12 @@ from typing import Any
 
 import psycopg
 
-from bench.claims import (
-    DEFAULT_SERVER,
-    TABLE,
-    LoadGenerator,
-    ModeResult,
-    Server,
-    _loop_factory,
-    build,
-    create_agents,
-    drop_databases,
-    duplicates,
-    ledger_check,
-    libpq_url,
-    load_average,
-    maintain,
-    pct,
-    populate,
-    start_server,
-    stop_load,
-    table_stats,
-)
+from bench.harness.accounting import load_average
+from bench.harness.checks import duplicate_total, duplicates, ledger_check
+from bench.harness.db import DEFAULT_SERVER, drop_databases, libpq_url, maintain, table_stats
+from bench.harness.load import LoadGenerator, ModeResult, loop_factory, pct, stop_load
+from bench.harness.seed import TABLE, build, create_agents, populate
+from bench.harness.server import Server, start_server
 
 STORE_DB = "cq_bench_held_store"
 REPLICA_DB = "cq_bench_held_replica"
@@ -141,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     phases: list[ModeResult] = []
     boundaries: list[tuple[str, dict[str, tuple[int, int]]]] = []
-    runner = asyncio.Runner(loop_factory=_loop_factory())
+    runner = asyncio.Runner(loop_factory=loop_factory())
     try:
         monitor = psycopg.connect(libpq_url(store_url), autocommit=True)
         server = start_server(
@@ -234,11 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         else "no throughput before the hold"
     )
     errors = sum(r.non_2xx() != "none" for r in phases)
-    dup_total = (
-        dup["users_held_by_two_agents_at_once"]
-        + dup["assignment_ids_handed_out_twice"]
-        + ledger["users_in_two_ledger_rows"]
-    )
+    dup_total = duplicate_total(dup, ledger)
     print("agents: " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in dup.items()))
     print("ledger: " + ", ".join(f"{k.replace('_', ' ')}: {v:,}" for k, v in ledger.items()))
     print(f"duplicates: {dup_total} ({'OK' if dup_total == 0 else 'FAILED'})")

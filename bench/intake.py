@@ -49,23 +49,20 @@ from typing import Any
 import psycopg
 from alembic import command
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.health import alembic_config
 from app.replica.schema import replica_metadata
-from bench.populate import (
-    CLAIMS_SQL,
+from bench.harness.accounting import backend_ticks
+from bench.harness.db import (
     DEFAULT_SERVER,
-    PLAN,
-    REQUIREMENTS_SQL,
-    USERS_SQL,
     database_exists,
     db_url,
-    print_load,
+    libpq_url,
+    maintain,
     recreate_database,
     step,
-    vacuum_analyze,
 )
+from bench.populate import CLAIMS_SQL, PLAN, REQUIREMENTS_SQL, USERS_SQL, print_load
 
 STORE_DB = "cq_bench_intake_store"
 REPLICA_DB = "cq_bench_intake_replica"
@@ -94,23 +91,7 @@ class BackendCPU:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _read(self) -> dict[int, int]:
-        found = {}
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    title = f.read().decode(errors="replace")
-                if not title.startswith("postgres:") or not (
-                    f" {STORE_DB} " in title or f" {REPLICA_DB} " in title
-                ):
-                    continue
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                found[int(entry)] = int(fields[11]) + int(fields[12])
-            except (OSError, IndexError, ValueError):
-                continue
-        return found
+        return backend_ticks((STORE_DB, REPLICA_DB))
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
@@ -203,7 +184,7 @@ def build_replica(server: str, rows: int) -> str:
                 conn.execute(text(sql), {"rows": rows})
     engine.dispose()
     with step("VACUUM ANALYZE"):
-        vacuum_analyze(url)
+        maintain(url, checkpoint=False)
     return url
 
 
@@ -257,17 +238,13 @@ def settle(store_url: str, *, empty: bool) -> None:
     engine.dispose()
 
 
-def libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 # -- floors -------------------------------------------------------------------------------------
 
 
 def copy_file_floor(store_url: str, csv_path: Path) -> Cost:
     """The file straight into the table with its indexes: PostgreSQL's fastest way in."""
     settle(store_url, empty=True)
-    with measured() as cost, psycopg.connect(libpq(store_url)) as conn:
+    with measured() as cost, psycopg.connect(libpq_url(store_url)) as conn:
         with (
             conn.cursor() as cur,
             cur.copy(
@@ -292,7 +269,7 @@ REPLICA_READS = (
 
 def replica_read_floor(replica_url: str) -> Cost:
     """Everything the rule looks at, read once as fast as PostgreSQL sends it."""
-    with measured() as cost, psycopg.connect(libpq(replica_url)) as conn, conn.cursor() as cur:
+    with measured() as cost, psycopg.connect(libpq_url(replica_url)) as conn, conn.cursor() as cur:
         for query in REPLICA_READS:
             with cur.copy(f"COPY ({query}) TO STDOUT") as copy:
                 for _ in copy:
@@ -303,7 +280,7 @@ def replica_read_floor(replica_url: str) -> Cost:
 def copy_rows_floor(store_url: str, rows: list[tuple[int, str | None]]) -> Cost:
     """Discovery's rows, the same ones, straight into the empty table with its indexes."""
     settle(store_url, empty=True)
-    with measured() as cost, psycopg.connect(libpq(store_url)) as conn:
+    with measured() as cost, psycopg.connect(libpq_url(store_url)) as conn:
         with (
             conn.cursor() as cur,
             cur.copy("COPY user_call_scores (user_id, current_queue_type) FROM STDIN") as copy,

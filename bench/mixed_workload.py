@@ -18,14 +18,9 @@ import time
 
 from sqlalchemy import create_engine
 
-from bench.claims import (
-    CRON_SECRET,
-    DEFAULT_SERVER,
-    drop_databases,
-    load_average,
-    recreate_database,
-    start_server,
-)
+from bench.harness.accounting import load_average
+from bench.harness.db import DEFAULT_SERVER, drop_databases, recreate_database
+from bench.harness.server import CRON_SECRET, start_server
 from tests import workload
 
 STORE_DB = "cq_bench_mixed_store"

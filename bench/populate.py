@@ -66,7 +66,6 @@ from typing import Any
 
 from alembic import command
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
 
 import app.queues.population as population_module
 from app.config import load_settings
@@ -77,8 +76,16 @@ from app.queues.population import Population, PopulationOptions, RunReport
 from app.replica.reader import Replica, create_replica_engine
 from app.replica.schema import replica_metadata
 from app.rules.caps import DAY_PARAM, WEEK_PARAM
+from bench.harness.accounting import CLK, backend_ticks, load_average
+from bench.harness.db import (
+    DEFAULT_SERVER,
+    database_exists,
+    db_url,
+    maintain,
+    recreate_database,
+    step,
+)
 
-DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 STORE_DB = "cq_bench_store"
 REPLICA_DB = "cq_bench_replica"
 COOLING_MINUTES = 120
@@ -274,46 +281,6 @@ MUTABLE_TABLES = [
 # -- databases --------------------------------------------------------------------------------
 
 
-def db_url(server: str, name: str) -> str:
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
-
-
-def database_exists(server: str, name: str) -> bool:
-    engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            found = conn.execute(
-                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
-            ).first()
-        return found is not None
-    finally:
-        engine.dispose()
-
-
-def recreate_database(server: str, name: str) -> str:
-    engine = create_engine(server, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return db_url(server, name)
-
-
-def vacuum_analyze(url: str) -> None:
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("VACUUM (ANALYZE)"))
-    engine.dispose()
-
-
-@contextmanager
-def step(label: str) -> Iterator[None]:
-    t0 = time.perf_counter()
-    print(f"  {label} ...", end="", flush=True)
-    yield
-    print(f" {time.perf_counter() - t0:.1f} s", flush=True)
-
-
 def build(
     server: str, rows: int, store_db: str = STORE_DB, replica_db: str = REPLICA_DB
 ) -> tuple[str, str]:
@@ -340,8 +307,8 @@ def build(
         conn.execute(text(SCORES_SQL), params)
     store.dispose()
     with step("VACUUM ANALYZE both databases"):
-        vacuum_analyze(replica_url)
-        vacuum_analyze(store_url)
+        maintain(replica_url, checkpoint=False)
+        maintain(store_url, checkpoint=False)
     return store_url, replica_url
 
 
@@ -361,8 +328,8 @@ def reset(
             conn.execute(text(RESET_SQL), {"rows": rows})
     store.dispose()
     with step("VACUUM ANALYZE both databases"):
-        vacuum_analyze(replica_url)
-        vacuum_analyze(store_url)
+        maintain(replica_url, checkpoint=False)
+        maintain(store_url, checkpoint=False)
     return store_url, replica_url
 
 
@@ -509,24 +476,7 @@ def backend_cpu() -> float:
     Read from /proc (local server only; 0 when unreadable). Wall time on a shared machine mostly
     measures the neighbours; client CPU plus backend CPU is the work a run actually did.
     """
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                title = f.read().decode(errors="replace")
-            if not title.startswith("postgres:") or not (
-                f" {STORE_DB} " in title or f" {REPLICA_DB} " in title
-            ):
-                continue
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / tick
+    return sum(backend_ticks((STORE_DB, REPLICA_DB)).values()) / CLK
 
 
 @dataclass
@@ -676,9 +626,8 @@ def print_phases(label: str, runs: list[Run]) -> None:
 
 
 def print_load(when: str) -> None:
-    one, five, fifteen = os.getloadavg()
     print(
-        f"Load average at {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} CPUs;"
+        f"Load average at {when}: {load_average()} ({os.cpu_count()} CPUs;"
         " other work on the same server skews the timings)"
     )
 

@@ -10,10 +10,11 @@ Run it from the repository root against the machine's PostgreSQL::
 
 The data is ``bench/populate.py``'s (``build``/``reset``, into ``cq_bench_soak_store`` and
 ``cq_bench_soak_replica``): ``--rows`` score rows, 45% unsigned, 40% outstanding, 15% in no
-queue, with their users, claims and requirements in the replica. The service is started as
-``bench/claims.py`` starts it (``uvicorn app.main:app --workers 2``, scheduler off) with
-``QUEUE_SIZE_LIMIT`` = ``--limit`` (100,000), and driven by ``bench/claims.py``'s load generator:
-``--agents`` (64) agents back to back, ``next-user`` on ``unsigned_users`` then ``complete``.
+queue, with their users, claims and requirements in the replica. The service is started as the
+claims benchmarks start it (``bench/harness/server.py``: ``uvicorn app.main:app --workers 2``,
+scheduler off) with ``QUEUE_SIZE_LIMIT`` = ``--limit`` (100,000), and driven by their load
+generator (``bench/harness/load.py``): ``--agents`` (64) agents back to back, ``next-user`` on
+``unsigned_users`` then ``complete``.
 
 Order: populations through ``GET /api/cron/populate-separated-queues`` (the cron secret as the
 bearer token) until every worker has run one, the agents' first cycle, and rounds of ``--warmup``
@@ -48,33 +49,26 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 from bench import populate as data
-from bench.claims import (
-    CRON_SECRET,
+from bench.harness.accounting import load_average
+from bench.harness.checks import duplicate_total, duplicates, ledger_check
+from bench.harness.db import (
     DEFAULT_SERVER,
-    LoadGenerator,
-    Server,
-    _loop_factory,
     admin,
-    create_agents,
+    database_exists,
     drop_databases,
-    duplicates,
-    ledger_check,
     libpq_url,
-    load_average,
-    pct,
-    start_server,
-    stop_load,
     table_stats,
 )
+from bench.harness.load import LoadGenerator, loop_factory, pct, stop_load
+from bench.harness.seed import create_agents
+from bench.harness.server import Server, populate_over_http, start_server
 
 STORE_DB = "cq_bench_soak_store"
 REPLICA_DB = "cq_bench_soak_replica"
 WATCHED = ("unsigned_users_queue", "outstanding_requests_queue", "assignments")
-CRON_PATH = "/api/cron/populate-separated-queues"
 MAX_WARM_POPULATIONS = 6
 WORKER_STEP_KIB = 20 * 1024  # a worker's one-time growth after its first large population
 LOADED_STEP_KIB = 5 * 1024  # and after its first one beside the claim load
@@ -93,26 +87,10 @@ def rss_kib(pids: list[int]) -> int:
     return total
 
 
-def refresh(base_url: str, timeout: float = 600) -> tuple[int, float, str]:
+def refresh(base_url: str) -> tuple[int, float, str]:
     """One population through the cron route: (status, seconds, short description)."""
-    t0 = time.perf_counter()
-    try:
-        r = httpx.get(
-            f"{base_url}{CRON_PATH}",
-            headers={"Authorization": f"Bearer {CRON_SECRET}"},
-            timeout=timeout,
-        )
-    except httpx.HTTPError as exc:
-        return 0, time.perf_counter() - t0, type(exc).__name__
-    seconds = time.perf_counter() - t0
-    if r.status_code != 200:
-        return r.status_code, seconds, r.text[:200]
-    queues = r.json().get("queues", {})
-    return (
-        200,
-        seconds,
-        ", ".join(f"{q} {v.get('populated', 0):,}" for q, v in queues.items()),
-    )
+    call = populate_over_http(base_url)
+    return call.status, call.seconds, call.describe()
 
 
 def per_worker(pids: list[int]) -> str:
@@ -145,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_start = load_average()
     print(f"Load average at start: {load_start} ({os.cpu_count()} CPUs)")
-    if args.reuse and not data.database_exists(args.server, STORE_DB):
+    if args.reuse and not database_exists(args.server, STORE_DB):
         print(f"--reuse: {STORE_DB} does not exist (run with --keep first); building it")
         args.reuse = False
     if args.reuse:
@@ -174,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     refresh_log: list[str] = []
     rss_samples: list[tuple[float, int]] = []
     seconds = args.minutes * 60
-    runner = asyncio.Runner(loop_factory=_loop_factory())
+    runner = asyncio.Runner(loop_factory=loop_factory())
     try:
         monitor = psycopg.connect(libpq_url(store_url), autocommit=True)
         server = start_server(
@@ -287,11 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = {k: v for k, v in soak.statuses.items() if not k.split()[-1].startswith("2")}
     errors.update({f"transport {k}": v for k, v in soak.errors.items()})
     refresh_errors = sum(v for k, v in refreshes.items() if k.startswith("error"))
-    dup_total = (
-        dup["users_held_by_two_agents_at_once"]
-        + dup["assignment_ids_handed_out_twice"]
-        + ledger["users_in_two_ledger_rows"]
-    )
+    dup_total = duplicate_total(dup, ledger)
     print("\n" + "=" * 100)
     print(
         f"SUMMARY  soak: {args.rows:,} score rows, QUEUE_SIZE_LIMIT {args.limit:,},"
