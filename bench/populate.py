@@ -517,7 +517,6 @@ def _baseline(store: Engine, limit: int) -> None:
                     "queue_type": str(queue_type),
                     "suffix": kind.reason_suffix,
                     "cooling": COOLING_MINUTES,
-                    "live_leases_only": True,
                     "n": limit,
                     **CAPS,
                 },
