@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
-from app.rules.hours import CallingRules, parse_holidays, parse_hours, parse_timezone
+from app.hours import CallingRules, parse_holidays, parse_hours, parse_timezone
 
 MIN_CRON_SECRET_LENGTH = 32
 MIN_SUPPRESSION_KEY_LENGTH = 32

@@ -16,10 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import Settings
 from app.flags import Flags
 from app.queues.callbacks import LATE_WINDOW_MINUTES, callback_counts
-from app.queues.kinds import KINDS, QueueType
+from app.queues.kinds import KINDS
 from app.replica.monitor import ReplicaMonitor
 from app.rules.suppression import KEY_MISMATCHED
 from app.timestamps import iso
+from app.vocabulary import QueueType
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 

@@ -23,6 +23,8 @@ import psycopg
 import pymysql.err
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from app.errors import CallqueueError
+
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
@@ -66,6 +68,29 @@ def database_error_fields(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, SQLAlchemyError) and code:
         fields["sqlalchemy_code"] = code
     return fields
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line cause for a run's history, a report or a command's message, with no values:
+    a domain error's sentence; a database error's class with its SQLSTATE and the names
+    PostgreSQL gives (its message can hold row values), or, for a failure to connect (no
+    SQLSTATE, no row), the first line of the driver's message; else the error's class."""
+    if isinstance(exc, CallqueueError):
+        return exc.detail
+    if isinstance(exc, DATABASE_ERRORS):
+        fields = database_error_fields(exc)
+        kind = fields.get("driver_error_class", fields["error_class"])
+        if "sqlstate" not in fields and "mysql_errno" not in fields:
+            orig = exc.orig if isinstance(exc, DBAPIError) else exc
+            lines = str(orig).strip().splitlines()
+            return f"database error ({kind}): {lines[0] if lines else ''}"[:500]
+        names = ", ".join(
+            f"{key} {fields[key]}"
+            for key in ("sqlstate", "mysql_errno", "table", "constraint")
+            if key in fields
+        )
+        return f"database error ({kind}, {names})"
+    return f"unexpected error ({type(exc).__name__})"
 
 
 def _last_line(exc: BaseException) -> str:

@@ -1,15 +1,14 @@
-"""Prometheus metrics, correct with several worker processes.
+"""Prometheus metrics: their definitions, which every layer updates, and the exposition.
 
 Counters and histograms live in prometheus-client's multiprocess files when
 ``PROMETHEUS_MULTIPROC_DIR`` is set (``callqueue serve`` sets it for its workers), and are summed
-across processes at scrape time. Queue depth is not a process's opinion: it is read from the
-database at scrape time, so every worker reports the same truth.
+across processes at scrape time. What is read from the database at scrape time (queue depth,
+callbacks, the calling window) is not a process's opinion: its collectors are app/collectors.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,14 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import SQLAlchemyError
-
-from app.config import Settings
-from app.models.queues import ENTRY_STATUSES
-from app.queues.kinds import KINDS
 
 # The *_created series double every counter's exposition for no alerting value.
 disable_created_metrics()
@@ -104,91 +96,15 @@ HTTP_SECONDS = Histogram(
 )
 
 
-class QueueDepthCollector(Collector):
-    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
-        self.engine = engine
-        self.settings = settings
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        depth = GaugeMetricFamily(
-            "callqueue_queue_entries",
-            "entries in the current snapshot",
-            labels=["queue_type", "status"],
-        )
-        up = GaugeMetricFamily("callqueue_database_up", "1 when the database answered the scrape")
-        try:
-            with self.engine.connect() as conn:
-                for queue_type, kind in KINDS.items():
-                    counts: dict[str, int] = dict(
-                        conn.execute(
-                            text(f"SELECT status, count(*) FROM {kind.table} GROUP BY status")
-                        ).all()
-                    )
-                    for status in ENTRY_STATUSES:
-                        depth.add_metric([str(queue_type), status], counts.get(status, 0))
-                rules: list[GaugeMetricFamily] = []
-                if self.settings is not None:
-                    try:
-                        with conn.begin_nested():
-                            rules = list(self._rules(conn))
-                    except SQLAlchemyError:
-                        pass  # a schema behind this code (readiness says so): depth still counts
-            up.add_metric([], 1)
-            yield depth
-            yield from rules
-        except SQLAlchemyError:
-            up.add_metric([], 0)
-        yield up
-
-    def _rules(self, conn: Connection) -> Iterator[GaugeMetricFamily]:
-        """Whether calling is allowed now (the rules in force, the database's clock), so a
-        dashboard can put claims and refusals beside it, and the do-not-call list's size (an
-        import that went wrong shows as a step)."""
-        from app.rules.calling import calling_window
-
-        assert self.settings is not None
-        is_open = GaugeMetricFamily(
-            "callqueue_calling_window_open",
-            "1 while the calling rules in force allow calls, 0 outside calling hours",
-        )
-        is_open.add_metric([], 1 if calling_window(conn, self.settings).is_open else 0)
-        yield is_open
-        size = GaugeMetricFamily(
-            "callqueue_suppressed_numbers", "numbers on the suppression (do-not-call) list"
-        )
-        size.add_metric(
-            [], conn.execute(text("SELECT count(*) FROM suppressed_numbers")).scalar_one()
-        )
-        yield size
-        yield self._callbacks(conn)
-
-    def _callbacks(self, conn: Connection) -> GaugeMetricFamily:
-        """The callbacks' figures of the statistics and the health report (SPEC 7.2): late is
-        over the last 24 hours, as in the health report."""
-        from app.queues.callbacks import LATE_WINDOW_MINUTES, callback_counts
-
-        assert self.settings is not None
-        family = GaugeMetricFamily(
-            "callqueue_callbacks",
-            "callbacks by state: scheduled, due, overdue (still scheduled CALLBACK_GRACE_MINUTES"
-            " after due), assigned, late (handed out after the grace, last 24 hours)",
-            labels=["queue_type", "state"],
-        )
-        counts = callback_counts(conn, self.settings.callback_grace_minutes, LATE_WINDOW_MINUTES)
-        for queue_type, states in counts.items():
-            for state, value in states.items():
-                family.add_metric([queue_type, state], value)
-        return family
-
-
-def render(engine: Engine, settings: Settings | None = None) -> tuple[bytes, str]:
-    """The exposition: every process's counters (or this one's alone), queue depth, and the
-    calling rules' figures when ``settings`` (for their defaults) are given."""
+def render(*collectors: Collector) -> tuple[bytes, str]:
+    """The exposition: every process's counters (or this one's alone), then what ``collectors``
+    read at scrape time."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = REGISTRY
-    depth = CollectorRegistry()
-    depth.register(QueueDepthCollector(engine, settings))
-    return generate_latest(registry) + generate_latest(depth), CONTENT_TYPE_LATEST
+    scraped = CollectorRegistry()
+    for collector in collectors:
+        scraped.register(collector)
+    return generate_latest(registry) + generate_latest(scraped), CONTENT_TYPE_LATEST

@@ -14,6 +14,7 @@ from app.config import Settings
 from app.db import SessionBoundsMissing, create_direct_engine, create_store_engine
 from app.errors import ConfigError, SuppressionKeyMismatch
 from app.flags import Flags, current_flags, default_flags, flags_with
+from app.hours import CallingRules
 from app.intake.discovery import Discovery, DiscoveryOptions, discovery_lock
 from app.locks import RunLock
 from app.queues.assignments import AssignmentService
@@ -23,7 +24,6 @@ from app.queues.population import Population, PopulationOptions, population_lock
 from app.replica.monitor import ReplicaMonitor
 from app.replica.reader import Replica, create_replica_engine
 from app.rules.calling import CallingWindow, calling_window, rules_from_row
-from app.rules.hours import CallingRules
 from app.rules.suppression import SuppressionList
 
 

@@ -81,7 +81,8 @@ class SwapLockWatch:
     """
 
     def __init__(self, store_url: str, interval: float) -> None:
-        from app.queues.kinds import KINDS, SWAP_LOCK_KEY, QueueType
+        from app.queues.kinds import KINDS, SWAP_LOCK_KEY
+        from app.vocabulary import QueueType
 
         self.url = libpq_url(store_url)
         self.interval = interval

@@ -68,14 +68,20 @@ from alembic import command
 from sqlalchemy import Engine, create_engine, event, text
 
 import app.queues.population as population_module
+import app.queues.recheck as recheck_module
+import app.queues.runs as runs_module
+import app.queues.swap as swap_module
+import app.queues.walk as walk_module
 from app.config import load_settings
 from app.db import create_store_engine
 from app.health import alembic_config
-from app.queues.kinds import CANDIDATES_SQL, KINDS, QueueType
-from app.queues.population import Population, PopulationOptions, RunReport
+from app.queues.kinds import CANDIDATES_SQL, KINDS
+from app.queues.population import Population, PopulationOptions
+from app.queues.runs import RunReport
 from app.replica.reader import Replica, create_replica_engine
 from app.replica.schema import replica_metadata
 from app.rules.caps import DAY_PARAM, WEEK_PARAM
+from app.vocabulary import QueueType
 from bench.harness.accounting import CLK, backend_ticks, load_average
 from bench.harness.db import (
     DEFAULT_SERVER,
@@ -401,15 +407,18 @@ class Probe:
 
     def install(self, store: Engine, replica: Engine) -> None:
         event.listen(replica, "before_cursor_execute", self.on_replica_statement)
-        self.wrap(Population, "_walk", "walk")
-        self.wrap(population_module, "classify_in_sql", "replica.classify")
-        self.wrap(Population, "_apply_reclassifications", "reclassify")
-        self.wrap(Population, "_swap", "swap")
-        self.wrap(Population, "_copy_rows", "swap.copy")
-        self.wrap(population_module, "sweep_expired_leases", "swap.sweep")
-        self.wrap(Population, "_recheck_unclassified", "recheck")
-        for name in ("_start_run", "_finish_run", "_record_queue", "_db_now"):
-            self.wrap(Population, name, "recording")
+        # Each phase where the population looks it up: its own module's names.
+        self.wrap(population_module, "walk", "walk")
+        self.wrap(walk_module, "classify_in_sql", "replica.classify")
+        self.wrap(recheck_module, "classify_in_sql", "replica.classify")
+        self.wrap(Population, "_reclassify", "reclassify")
+        self.wrap(population_module, "swap", "swap")
+        self.wrap(swap_module, "copy_rows", "swap.copy")
+        self.wrap(swap_module, "sweep_expired_leases", "swap.sweep")
+        self.wrap(population_module, "recheck_unclassified", "recheck")
+        for name in ("start_run", "finish_run", "record_queue"):
+            self.wrap(runs_module, name, "recording")
+        self.wrap(Population, "_db_now", "recording")
 
         @event.listens_for(store, "before_cursor_execute")
         def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:

@@ -173,7 +173,7 @@ def test_populate_exits_1_when_a_queue_fails(
     assert report["queues"]["unsigned_users"]["populated"] == 1
     failed = report["queues"]["outstanding_requests"]
     assert failed["status"] == "failed"
-    assert "injected fault" in failed["error"]
+    assert failed["error"] == "database error (RaiseException, sqlstate P0001)"
 
 
 def test_migrate_builds_a_fresh_database(pg_server: str) -> None:

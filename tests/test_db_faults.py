@@ -37,10 +37,11 @@ from app.api.errors import install as install_error_handlers
 from app.config import MigrationMode
 from app.flags import Flags
 from app.health import alembic_config
-from app.queues.kinds import POPULATION_LOCK_KEY, SWAP_LOCK_KEY, QueueType
-from app.queues.outcomes import Outcome
+from app.queues.kinds import POPULATION_LOCK_KEY, SWAP_LOCK_KEY
+from app.rules.outcomes import Outcome
 from app.replica.schema import claims, replica_metadata, users
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.conftest import CRON_SECRET
 from tests.factories import LONG_AGO, add_scores, next_id
 from tests.processes import clean_env, free_port, stop

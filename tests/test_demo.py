@@ -16,14 +16,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.demo import (
-    LEGACY_IDS,
-    LEGACY_OUTSTANDING,
-    LEGACY_UNSIGNED,
-    DemoCounts,
-    build_book,
-    seed_demo,
-)
+from app.demo.book import LEGACY_IDS, LEGACY_OUTSTANDING, LEGACY_UNSIGNED, build_book
+from app.demo.seed import DemoCounts, seed_demo
 from app.errors import Conflict
 from app.intake.csv_import import import_scores
 from app.replica.classification import BASE_ID_DOCUMENT_REASON, EXCLUDED_REQUIREMENT_TYPES

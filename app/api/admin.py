@@ -26,10 +26,10 @@ from app.api.schemas import (
     RunPage,
 )
 from app.flags import Flags, update_flags
-from app.queues.kinds import QueueType
 from app.queues.ledger import LedgerFilter, list_ledger
 from app.queues.reports import ACTIVITY_MAX_HOURS, activity_by_hour, list_entries, list_runs
 from app.queues.views import assignment_view
+from app.vocabulary import QueueType
 
 router = APIRouter(prefix="/api", tags=["supervisors"], route_class=CredentialsFirstRoute)
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from app.api.intake_schemas import DiscoveryReportOut
 from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import HealthReport, PopulationReport, QueueLevelCheck
 from app.health import health_report
-from app.queues.kinds import QueueType
+from app.vocabulary import QueueType
 
 router = APIRouter(
     prefix="/api/cron",

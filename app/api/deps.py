@@ -31,9 +31,9 @@ from sqlalchemy import Connection, Engine
 from app.agents import AgentIdentity, Authenticated, Holding, authenticate
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.flags import Flags
-from app.queues.kinds import QueueType
 from app.rules.calling import CallingWindow
 from app.services import Services
+from app.vocabulary import QueueType
 
 bearer = HTTPBearer(auto_error=False)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.intake.scores import MAX_ROWS, MAX_USER_ID
-from app.queues.outcomes import MAX_SCORE, MIN_SCORE
+from app.rules.outcomes import MAX_SCORE, MIN_SCORE
 
 _INT4 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
 

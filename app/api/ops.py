@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app import metrics
+from app import collectors
 from app.api.deps import ServicesDep, bearer_of, secret_matches
 from app.api.errors import responses
 from app.api.schemas import Liveness, Readiness
@@ -48,5 +48,5 @@ def prometheus_metrics(services: ServicesDep, request: Request) -> Response:
     token = services.settings.metrics_token
     if token is not None and not secret_matches(bearer_of(request), token):
         raise Unauthorized("a valid metrics bearer token is required")
-    body, content_type = metrics.render(services.engine, services.settings)
+    body, content_type = collectors.render(services.engine, services.settings)
     return Response(body, media_type=content_type)

@@ -13,10 +13,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, m
 from app.api.deps import AgentDep, ServicesDep, SupervisorDep
 from app.api.errors import responses
 from app.api.routing import CredentialsFirstRoute
+from app.hours import CallingRules
 from app.rules import suppression
 from app.rules.calling import rules_status, update_calling_rules
 from app.rules.compliance import compliance_report, parse_period_dates
-from app.rules.hours import CallingRules
 
 router = APIRouter(
     prefix="/api", tags=["calling rules and compliance"], route_class=CredentialsFirstRoute

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from app.config import MigrationMode
-from app.queues.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
+from app.rules.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
 
 # RFC 3339 date-time, offset required: what ``format: date-time`` promises. Pydantic alone would
 # also take a bare number (seconds since 1970: ``?until=0.5`` was 1970) and a few other shapes.
@@ -45,8 +45,9 @@ IsoDateTimeQuery = Annotated[
 ]
 
 
-class QueueFigures(BaseModel):
-    status: Literal["succeeded", "failed", "skipped"]
+class _Figures(BaseModel):
+    """A population's figures for one queue (SPEC 4.1)."""
+
     eligible: int
     invalid: int
     populated: int
@@ -54,6 +55,10 @@ class QueueFigures(BaseModel):
     kept_assigned: int
     duration_ms: int
     error: str | None
+
+
+class QueueFigures(_Figures):
+    status: Literal["succeeded", "failed", "skipped"]
 
 
 class PopulationReport(BaseModel):
@@ -142,17 +147,10 @@ class StatsWindow(BaseModel):
     next_user_ms: LatencyMs
 
 
-class LastPopulation(BaseModel):
+class LastPopulation(_Figures):
     run_id: str
     status: Literal["succeeded", "failed"]
     finished_at: datetime
-    eligible: int
-    invalid: int
-    populated: int
-    removed: int
-    kept_assigned: int
-    duration_ms: int
-    error: str | None
 
 
 class QueueStats(BaseModel):

@@ -23,9 +23,9 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.schemas import CompleteIn, ReleaseIn
 from app.config import Settings
-from app.queues.kinds import QueueType
-from app.queues.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
+from app.rules.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
 from app.services import Services
+from app.vocabulary import QUEUE_LABELS
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/console/static"
@@ -43,11 +43,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
     "Cache-Control": "no-cache",
-}
-
-QUEUE_LABELS = {
-    QueueType.UNSIGNED_USERS: "Unsigned users",
-    QueueType.OUTSTANDING_REQUESTS: "Outstanding requests",
 }
 
 # Words for agents, in the order they are offered; the nine outcomes that keep a person callable

@@ -51,9 +51,9 @@ from app.intake.scores import (
     observe,
     validate_row,
 )
-from app.queues.outcomes import MAX_SCORE
-from app.queues.population import describe_error
+from app.logs import describe_error
 from app.replica.reader import Replica
+from app.rules.outcomes import MAX_SCORE
 
 REQUIRED = ("user_id", "current_score")
 MAX_DIGITS = 25  # then range-checked like the API's integers

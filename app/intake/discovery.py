@@ -45,7 +45,7 @@ from app.db import pg_int_array
 from app.errors import DiscoveryLockLost, DiscoveryRunning
 from app.intake.rows import create_rows
 from app.locks import HeldLock, RunLock
-from app.queues.population import describe_error
+from app.logs import describe_error
 from app.queues.transitions import Reclassification, reclassify
 from app.replica.bulk import classify_in_sql
 from app.replica.classification import Verdict

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 
 from app import metrics
 from app.intake.rows import COMPONENTS, ScoreRow, UpsertCounts, upsert_scores
-from app.queues.outcomes import MAX_SCORE, MIN_SCORE
 from app.replica.reader import Replica
+from app.rules.outcomes import MAX_SCORE, MIN_SCORE
 
 MAX_ROWS = 10_000
 FIELDS = ("user_id", "current_score", *COMPONENTS)

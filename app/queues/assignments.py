@@ -24,10 +24,10 @@ from app.agents import AgentIdentity, Holding
 from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.ledger import held_by
-from app.queues.outcomes import MAX_CALLBACK_AHEAD, MAX_SCORE, MIN_SCORE, RULES, Outcome
 from app.replica.classification import Verdict
 from app.replica.reader import Contact, Replica
 from app.rules.calling import CallingWindow, require_callback_inside
+from app.rules.outcomes import MAX_CALLBACK_AHEAD, MAX_SCORE, MIN_SCORE, RULES, Outcome
 from app.statements import Statement
 
 log = logging.getLogger(__name__)

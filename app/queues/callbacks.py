@@ -27,8 +27,8 @@ from sqlalchemy import Connection, Engine, text
 
 from app.agents import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound
-from app.queues.kinds import QueueType
 from app.timestamps import iso
+from app.vocabulary import QueueType
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from app.errors import (
     SuppressionKeyMismatch,
 )
 from app.flags import Flags
-from app.queues.kinds import KINDS, QueueKind, QueueType, queue_reason
+from app.queues.kinds import KINDS, QueueKind, queue_reason
 from app.queues.ledger import held_by
 from app.queues.views import AssignmentRow, details_document
 from app.replica.classification import UserFacts, Verdict, classify
@@ -57,6 +57,7 @@ from app.rules.calling import CallingWindow
 from app.rules.caps import REASON as ATTEMPT_CAP
 from app.rules.suppression import KEY_MISMATCH, SuppressionList
 from app.statements import Statement
+from app.vocabulary import QueueType
 
 log = logging.getLogger(__name__)
 
@@ -354,11 +355,7 @@ class ClaimService:
         out = _HAND_OUT.one(
             conn,
             {
-                "agent_id": ask.agent.id,
-                "queue_type": str(kind.queue_type),
-                "source": source.value,
-                "item_id": item.item_id,
-                "user_id": item.user_id,
+                **_source_params(ask, source, item),
                 "claim_id": claim_id,
                 "priority_score": item.priority_score,
                 "queue_position": item.queue_position,
@@ -468,11 +465,7 @@ class ClaimService:
         _INVALIDATE.all(
             conn,
             {
-                "agent_id": ask.agent.id,
-                "queue_type": str(kind.queue_type),
-                "source": source.value,
-                "item_id": item.item_id,
-                "user_id": item.user_id,
+                **_source_params(ask, source, item),
                 "status": status,
                 "reason": reason,
                 "reclassify": verdict is not None,
@@ -480,3 +473,14 @@ class ClaimService:
                 "to_reason": verdict.reason if verdict else None,
             },
         )
+
+
+def _source_params(ask: _Ask, source: Source, item: Any) -> dict[str, Any]:
+    """Which agent, queue and source row the hand-out or the invalidation is about."""
+    return {
+        "agent_id": ask.agent.id,
+        "queue_type": str(ask.kind.queue_type),
+        "source": source.value,
+        "item_id": item.item_id,
+        "user_id": item.user_id,
+    }

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
-
-
-class QueueType(StrEnum):
-    UNSIGNED_USERS = "unsigned_users"
-    OUTSTANDING_REQUESTS = "outstanding_requests"
+from app.vocabulary import QueueType
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from app.queues.callbacks import callback_counts
-from app.queues.kinds import KINDS, QueueType
+from app.queues.kinds import KINDS
 from app.timestamps import iso
+from app.vocabulary import QueueType
 
 
 def queue_stats(

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+# Reclassifications a population or discovery commits together: short transactions, so a large
+# run never holds many score rows at once (SPEC 3.2: never inside the swap).
+RECLASSIFY_BATCH = 500
+
 
 @dataclass(frozen=True, slots=True)
 class Reclassification:

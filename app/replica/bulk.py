@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 
 from app.db import pg_int_array
-from app.queues.kinds import QueueType
 from app.replica.classification import (
     BASE_ID_DOCUMENT_REASON,
     EXCLUDED_REQUIREMENT_TYPES,
@@ -39,6 +38,7 @@ from app.replica.classification import (
 )
 from app.replica.reader import Replica
 from app.timestamps import utc
+from app.vocabulary import QueueType
 
 _EXCLUDED = ", ".join(f"'{t}'" for t in sorted(EXCLUDED_REQUIREMENT_TYPES))
 _BASE_REASON = f"'{BASE_ID_DOCUMENT_REASON}'"

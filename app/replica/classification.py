@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.queues.kinds import QueueType
+from app.vocabulary import QueueType
 
 EXCLUDED_REQUIREMENT_TYPES = frozenset(
     {

@@ -28,7 +28,7 @@ from sqlalchemy import Connection, text
 
 from app.config import Settings
 from app.errors import InvalidInput, OutsideCallingHours
-from app.rules.hours import CallingRules, RulesError, parse_hours, parse_timezone
+from app.hours import CallingRules, RulesError, parse_hours, parse_timezone
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from sqlalchemy import Connection, text
 
 from app.config import Settings
 from app.errors import InvalidInput
+from app.hours import local_day_start
 from app.rules.calling import RulesTimeline, load_calling_rules, rules_timeline
 from app.rules.caps import REASON as ATTEMPT_CAP_REASON
-from app.rules.hours import local_day_start
 
 MAX_DAYS = 366
 SUPPRESSED_REASON = "suppressed"

@@ -151,7 +151,7 @@ class Server:
 def server_env(
     store_url: str, replica_url: str, pool_size: int, max_overflow: int, prom_dir: str
 ) -> dict[str, str]:
-    from app.cli import MALLOC_ARENAS
+    from app.cli.serve import MALLOC_ARENAS
     from app.config import Settings
 
     ours = {name.upper() for name in Settings.model_fields} | {"PROMETHEUS_MULTIPROC_DIR"}

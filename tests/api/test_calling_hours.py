@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from app.rules.hours import DAY_NAMES, CallingRules
+from app.hours import DAY_NAMES, CallingRules
 from tests.factories import Agent, new_agent
 
 KEYS = {"timezone", "hours", "holidays", "open_now", "opens_at", "closes_at"}

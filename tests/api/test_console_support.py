@@ -209,7 +209,7 @@ def test_console_pages_carry_a_strict_policy(client: TestClient, path: str) -> N
 
 
 def test_the_agent_page_offers_every_outcome_from_the_outcome_table(client: TestClient) -> None:
-    from app.queues.outcomes import Outcome
+    from app.rules.outcomes import Outcome
 
     page = client.get("/console").text
     for outcome in Outcome:

@@ -30,10 +30,10 @@ from app.agents import AgentIdentity
 from app.config import MigrationMode
 from app.errors import Conflict
 from app.queues.claims import ValidationAttemptsExhausted
-from app.queues.kinds import QueueType
 from app.queues.leases import sweep_expired_leases
-from app.queues.outcomes import Outcome
+from app.rules.outcomes import Outcome
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.queues.test_claims import flags, make_agents, populate, seed
 
 UNSIGNED = QueueType.UNSIGNED_USERS

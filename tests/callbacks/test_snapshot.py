@@ -15,9 +15,9 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 
-from app.queues.kinds import QueueType
-from app.queues.outcomes import Outcome
+from app.rules.outcomes import Outcome
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.queues.test_claims import flags, in_thread, make_agents, populate, seed
 from tests.queues.test_promises import replica_held, wait_for_replica_waiter
 

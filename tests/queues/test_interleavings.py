@@ -22,10 +22,10 @@ from app.agents import AgentIdentity
 from app.config import MigrationMode
 from app.errors import Conflict
 from app.queues.claims import Claimed
-from app.queues.kinds import QueueType
 from app.queues.leases import sweep_expired_leases
-from app.queues.outcomes import Outcome
+from app.rules.outcomes import Outcome
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.factories import lapse
 from tests.queues.test_claims import flags, in_thread, make_agents, populate, seed
 

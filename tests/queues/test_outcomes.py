@@ -40,7 +40,7 @@ class Rule:
     accepts_callback: bool = False
 
 
-# SPEC 3.4, transcribed independently of app/queues/outcomes.py.
+# SPEC 3.4, transcribed independently of app/rules/outcomes.py.
 TABLE: dict[str, Rule] = {
     "no_answer": Rule(1, 4 * H),
     "hung_up": Rule(2, 4 * H),

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from app.agents import create_agent
-from app.queues.kinds import QueueType
+from app.vocabulary import QueueType
 from tests.factories import add_scores
 
 UU = "unsigned_users"

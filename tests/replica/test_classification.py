@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event
 
-from app.queues.kinds import QueueType
 from app.replica.classification import Verdict
 from app.replica.reader import Replica
+from app.vocabulary import QueueType
 from tests.factories import Replica as ReplicaRows
 
 T0 = datetime(2025, 3, 1, 9, 0, 0, tzinfo=UTC)

@@ -31,7 +31,7 @@ from app.rules.calling import (
     rules_timeline,
     update_calling_rules,
 )
-from app.rules.hours import CallingRules
+from app.hours import CallingRules
 from app.services import Services
 from tests.api.test_agents_api import assert_error, fetch_all
 from tests.conftest import CRON_SECRET, SUPPRESSION_KEY

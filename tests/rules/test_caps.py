@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from app.config import Settings
-from app.queues.kinds import CANDIDATES_SQL, QueueType
+from app.queues.kinds import CANDIDATES_SQL
 from app.rules import caps
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.factories import Replica, add_scores, new_agent
 
 UNSIGNED = str(QueueType.UNSIGNED_USERS)

@@ -21,10 +21,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from app.queues.kinds import QueueType
-from app.queues.outcomes import Outcome
+from app.rules.outcomes import Outcome
 from app.rules.suppression import SuppressionList
 from app.services import Services
+from app.vocabulary import QueueType
 from tests.conftest import SUPPRESSION_KEY
 from tests.factories import Replica, add_scores, new_agent
 from tests.processes import clean_env, command

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app.rules.hours import (
+from app.hours import (
     DAY_SECONDS,
     CallingRules,
     RulesError,

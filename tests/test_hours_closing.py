@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app.rules.hours import CallingRules
+from app.hours import CallingRules
 
 LONDON = "Europe/London"
 DEFAULT = "mon-fri 08:00-21:00; sat 09:00-17:00"
