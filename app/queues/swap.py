@@ -4,9 +4,9 @@ One short transaction: the new entries are staged in a temporary table (binary `
 queue's swap lock is taken exclusively, lapsed leases are swept, the old snapshot's unassigned
 entries are deleted and the staged ones inserted. MVCC makes the switch atomic: other connections
 see the old set of pending entries until the commit, then the new one, never an empty or partial
-queue. The swap lock is only for claims that find no entry to take while the delete holds every
-old one: they wait for it and look again in the new snapshot instead of answering "empty"
-(``cq_claim``). Claims, completions, releases and sweeps go on under their row locks meanwhile.
+queue. Claims go on taking the old snapshot's front until the swap's last statements, and wait
+(for the swap lock) only then, when they find no entry to take (``cq_claim``). Completions,
+releases and sweeps go on under their row locks throughout.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from app.replica.classification import Verdict
 # The swap allows itself longer than a request's statements (5 s) to wait for a row a claim
 # holds through its replica read.
 SWAP_LOCK_TIMEOUT = "15s"
+# The old snapshot's first pending entries that claims keep taking while the swap writes the new
+# one: a tenth of them, at most 1,000, far more than claims take in a large swap's few seconds
+# (100 a second at full stretch); a small queue's swap is over in milliseconds.
+FRONT_SHARE = 10
+FRONT_MAX = 1000
 
 
 def swap(
@@ -36,48 +41,65 @@ def swap(
 ) -> tuple[int, int, int]:
     """Replace the queue's snapshot atomically; returns (removed, kept_assigned, populated).
 
-    MVCC makes the switch atomic: other connections see the old set of pending entries
-    until the commit, then the new one. The queue's swap lock, taken exclusively, is for
-    claims that find no entry to take (the DELETE below holds every old one): they wait for
-    it and look again in the new snapshot instead of answering "empty". Nothing else waits
-    for it, and the swap waits for nothing but row locks: an entry a claim holds through its
-    replica read is deleted once that claim is done with it (or kept, now assigned); an
-    entry given back meanwhile (a release, a sweep) stays pending where it is, and the
-    insert leaves its user alone.
+    MVCC makes the switch atomic: other connections see the old set of pending entries until
+    the commit, then the new one. While the new snapshot is written, claims go on taking the
+    old one's first pending entries (its front, a tenth, at most 1,000), which the swap leaves alone until its last
+    statements: it deletes every other unassigned entry, inserts the new ones, and only then
+    re-places the front's entries still pending (their position, figures and reason in the new
+    snapshot) or drops them. So a claim waits only through those last few statements: one that
+    finds no entry to take (the swap holds every old one then) waits for the queue's swap lock,
+    taken here exclusively, and looks again in the new snapshot instead of answering "empty".
+    Nothing else waits for the swap, and the swap waits only for the row a claim holds through
+    its replica read; an entry given back meanwhile (a release, a sweep) stays pending where it
+    is, and the insert leaves its person alone.
 
     Left out of the new snapshot: anyone busy now (``cq_busy``: a live hand-out, an open
-    callback, which is then their only way back), handed out or called since the walk
-    began (the walk saw them as candidates, but they have been dealt with since), or whose
-    score row no longer puts them in this queue now. Held leads the walk staged are in it
-    when they were given back in between (SPEC 8.1: nobody falls out of the queue).
+    callback, which is then their only way back), handed out or called since the walk began
+    (the walk saw them as candidates, but they have been dealt with since), or whose score row
+    no longer puts them in this queue now. Held leads the walk staged are in it when they were
+    given back in between (SPEC 8.1: nobody falls out of the queue).
     """
-    kept = walk.kept
     table = kind.table
-    columns = ", ".join(
-        ("user_id", "claim_id", "priority_score", "queue_reason", *kind.detail_columns)
-    )
+    columns = ("user_id", "claim_id", "priority_score", "queue_reason", *kind.detail_columns)
+    listed = ", ".join(columns)
     with engine.begin() as conn:
         conn.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
         conn.execute(
             text(
                 f"CREATE TEMP TABLE cq_stage ON COMMIT DROP AS"
-                f" SELECT 0 AS position, {columns} FROM {table} WITH NO DATA"
+                f" SELECT 0 AS position, {listed} FROM {table} WITH NO DATA"
             )
         )
-        copy_rows(conn, "cq_stage", f"position, {columns}", entry_rows(kind, kept))
+        copy_rows(conn, "cq_stage", f"position, {listed}", entry_rows(kind, walk.kept))
         conn.execute(
             text("SELECT pg_advisory_xact_lock(:key, :id)"),
             {"key": SWAP_LOCK_KEY, "id": kind.swap_lock_id},
         )
         assert_lock_held(conn)
         sweep_expired_leases(conn)
-        removed = conn.execute(text(f"DELETE FROM {table} WHERE status <> 'assigned'")).rowcount
+        # The old snapshot's front, which claims keep taking while the rest is written.
+        conn.execute(
+            text(
+                f"CREATE TEMP TABLE cq_front ON COMMIT DROP AS SELECT id, user_id FROM {table}"
+                " WHERE status = 'pending' ORDER BY queue_position, id"
+                f" LIMIT least(:most, (SELECT count(*) FROM {table} WHERE status = 'pending')"
+                " / :share)"
+            ),
+            {"most": FRONT_MAX, "share": FRONT_SHARE},
+        )
+        removed = conn.execute(
+            text(
+                f"DELETE FROM {table} e WHERE e.status <> 'assigned'"
+                " AND NOT EXISTS (SELECT 1 FROM cq_front f WHERE f.id = e.id)"
+            )
+        ).rowcount
+        # The new snapshot in serving order, positions 1..N, with the rules as they stand.
         conn.execute(
             text(
                 f"""
-                INSERT INTO {table} ({columns}, queue_position, status, available_from)
-                SELECT {", ".join(f"s.{c}" for c in columns.split(", "))},
-                       row_number() OVER (ORDER BY s.position), 'pending', :available_from
+                CREATE TEMP TABLE cq_ranked ON COMMIT DROP AS
+                SELECT {", ".join(f"s.{c}" for c in columns)},
+                       row_number() OVER (ORDER BY s.position) AS position
                   FROM cq_stage s
                   JOIN user_call_scores sc ON sc.user_id = s.user_id
                  WHERE sc.is_active AND sc.current_queue_type = :queue_type
@@ -88,18 +110,48 @@ def swap(
                                       AND (a.assigned_at >= :built_since
                                            OR (a.status = 'completed'
                                                AND a.finished_at >= :built_since)))
+                """
+            ),
+            {"built_since": walk.started, "queue_type": str(kind.queue_type)},
+        )
+        conn.execute(
+            text(
+                f"""
+                INSERT INTO {table} ({listed}, queue_position, status, available_from)
+                SELECT {listed}, position, 'pending', :available_from
+                  FROM cq_ranked r
+                 WHERE NOT EXISTS (SELECT 1 FROM cq_front f WHERE f.user_id = r.user_id)
                    AND NOT EXISTS (SELECT 1 FROM {table} e
-                                    WHERE e.user_id = s.user_id
+                                    WHERE e.user_id = r.user_id
                                       AND e.status IN ('pending', 'assigned'))
+                 ORDER BY position
                 ON CONFLICT (user_id) WHERE status IN ('pending', 'assigned') DO NOTHING
                 """
             ),
-            {
-                "available_from": available_from,
-                "built_since": walk.started,
-                "queue_type": str(kind.queue_type),
-            },
+            {"available_from": available_from},
         )
+        # Last, the front: a few rows, the only ones claims may find locked, just before the
+        # commit. Still pending and in the new snapshot: re-placed; otherwise (gone from it,
+        # or marked by a claim meanwhile) dropped. Handed out meanwhile: a live call, kept.
+        updates = ", ".join(f"{c} = r.{c}" for c in columns[1:])
+        # A re-placed entry counts as the old one removed and a new one populated, as the
+        # contract's figures (and a dry run's) count every unassigned entry of the old snapshot.
+        removed += conn.execute(
+            text(
+                f"UPDATE {table} e SET {updates}, queue_position = r.position,"
+                " available_from = :available_from, updated_at = now()"
+                " FROM cq_front f JOIN cq_ranked r ON r.user_id = f.user_id"
+                " WHERE e.id = f.id AND e.status = 'pending'"
+            ),
+            {"available_from": available_from},
+        ).rowcount
+        removed += conn.execute(
+            text(
+                f"DELETE FROM {table} e USING cq_front f WHERE e.id = f.id"
+                " AND e.status <> 'assigned' AND (e.status <> 'pending'"
+                "  OR NOT EXISTS (SELECT 1 FROM cq_ranked r WHERE r.user_id = e.user_id))"
+            )
+        ).rowcount
         # The new snapshot as it stands: its pending entries (an entry given back during
         # the swap among them) and the live calls carried over.
         populated, kept_assigned = conn.execute(

@@ -180,3 +180,33 @@ def test_a_reclassification_beside_a_scores_upsert_never_deadlocks(
             text("SELECT user_id, current_score, current_queue_type FROM user_call_scores")
         ).all()
     assert sorted(tuple(r) for r in rows) == [(1, 7, None), (2, 9, None)]
+
+
+def test_claims_go_on_from_the_old_front_while_a_swap_writes_the_new_snapshot(
+    services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    """SPEC 8.1 and 3.2: a swap keeps claims waiting only through its last statements. Here it
+    is paused while it inserts the new snapshot (its other old entries already deleted); a claim
+    meanwhile takes the old snapshot's first entry at once (it used to wait for the whole swap),
+    and the new snapshot is whole afterwards: the claimed entry a live call, the rest pending
+    in serving order, one live entry per person."""
+    seed(replica_engine, store_engine, range(1, 31), score=lambda uid: uid)
+    populate(services, 30)
+    (agent,) = make_agents(store_engine, 1)
+    with pause(store_engine, "unsigned_users_queue", "AFTER INSERT", seconds=2, level="STATEMENT"):
+        refresh, out = in_thread(lambda: services.population().run(trigger="test", queue=UNSIGNED))
+        wait_until_paused(store_engine)
+        started = time.monotonic()
+        got = services.claims.next_user(agent, UNSIGNED, flags())
+        took = time.monotonic() - started
+        refresh.join(15)
+    assert "error" not in out, out.get("error")
+    assert took < 1, f"the claim waited {took:.1f} s for the swap"
+    assert got is not None and got.assignment.user_id == 1
+    figures = out["result"].queues[UNSIGNED]
+    assert (figures.status, figures.populated, figures.kept_assigned) == ("succeeded", 29, 1)
+    queue = entries(store_engine)
+    assert queue[1]["status"] == "assigned" and queue[1]["id"] == got.assignment.queue_entry_id
+    pending = sorted((e["queue_position"], u) for u, e in queue.items() if u != 1)
+    assert [u for _, u in pending] == list(range(2, 31))
+    assert all(e["status"] == "pending" for u, e in queue.items() if u != 1)
