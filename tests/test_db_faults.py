@@ -38,8 +38,8 @@ from app.config import MigrationMode
 from app.flags import Flags
 from app.health import alembic_config
 from app.queues.kinds import POPULATION_LOCK_KEY, SWAP_LOCK_KEY
-from app.rules.outcomes import Outcome
 from app.replica.schema import claims, replica_metadata, users
+from app.rules.outcomes import Outcome
 from app.services import Services
 from app.vocabulary import QueueType
 from tests.conftest import CRON_SECRET

@@ -63,9 +63,9 @@ def layer_of(module: str) -> int:
     best: tuple[int, int] | None = None
     for level, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or (prefix != "app" and module.startswith(prefix + ".")):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), level)
+            names = module == prefix or (prefix != "app" and module.startswith(prefix + "."))
+            if names and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), level)
     if best is None:
         raise AssertionError(f"{module} belongs to no layer: place it in tests/test_layers.py")
     return best[1]
@@ -100,7 +100,7 @@ def test_no_module_imports_a_higher_layer() -> None:
 
 def test_the_layers_are_the_ones_the_architecture_names() -> None:
     text = (APP.parent / "docs" / "architecture.md").read_text()
-    for name, prefixes in LAYERS:
+    for _, prefixes in LAYERS:
         for prefix in prefixes:
             if prefix != "app":
                 assert prefix.removeprefix("app.") in text, f"{prefix} is not in architecture.md"

@@ -43,8 +43,9 @@ def swap(
 
     MVCC makes the switch atomic: other connections see the old set of pending entries until
     the commit, then the new one. While the new snapshot is written, claims go on taking the
-    old one's first pending entries (its front, a tenth, at most 1,000), which the swap leaves alone until its last
-    statements: it deletes every other unassigned entry, inserts the new ones, and only then
+    old one's first pending entries (its front: a tenth, at most 1,000), which the swap leaves
+    alone until its last statements: it deletes every other unassigned entry, inserts the new
+    ones, and only then
     re-places the front's entries still pending (their position, figures and reason in the new
     snapshot) or drops them. So a claim waits only through those last few statements: one that
     finds no entry to take (the swap holds every old one then) waits for the queue's swap lock,

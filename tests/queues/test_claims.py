@@ -25,8 +25,8 @@ from app.errors import Conflict, ReplicaUnavailable
 from app.flags import Flags, update_flags
 from app.queues.claims import Claimed, ValidationAttemptsExhausted
 from app.queues.kinds import SWAP_LOCK_KEY
-from app.rules.outcomes import Outcome
 from app.replica.schema import claim_requirements, claims, users
+from app.rules.outcomes import Outcome
 from app.services import Services
 from app.vocabulary import QueueType
 from tests.factories import LONG_AGO, OWN_PHONE, add_scores, lapse, next_id, own_phone

@@ -24,6 +24,7 @@ from app.agents import authenticate
 from app.api import errors as api_errors
 from app.config import Settings
 from app.errors import InvalidInput, OutsideCallingHours
+from app.hours import CallingRules
 from app.rules.calling import (
     load_calling_rules,
     require_callback_inside,
@@ -31,7 +32,6 @@ from app.rules.calling import (
     rules_timeline,
     update_calling_rules,
 )
-from app.hours import CallingRules
 from app.services import Services
 from tests.api.test_agents_api import assert_error, fetch_all
 from tests.conftest import CRON_SECRET, SUPPRESSION_KEY
