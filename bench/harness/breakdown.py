@@ -99,9 +99,9 @@ def in_process_breakdown(
     from app.config import load_settings
     from app.queues.assignments import AssignmentService
     from app.queues.claims import ClaimService
-    from app.rules.outcomes import Outcome
     from app.replica.reader import Replica
     from app.rules.calling import CallingWindow
+    from app.rules.outcomes import Outcome
     from app.services import Services
     from app.vocabulary import QueueType
 
