@@ -10,11 +10,14 @@
 #   docker run --rm -e DATABASE_URL=postgresql://... callqueue alembic upgrade head
 #   docker run --rm -e DATABASE_URL=postgresql://... callqueue alembic upgrade head --sql   # SQL for psql
 #
-# Then the server (it refuses to start without DATABASE_URL and a CRON_SECRET of 32+ characters):
+# Then the server (it refuses to start without DATABASE_URL, a CRON_SECRET and a SUPPRESSION_KEY of
+# 32+ characters, and its https PUBLIC_URL):
 #
-#   docker run -p 8000:8000 -e DATABASE_URL=... -e CRON_SECRET=... callqueue
+#   docker run -p 8000:8000 -e DATABASE_URL=... -e CRON_SECRET=... -e SUPPRESSION_KEY=... \
+#       -e PUBLIC_URL=https://calls.example.com callqueue
 #
-# The same image runs the operator commands, e.g. a scheduler's job: `callqueue populate`.
+# The same image runs the operator commands, e.g. a scheduler's job: `callqueue populate`, or the
+# first admin: `callqueue people create --email ... --role admin` (prints a one-time link).
 # WEB_CONCURRENCY sets uvicorn's worker count.
 #
 # The image holds no embedded PostgreSQL: `callqueue serve` without DATABASE_URL says so and stops.

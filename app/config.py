@@ -106,6 +106,18 @@ class Settings(BaseSettings):
     # DATABASE_URL goes through a transaction-pooling proxy (PgBouncer pool_mode=transaction).
     # Unset: inferred from DATABASE_DIRECT_URL (see ``transaction_pooling``).
     db_transaction_pooling: bool | None = None
+    # Sign-in and people (SPEC 8.2). PUBLIC_URL: the service's own external URL (links, the
+    # identity provider's redirect URI, the CSRF Origin check); required (https) in production.
+    public_url: str | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_provider_name: str = "your company's sign-in"
+    oidc_trust_unverified_email: bool = False
+    password_login: bool = True
+    session_idle_minutes: int = Field(120, ge=1, le=7 * 24 * 60)
+    session_max_hours: int = Field(12, ge=1, le=24 * 30)
+
     # How long a peer (database host, replica, the app host holding the population lock) may be
     # silent before its connection is given up: TCP keepalives, tcp_user_timeout, and the
     # population lock's session lease.
@@ -154,7 +166,23 @@ class Settings(BaseSettings):
             return list(parse_holidays(value))
         return value
 
-    @field_validator("cron_secret", "suppression_key", "metrics_token")
+    @field_validator("public_url", "oidc_issuer")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https") or not rest:
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("oidc_client_id", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cron_secret", "suppression_key", "metrics_token", "oidc_client_secret")
     @classmethod
     def _empty_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value():
@@ -202,6 +230,23 @@ class Settings(BaseSettings):
             return self.scheduler_enabled
         return self.app_env == "development"
 
+    @property
+    def oidc_on(self) -> bool:
+        """Sign-in with the company's identity provider is configured."""
+        return self.oidc_issuer is not None
+
+    @property
+    def public_origin(self) -> str:
+        """The origin (scheme, host, port) of ``base_url``: what a browser sends as ``Origin``."""
+        scheme, _, rest = self.base_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
+    @property
+    def base_url(self) -> str:
+        """The service's external URL: PUBLIC_URL, or (outside production, where it is required)
+        the local address ``callqueue serve`` listens on by default."""
+        return self.public_url or "http://127.0.0.1:8000"
+
     def require_database(self) -> str:
         if not self.database_url:
             raise ConfigError("DATABASE_URL is not set: point it at the PostgreSQL database to use")
@@ -219,9 +264,18 @@ class Settings(BaseSettings):
                 " transaction pooling"
             )
 
+    def check_oidc(self) -> None:
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_client_secret):
+            raise ConfigError(
+                "OIDC_ISSUER is set but OIDC_CLIENT_ID or OIDC_CLIENT_SECRET is not: sign-in"
+                " with the identity provider needs all three"
+            )
+
     def check_server_ready(self) -> None:
-        """The production server fails closed: no database or a weak cron secret stops start-up."""
+        """The production server fails closed: no database, a weak cron secret, no https
+        PUBLIC_URL stops start-up."""
         self.check_pooling()
+        self.check_oidc()
         if self.app_env != "production":
             return
         self.require_database()
@@ -237,6 +291,11 @@ class Settings(BaseSettings):
                 f"SUPPRESSION_KEY must be set to at least {MIN_SUPPRESSION_KEY_LENGTH} characters"
                 " in production (the key of the do-not-call list's hashes; keep it with the"
                 " database's backups, the list is unusable without it)"
+            )
+        if not self.public_url or not self.public_url.startswith("https://"):
+            raise ConfigError(
+                "PUBLIC_URL must be set to the service's https URL in production (sign-in"
+                " links, the identity provider's redirect URI and the browser checks use it)"
             )
 
 

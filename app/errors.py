@@ -75,6 +75,34 @@ class Conflict(CallqueueError):
     code = "Conflict"
 
 
+class QueueNotAllowed(Forbidden):
+    """next-user on a queue outside the person's allowed queues (SPEC 8.2)."""
+
+    code = "QueueNotAllowed"
+
+
+class CsrfRejected(Forbidden):
+    """A cookie-authenticated write without its session's CSRF token, or from another origin."""
+
+    code = "CsrfRejected"
+
+
+class SignInLocked(CallqueueError):
+    """Too many failed sign-ins for one email: locked for a while (429 with Retry-After)."""
+
+    code = "SignInLocked"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class BadSignInRequest(CallqueueError):
+    """An identity provider's callback or a set-password link that cannot be used (400)."""
+
+    code = "BadRequest"
+
+
 class InvalidInput(CallqueueError):
     """Input that parsed but breaks a rule only the service can check (e.g. against its clock)."""
 

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import unquote_plus
 
 import psycopg
 import pymysql.err
@@ -166,6 +167,59 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extras}" if extras else base
 
 
+# Query parameters whose values are secrets: a set-password link's token, an identity provider's
+# code and state. uvicorn's access log prints the whole path with its query string.
+SECRET_PARAMETERS = frozenset({"token", "code", "state", "password", "secret", "access_token"})
+
+
+def redact_query(path: str) -> str:
+    """A path with its secret query parameters' values replaced (the name is kept, so a reader
+    still sees what the request was)."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    items = []
+    for item in query.split("&"):
+        name, eq, _ = item.partition("=")
+        secret = unquote_plus(name).strip().lower() in SECRET_PARAMETERS
+        items.append(f"{name}=[redacted]" if secret and eq else item)
+    return f"{base}?{'&'.join(items)}"
+
+
+class AccessLogRedaction(logging.Filter):
+    """On uvicorn's access logger: its records' paths without secrets (SPEC 8.2: link tokens,
+    like session and API tokens, are never logged, access logs included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            record.args = (client, method, redact_query(str(path)), version, status)
+        return True
+
+
+_ACCESS_REDACTION = AccessLogRedaction()
+
+# At DEBUG, SQLAlchemy would log statement parameters and result rows (phone numbers, token
+# hashes), and HTTP clients their headers and URLs (the identity provider's, with a code in a
+# query): they stay at WARNING whatever LOG_LEVEL says.
+QUIET_LIBRARIES = (
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "httpx",
+    "httpcore",
+    "httpx2",
+    "httpcore2",
+    "authlib",
+    "multipart",
+)
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -176,7 +230,9 @@ def configure_logging(level: str = "INFO", *, json_lines: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # At DEBUG, SQLAlchemy would log statement parameters and result rows (phone numbers, token
-    # hashes), and HTTP clients their headers: they stay at WARNING whatever LOG_LEVEL says.
-    for noisy in ("sqlalchemy.engine", "sqlalchemy.pool", "httpx", "httpcore", "multipart"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries()
+    # On the logger itself, so it holds whichever handlers uvicorn's own configuration gives it
+    # (``uvicorn app.main:app`` with its default logging, or ``callqueue serve``).
+    access = logging.getLogger("uvicorn.access")
+    if _ACCESS_REDACTION not in access.filters:
+        access.addFilter(_ACCESS_REDACTION)

@@ -108,8 +108,8 @@ def build(server: str, name: str, ledger: int) -> str:
             conn.execute(text(SCORES_SQL), {"rows": 1_000_000})
         conn.execute(
             text(
-                "INSERT INTO agents (name, role, token_hash)"
-                " SELECT 'bench-' || g, 'agent', md5(g::text) FROM generate_series(1, 40) g"
+                "INSERT INTO agents (name, display_name, role)"
+                " SELECT 'bench-' || g, 'bench-' || g, 'agent' FROM generate_series(1, 40) g"
             )
         )
         with step(f"{ledger:,} ledger rows"):

@@ -46,7 +46,7 @@ from bench.harness.accounting import load_average
 from bench.harness.checks import duplicate_total, duplicates, ledger_check
 from bench.harness.db import DEFAULT_SERVER, drop_databases, libpq_url, maintain, table_stats
 from bench.harness.load import LoadGenerator, ModeResult, loop_factory, pct, stop_load
-from bench.harness.seed import TABLE, build, create_agents, populate
+from bench.harness.seed import TABLE, agent_headers, build, create_agents, populate
 from bench.harness.server import Server, start_server
 
 STORE_DB = "cq_bench_held_store"
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             " 100)"
         )
         print(f"Server on port {server.port}, workers {server.workers()}, {args.agents} agents")
-        gen = LoadGenerator(server.base_url, tokens)
+        gen = LoadGenerator(server.base_url, agent_headers(store_url, tokens, "token"))
         runner.run(gen.warm_up())
 
         print("\nPhases (flat out, every agent back to back)")

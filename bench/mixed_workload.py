@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from alembic import command
 
-    from app.agents import create_agent
+    from app.auth.people import create_agent
     from app.health import alembic_config
     from app.replica.schema import replica_metadata
 

@@ -63,7 +63,7 @@ from bench.harness.db import (
     table_stats,
 )
 from bench.harness.load import LoadGenerator, loop_factory, pct, stop_load
-from bench.harness.seed import create_agents
+from bench.harness.seed import agent_headers, create_agents
 from bench.harness.server import Server, populate_over_http, start_server
 
 STORE_DB = "cq_bench_soak_store"
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             if all(grown):
                 break
         print(f"  every worker has populated once: {all(grown)} ({per_worker(workers)} MiB)")
-        gen = LoadGenerator(server.base_url, tokens)
+        gen = LoadGenerator(server.base_url, agent_headers(store_url, tokens, "token"))
         base_url = server.base_url
 
         def refresher(t0: float, until: float, log: list[str] | None) -> None:

@@ -85,6 +85,9 @@ def _clean(request: pytest.FixtureRequest) -> None:
         conn.execute(text(f"TRUNCATE {', '.join(REPLICA_TABLES)}"))
 
 
+TEST_ORIGIN = "https://testserver"
+
+
 @pytest.fixture
 def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
@@ -98,6 +101,9 @@ def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
             "scheduler_enabled": False,
             # Tests run at any hour; the calling-hours tests set their own rules.
             "calling_hours": "always",
+            # The test client's own origin: cookies are Secure outside development, and the
+            # CSRF check compares a browser's Origin with this.
+            "public_url": TEST_ORIGIN,
         }
         values.update(overrides)
         return load_settings(**values)
@@ -139,7 +145,12 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[Callable[...
     clients: list[TestClient] = []
 
     def make(**overrides: Any) -> TestClient:
-        client = TestClient(create_app(make_settings(**overrides)), raise_server_exceptions=False)
+        settings = make_settings(**overrides)
+        client = TestClient(
+            create_app(settings),
+            base_url=settings.public_url or TEST_ORIGIN,
+            raise_server_exceptions=False,
+        )
         client.__enter__()
         clients.append(client)
         return client

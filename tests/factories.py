@@ -10,7 +10,9 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, text
 
-from app.agents import create_agent
+from app.auth.people import create_agent, create_person
+from app.auth.sessions import COOKIE, start_session
+from app.auth.tokens import csrf_token
 from app.replica.schema import claim_requirements, claims, users
 
 _ids = itertools.count(1_000_000)
@@ -161,6 +163,34 @@ def new_agent(store: Engine, name: str, role: str = "agent") -> Agent:
             text("SELECT id FROM agents WHERE name = :n"), {"n": name}
         ).scalar_one()
     return Agent(name, int(agent_id), {"Authorization": f"Bearer {token}"})
+
+
+def signed_in(
+    store: Engine,
+    email: str,
+    role: str = "agent",
+    queues: tuple[str, ...] = ("unsigned_users", "outstanding_requests"),
+) -> Agent:
+    """A person made for a test and signed in, with the headers their console would send: the
+    session cookie, and the session's CSRF token (which only a write needs; a GET carries it
+    harmlessly)."""
+    with store.begin() as conn:
+        person = create_person(
+            conn,
+            None,
+            email=email,
+            display_name=email.split("@")[0],
+            role=role,
+            allowed_queues=queues,
+            address=None,
+            base_url=None,
+        ).person
+        token = start_session(
+            conn, person.id, method="password", max_hours=12, user_agent=None, address=None
+        )
+    return Agent(
+        email, person.id, {"Cookie": f"{COOKIE}={token}", "X-CSRF-Token": csrf_token(token)}
+    )
 
 
 def lapse(store: Engine, assignment_id: Any) -> None:

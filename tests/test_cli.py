@@ -7,7 +7,7 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -274,23 +274,30 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
 
         # Calling rules and suppression (issue 14): open at any hour, as a supervisor set it;
         # ten suppressed numbers hashed with the development key kept in DATA_DIR.
-        boss = {
-            "Authorization": "Bearer "
-            + json.loads((data_dir / "demo_tokens.json").read_text())["demo-supervisor"]
-        }
+        credentials = json.loads((data_dir / "demo_credentials.json").read_text())
+        boss = {"Authorization": "Bearer " + credentials["tokens"]["demo-supervisor"]}
         rules = httpx.get(f"{base}/api/admin/calling-rules", headers=boss, timeout=30).json()
         assert (rules["hours"], rules["open_now"]) == ("always", True)
         listed = httpx.get(f"{base}/api/admin/suppression", headers=boss, timeout=30).json()
         assert listed == {"count": 10}
         assert stat.S_IMODE((data_dir / "suppression_key").stat().st_mode) == 0o600
         console = httpx.get(f"{base}/", follow_redirects=True)
-        assert console.url == f"{base}/console" and "Sign in" in console.text
+        assert console.url.path == "/auth/login" and "Sign in" in console.text
+        # The demo people sign in with the passwords the banner printed.
+        signed = httpx.post(
+            f"{base}/auth/login",
+            data={
+                "email": "agent3@example.com",
+                "password": credentials["passwords"]["agent3@example.com"],
+            },
+        )
+        assert signed.status_code == 303, signed.text
+        session = {"callqueue_session": signed.cookies["callqueue_session"]}
+        me = httpx.get(f"{base}/api/me", cookies=session).json()
+        assert me["allowed_queues"] == ["unsigned_users"]
 
         # Callbacks (issue 13): demo-agent-1's own are due now and come before its queue.
-        agent = {
-            "Authorization": "Bearer "
-            + json.loads((data_dir / "demo_tokens.json").read_text())["demo-agent-1"]
-        }
+        agent = {"Authorization": "Bearer " + credentials["tokens"]["demo-agent-1"]}
         mine = httpx.get(f"{base}/api/callbacks/mine", headers=agent, timeout=30).json()
         assert len(mine["items"]) == 4, mine
         booked = httpx.get(f"{base}/api/callbacks", headers=boss, timeout=30).json()
@@ -308,10 +315,20 @@ def test_serve_runs_the_demo_on_the_embedded_database(tmp_path: Path) -> None:
     assert code == 0, err
     assert secret in err, "development mode prints the secret and the curl"
     assert (data_dir / "suppression_key").read_text().strip() not in err, "the key is never shown"
-    # The banner says where the console is, and gives the tokens to paste into it.
+    # The banner says where the console is, and who signs in to it with which password.
     assert f"console:      {base}/console (agents), {base}/console/supervisor" in err
-    tokens = json.loads((data_dir / "demo_tokens.json").read_text())
-    assert tokens["demo-agent-1"] in err
+    credentials = json.loads((data_dir / "demo_credentials.json").read_text())
+    assert stat.S_IMODE((data_dir / "demo_credentials.json").stat().st_mode) == 0o600
+    for email, password in credentials["passwords"].items():
+        assert f"{email} " in err and password in err
+    assert set(credentials["passwords"]) == {
+        "admin@example.com",
+        "supervisor@example.com",
+        "agent1@example.com",
+        "agent2@example.com",
+        "agent3@example.com",
+    }
+    assert credentials["tokens"]["demo-agent-1"] in err
     assert "embedded.stopped" in err
     assert not (data_dir / "pgdata" / "postmaster.pid").exists(), "PostgreSQL was stopped"
 
@@ -342,7 +359,10 @@ def test_agents_create_list_deactivate(cli_env: dict[str, str], store_engine: En
     assert token.startswith("cq_") and len(token) > 40
     with store_engine.connect() as conn:
         stored = conn.execute(
-            text("SELECT role, token_hash FROM agents WHERE name = 'maria'")
+            text(
+                "SELECT a.role, t.token_hash FROM agents a JOIN api_tokens t ON t.agent_id = a.id"
+                " WHERE a.name = 'maria'"
+            )
         ).one()
     assert stored.role == "supervisor"
     assert token not in stored.token_hash  # only the hash is kept
@@ -361,6 +381,105 @@ def test_agents_create_list_deactivate(cli_env: dict[str, str], store_engine: En
     assert "\tdeactivated\t" in run_cli("agents", "list", env=cli_env).stdout
     missing = run_cli("agents", "deactivate", "nobody", env=cli_env)
     assert missing.returncode == 1
+    admin = run_cli("agents", "create", "--name", "ops-admin", "--role", "admin", env=cli_env)
+    assert admin.returncode == 0 and admin.stdout.startswith("cq_")
+
+
+def test_an_installation_starts_with_its_first_admin_from_the_command_line(
+    cli_env: dict[str, str], store_engine: Engine, make_client: Callable[..., TestClient]
+) -> None:
+    """The README's first run: ``people create --role admin`` prints a one-time link; the
+    link sets a password and signs the admin in; the admin adds an agent for one queue."""
+    env = {**cli_env, "PUBLIC_URL": "https://calls.example"}
+    created = run_cli("people", "create", "--email", "Root@Example.com", "--role", "admin", env=env)
+    assert created.returncode == 0, created.stderr
+    link = created.stdout.strip()
+    assert created.stdout == link + "\n"  # the link, alone
+    assert link.startswith("https://calls.example/auth/set-password?token=cqp_")
+    with store_engine.connect() as conn:
+        assert link.split("token=")[1] not in str(
+            conn.execute(text("SELECT * FROM password_links")).all()
+        )
+
+    client = make_client()
+    signed = client.post(
+        "/auth/set-password",
+        json={"token": link.split("token=")[1], "password": "the first admin's passphrase"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303
+    me = client.get("/api/me").json()
+    assert (me["email"], me["role"]) == ("Root@Example.com", "admin")
+
+    agent = run_cli(
+        "people",
+        "create",
+        "--email",
+        "una@example.com",
+        "--queue",
+        "unsigned_users",
+        "--name",
+        "Una",
+        env=env,
+    )
+    assert agent.returncode == 0, agent.stderr
+    listed = run_cli("people", "list", env=env).stdout.splitlines()
+    assert [line.split("\t")[1:6] for line in listed] == [
+        [
+            "Root@Example.com",
+            "Root@Example.com",
+            "admin",
+            "unsigned_users,outstanding_requests",
+            "active",
+        ],
+        ["una@example.com", "Una", "agent", "unsigned_users", "active"],
+    ]
+    assert listed[0].endswith("\tpassword") and listed[1].endswith("\t-")
+
+    again = run_cli("people", "reset-password", "root@example.com", env=env)
+    assert again.returncode == 0 and again.stdout.startswith("https://calls.example/")
+    assert client.get("/api/me").status_code == 401  # the reset ended the session
+    gone = run_cli("people", "deactivate", "una@example.com", env=env)
+    assert gone.returncode == 0
+    assert "\tdeactivated\t" in run_cli("people", "list", env=env).stdout
+    nobody = run_cli("people", "deactivate", "nobody@example.com", env=env)
+    assert nobody.returncode == 1 and "nobody has the email" in nobody.stderr
+    duplicate = run_cli("people", "create", "--email", "UNA@example.com", env=env)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+
+
+def test_tokens_are_made_listed_and_revoked_from_the_command_line(
+    cli_env: dict[str, str], make_client: Callable[..., TestClient]
+) -> None:
+    run_cli("people", "create", "--email", "job@example.com", "--role", "scorer", env=cli_env)
+    made = run_cli(
+        "tokens", "create", "--owner", "job@example.com", "--name", "nightly", env=cli_env
+    )
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("cq_")
+    client = make_client()
+    scores = {"scores": [{"user_id": 5, "current_score": 1}]}
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.put("/api/scores", json=scores, headers=bearer).status_code == 200
+    listed = run_cli("tokens", "list", env=cli_env).stdout
+    assert token not in listed
+    token_id, name, owner = listed.splitlines()[-1].split("\t")[:3]
+    assert (name, owner) == ("nightly", "job@example.com")
+    assert run_cli("tokens", "revoke", token_id, env=cli_env).returncode == 0
+    assert client.put("/api/scores", json=scores, headers=bearer).status_code == 401
+    naive = run_cli(
+        "tokens",
+        "create",
+        "--owner",
+        "job@example.com",
+        "--name",
+        "x",
+        "--expires",
+        "2030-01-01T00:00:00",
+        env=cli_env,
+    )
+    assert naive.returncode == 2 and "offset" in naive.stderr
 
 
 def test_sweep_expires_overdue_leases(

@@ -32,8 +32,9 @@ from fastapi import FastAPI, Response
 from sqlalchemy import Connection, Engine, create_engine, insert, text
 from sqlalchemy.exc import DBAPIError
 
-from app.agents import AgentIdentity, authenticate, create_agent
 from app.api.errors import install as install_error_handlers
+from app.auth.identity import AgentIdentity, authenticate_token
+from app.auth.people import create_agent
 from app.config import MigrationMode
 from app.flags import Flags
 from app.health import alembic_config
@@ -92,7 +93,10 @@ def seed(replica_engine: Engine, store_engine: Engine, user_ids: Iterable[int]) 
 
 def make_agents(engine: Engine, count: int, prefix: str = "agent") -> list[AgentIdentity]:
     with engine.begin() as conn:
-        return [authenticate(conn, create_agent(conn, f"{prefix}-{i}")).agent for i in range(count)]
+        return [
+            authenticate_token(conn, create_agent(conn, f"{prefix}-{i}")).agent
+            for i in range(count)
+        ]
 
 
 def queue_flags() -> Flags:

@@ -29,12 +29,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.vocabulary",
             "app.hours",
             "app.flags",
-            "app.agents",
         ),
     ),
     ("models", ("app.models",)),
     ("rules and the replica", ("app.rules", "app.replica")),
-    ("services", ("app.queues", "app.intake")),
+    ("services", ("app.auth", "app.queues", "app.intake")),
     (
         "top",
         (

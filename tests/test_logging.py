@@ -8,7 +8,7 @@ import logging
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from app.logs import JsonFormatter, TextFormatter, configure_logging
 from tests.conftest import CRON_SECRET
 from tests.factories import Replica, add_scores

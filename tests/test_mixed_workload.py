@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from tests import workload
 from tests.conftest import CRON_SECRET
 from tests.processes import clean_env, free_port, stop, wait_ready

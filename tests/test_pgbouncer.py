@@ -37,7 +37,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from app.db import SessionBoundsMissing, create_store_engine
 from app.errors import ConfigError
 from app.main import create_app

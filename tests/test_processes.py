@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from tests.conftest import CRON_SECRET, SUPPRESSION_KEY
 from tests.factories import Replica, add_scores
 from tests.processes import clean_env, command, free_port, stop, wait_ready

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from app.replica.schema import replica_metadata
 from tests.factories import Replica as ReplicaRows
 from tests.factories import add_scores, own_phone

@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DataError, DBAPIError
 
-from app import agents
-from app.agents import create_agent, hash_token
+from app.auth import identity
+from app.auth.people import create_agent
+from app.auth.tokens import hash_token
 from app.queues import assignments, claims, leases
 from app.replica import reader
 from app.services import Services
@@ -167,7 +168,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
     with store_engine.begin() as conn:
         token = create_agent(conn, "pinned")
     with services.autocommit.connect() as conn:
-        agent = agents.authenticate(conn, token).agent
+        agent = identity.authenticate_token(conn, token).agent
     claim = {
         "agent_id": agent.id,
         "queue_type": "unsigned_users",
@@ -203,7 +204,10 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             "key_fingerprint": services.suppression.fingerprint,
         }
         steps: list[tuple[Statement, dict[str, Any]]] = [
-            (agents._AUTHENTICATE[False], {"token_hash": hash_token(token)}),
+            (
+                identity._AUTHENTICATE[(identity.Via.TOKEN, False)],
+                {"secret_hash": hash_token(token), "idle_minutes": 0},
+            ),
             (claims._CLAIM, claim),
             (claims._HAND_OUT, hand_out),
             (leases._SWEEP, {"limit": 10}),
@@ -211,7 +215,7 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
         driver, plain = _both_ways(conn, steps)
         for i in range(len(steps)):
             # generated: the authentication's now(); the hand-out's new id and times
-            _same(driver[i], plain[i], generated={0: {3}, 2: {2, 3, 4}}.get(i, set()))
+            _same(driver[i], plain[i], generated={0: {6}, 2: {2, 3, 4}}.get(i, set()))
 
         with conn.begin():
             out = claims._HAND_OUT.one(conn, hand_out)
@@ -240,13 +244,16 @@ def test_the_hot_statements_give_what_sqlalchemy_would(
             conn,
             [
                 # The agent holds the hand-out: the authentication brings its head.
-                (agents._AUTHENTICATE[True], {"token_hash": hash_token(token)}),
+                (
+                    identity._AUTHENTICATE[(identity.Via.TOKEN, True)],
+                    {"secret_hash": hash_token(token), "idle_minutes": 0},
+                ),
                 (assignments._HEAD, {"id": out.assignment_id}),
                 (assignments._COMPLETE, complete),
             ],
         )
-        _same(driver[0], plain[0], generated={3})  # now()
-        assert driver[0][0][9:] == (
+        _same(driver[0], plain[0], generated={6})  # now()
+        assert driver[0][0][13:] == (
             out.assignment_id,
             42,
             "unsigned_users",

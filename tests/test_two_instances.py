@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from app.queues.kinds import SWAP_LOCK_KEY
 from tests.conftest import CRON_SECRET
 from tests.processes import clean_env, free_port, stop, wait_ready

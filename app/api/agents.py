@@ -22,6 +22,7 @@ from app.api.deps import (
 from app.api.errors import responses
 from app.api.routing import CredentialsFirstRoute
 from app.api.schemas import AssignmentOut, CompletedOut, CompleteIn, ReleaseIn, StatsOut
+from app.errors import QueueNotAllowed
 from app.queues.assignments import AssignmentService, Completed
 from app.queues.claims import Claimed, ClaimService
 from app.queues.reports import queue_stats
@@ -41,10 +42,12 @@ def _next_user(
     caller: Caller, conn: Connection, claims: ClaimService, queue_type: str
 ) -> Claimed | None:
     """next-user's step, on the worker thread, after the authentication (``Dashboard.run``): an
-    unknown queue is a 404 only for a caller who may ask."""
-    return claims.next_user(
-        caller.agent, queue_type_of(queue_type), caller.flags, conn, caller.window
-    )
+    unknown queue is a 404 only for a caller who may ask, and a queue outside the person's allowed
+    queues a 403 (SPEC 8.2)."""
+    queue = queue_type_of(queue_type)
+    if queue not in caller.agent.allowed_queues:
+        raise QueueNotAllowed(f"you are not allowed to work the {queue} queue: ask a supervisor")
+    return claims.next_user(caller.agent, queue, caller.flags, conn, caller.window)
 
 
 def _complete(
@@ -74,7 +77,10 @@ def _complete(
 @router.post(
     "/queues/{queue_type}/next-user",
     response_model=AssignmentOut,
-    responses={204: {"description": "no valid user is available"}, **responses(401, 404, 409, 503)},
+    responses={
+        204: {"description": "no valid user is available"},
+        **responses(401, 403, 404, 409, 503),
+    },
 )
 async def next_user(
     queue_type: Annotated[str, Path(json_schema_extra={"enum": QUEUE_TYPES})],

@@ -1,12 +1,15 @@
-"""Request dependencies: the process's services, authentication and the flags in force.
+"""Request dependencies: the process's services, who is calling, and the flags in force.
 
-Authentication happens here and only here: ``current_agent`` (every route but two) and
-``Dashboard.run`` (next-user and complete) turn the bearer token into an ``AgentIdentity`` with
-``app.agents.authenticate`` and refuse a scorer's token with ``refuse_scorer``, and routes hand
-services that identity, never the token. The same round trip
-reads the supervisors' flag overrides and the calling rules, which ``Dashboard.run`` turns into
-the flags and the calling window in force for this request (so a change applies on every
-process's next request at no extra cost).
+Who is calling is decided here and only here (SPEC 8.2): the request's credential is a bearer
+token (an API token) if it has one (an unknown one is 401, never a fallback to the cookie), else
+the session cookie. ``current_agent`` (every route but two) and ``Dashboard.run`` (next-user and
+complete) turn it into a person with ``app.auth.identity.authenticate``; routes hand services that
+identity, never the credential. A request authenticated by the cookie with a method other than
+GET, HEAD or OPTIONS must carry its session's CSRF token in ``X-CSRF-Token`` and, when the browser
+sends an ``Origin``, come from ``PUBLIC_URL``'s: checked before anything is read. The same round
+trip as the authentication reads the supervisors' flag overrides and the calling rules, which
+``Dashboard.run`` turns into the flags and the calling window in force for this request (so a
+change applies on every process's next request at no extra cost).
 """
 
 from __future__ import annotations
@@ -28,8 +31,19 @@ from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 from sqlalchemy import Connection, Engine
 
-from app.agents import AgentIdentity, Authenticated, Holding, authenticate
-from app.errors import Forbidden, NotFound, Unauthorized
+from app.auth.identity import (
+    REFUSED,
+    AgentIdentity,
+    Authenticated,
+    Credential,
+    Holding,
+    Via,
+    authenticate,
+)
+from app.auth.sessions import COOKIE
+from app.auth.tokens import csrf_token, same
+from app.config import Settings
+from app.errors import CsrfRejected, Forbidden, NotFound, Unauthorized
 from app.flags import Flags
 from app.rules.calling import CallingWindow
 from app.services import Services
@@ -38,22 +52,60 @@ from app.vocabulary import QueueType
 bearer = HTTPBearer(auto_error=False)
 
 
-class BearerToken(SecurityBase):
-    """The bearer token as a string, or None: HTTPBearer's parsing and its OpenAPI scheme,
-    without building a pydantic model on every request of the dashboards' routes."""
+class CredentialReader(SecurityBase):
+    """The request's credential (``credential_of``) or None; documented as the bearer scheme,
+    which machines use (browsers carry the session cookie)."""
 
     def __init__(self) -> None:
         self.model = HTTPBearerModel()
         self.scheme_name = "HTTPBearer"
 
-    async def __call__(self, request: Request) -> str | None:
-        return bearer_of(request)
+    async def __call__(self, request: Request) -> Credential | None:
+        return credential_of(request)
 
 
 def bearer_of(request: Request) -> str | None:
     """The request's bearer token, as HTTPBearer parses it, or None."""
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
     return token if token and scheme.lower() == "bearer" else None
+
+
+def credential_of(request: Request) -> Credential | None:
+    """A bearer token if the request has one (never a fallback to the cookie after it), else
+    the session cookie, else None."""
+    token = bearer_of(request)
+    if token is not None:
+        return Credential(Via.TOKEN, token)
+    cookie = request.cookies.get(COOKIE)
+    return Credential(Via.SESSION, cookie) if cookie else None
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_csrf(request: Request, credential: Credential, settings: Settings) -> None:
+    """A write authenticated by the session cookie carries the session's CSRF token and, when
+    the browser says where it comes from, comes from the service's own origin. Checked before
+    anything is read: the token is derived from the cookie itself."""
+    if credential.via is not Via.SESSION or request.method in SAFE_METHODS:
+        return
+    if not same(request.headers.get("x-csrf-token"), csrf_token(credential.secret)):
+        raise CsrfRejected("this request needs its session's X-CSRF-Token header (GET /api/me)")
+    if not origin_allowed(request, settings):
+        raise CsrfRejected("this request comes from another origin than the service's")
+
+
+def origin_allowed(request: Request, settings: Settings) -> bool:
+    """A browser's ``Origin`` (when it sends one) is PUBLIC_URL's. Without PUBLIC_URL (outside
+    production, where it is required) it is the origin the request was sent to, by its Host
+    header: a laptop's console works at http://localhost:8000 as at http://127.0.0.1:8000."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if settings.public_url is not None:
+        return origin == settings.public_origin
+    host = request.headers.get("host")
+    return host is not None and origin == f"{request.url.scheme}://{host}"
 
 
 def secret_matches(presented: str | None, secret: SecretStr | None) -> bool:
@@ -64,7 +116,7 @@ def secret_matches(presented: str | None, secret: SecretStr | None) -> bool:
     return hmac.compare_digest(presented.encode(), secret.get_secret_value().encode())
 
 
-bearer_token = BearerToken()
+credentials = CredentialReader()
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,31 +139,45 @@ def require_cron_secret(services: ServicesDep, credentials: CredentialsDep) -> N
         raise Unauthorized("a valid cron bearer token is required")
 
 
-def _authenticate(engine: Engine, token: str) -> Authenticated:
+def _authenticate(engine: Engine, credential: Credential, idle_minutes: int) -> Authenticated:
     """On a worker thread: one pool checkout (an idle autocommit connection: no I/O), one
     statement, the connection back."""
     with engine.connect() as conn:
-        return authenticate(conn, token)
+        return authenticate(conn, credential, idle_minutes=idle_minutes)
 
 
-# Where the request's authenticated agent is kept: a route that takes a body authenticates before
+# Where the request's authentication is kept: a route that takes a body authenticates before
 # reading it (app.api.routing), and then again as FastAPI solves its dependencies.
-_AGENT_KEY = "callqueue.agent"
+_AUTHENTICATED = "callqueue.authenticated"
+
+
+async def current_authenticated(
+    request: Request, credential: Annotated[Credential | None, Depends(credentials)]
+) -> Authenticated:
+    """Who is calling, and how. No credential, or an unknown, expired, revoked, ended or
+    deactivated one: 401; a cookie-authenticated write without its CSRF token: 403. Looked up
+    once per request."""
+    if credential is None:
+        raise Unauthorized(REFUSED)
+    services: Services = request.app.state.services
+    check_csrf(request, credential, services.settings)
+    known: Authenticated | None = request.scope.get(_AUTHENTICATED)
+    if known is None:
+        known = request.scope[_AUTHENTICATED] = await in_thread(
+            request,
+            _authenticate,
+            services.autocommit,
+            credential,
+            services.settings.session_idle_minutes,
+        )
+    return known
 
 
 async def current_agent(
-    request: Request, token: Annotated[str | None, Depends(bearer_token)]
+    found: Annotated[Authenticated, Depends(current_authenticated)],
 ) -> AgentIdentity:
-    """The calling agent. Missing, unknown or deactivated token: 401. Looked up once per
-    request."""
-    if token is None:
-        raise Unauthorized("a valid agent bearer token is required")
-    known: AgentIdentity | None = request.scope.get(_AGENT_KEY)
-    if known is None:
-        services: Services = request.app.state.services
-        found = await in_thread(request, _authenticate, services.autocommit, token)
-        known = request.scope[_AGENT_KEY] = found.agent
-    return known
+    """The calling person (see ``current_authenticated``)."""
+    return found.agent
 
 
 # -- the scorer role (SPEC 7.1): its token reaches PUT /api/scores and nothing else -------------
@@ -126,7 +192,7 @@ async def dashboard_user(
 
 
 def refuse_scorer(agent: AgentIdentity) -> AgentIdentity:
-    """The dashboards' routes are for agents and supervisors: a scorer's token gets 403."""
+    """The dashboards' routes are for people: a scorer's token gets 403."""
     if agent.role == "scorer":
         raise Forbidden("a scorer's token is for PUT /api/scores only")
     return agent
@@ -135,8 +201,8 @@ def refuse_scorer(agent: AgentIdentity) -> AgentIdentity:
 async def require_scorer(
     agent: Annotated[AgentIdentity, Depends(current_agent)],
 ) -> AgentIdentity:
-    """PUT /api/scores: the upstream scorer, or a supervisor; agents get 403."""
-    if agent.role not in ("scorer", "supervisor"):
+    """PUT /api/scores: the upstream scorer, or a supervisor or an admin; agents get 403."""
+    if agent.role not in ("scorer", "supervisor", "admin"):
         raise Forbidden("this route is for scorers and supervisors")
     return agent
 
@@ -177,11 +243,11 @@ class Dashboard:
     One dependency instead of six: FastAPI's cost per dependency and per sub-dependency is a
     large share of these routes' CPU (the claim benchmark, py-spy)."""
 
-    __slots__ = ("_holding", "_services", "_token")
+    __slots__ = ("_credential", "_holding", "_services")
 
-    def __init__(self, services: Services, token: str, holding: bool) -> None:
+    def __init__(self, services: Services, credential: Credential, holding: bool) -> None:
         self._services = services
-        self._token = token
+        self._credential = credential
         self._holding = holding
 
     @property
@@ -200,7 +266,12 @@ class Dashboard:
         open)."""
         services = self._services
         with services.autocommit.connect() as conn:
-            found = authenticate(conn, self._token, holding=self._holding)
+            found = authenticate(
+                conn,
+                self._credential,
+                idle_minutes=services.settings.session_idle_minutes,
+                holding=self._holding,
+            )
             caller = Caller(
                 refuse_scorer(found.agent),
                 services.flags_for(found.flag_overrides),
@@ -210,11 +281,11 @@ class Dashboard:
             return step(caller, conn, *args, **kwargs)
 
 
-class DashboardBearer(BearerToken):
-    """The dependency: the bearer token's parsing and OpenAPI scheme (``BearerToken``), and a
-    ``Dashboard`` for it in the same call (one dependency for FastAPI to resolve, not two). No
-    token: 401 at once. Async on purpose (no I/O): the authentication is ``run``'s first
-    statement.
+class DashboardBearer(CredentialReader):
+    """The dependency: the credential's reading and OpenAPI scheme (``CredentialReader``), the
+    CSRF check of a cookie-authenticated write, and a ``Dashboard`` for it, in the same call (one
+    dependency for FastAPI to resolve, not two). No credential: 401 at once. Async on purpose
+    (no I/O): the authentication is ``run``'s first statement.
 
     ``holding``: the authentication also reads the head of the agent's active assignment
     (``Caller.holding``). complete asks for it: the assignment it names is nearly always that
@@ -227,10 +298,12 @@ class DashboardBearer(BearerToken):
         self.holding = holding
 
     async def __call__(self, request: Request) -> Dashboard:  # type: ignore[override]
-        token = await super().__call__(request)
-        if token is None:
-            raise Unauthorized("a valid agent bearer token is required")
-        return Dashboard(request.app.state.services, token, self.holding)
+        credential = credential_of(request)
+        if credential is None:
+            raise Unauthorized(REFUSED)
+        services: Services = request.app.state.services
+        check_csrf(request, credential, services.settings)
+        return Dashboard(services, credential, self.holding)
 
 
 dashboard = DashboardBearer()
@@ -248,6 +321,16 @@ async def require_supervisor(agent: AgentDep) -> AgentIdentity:
 
 
 SupervisorDep = Annotated[AgentIdentity, Depends(require_supervisor)]
+
+
+async def require_admin(agent: AgentDep) -> AgentIdentity:
+    if not agent.is_admin:
+        raise Forbidden("this route is for admins")
+    return agent
+
+
+AdminDep = Annotated[AgentIdentity, Depends(require_admin)]
+AuthenticatedDep = Annotated[Authenticated, Depends(current_authenticated)]
 
 
 QUEUE_TYPES = [str(q) for q in QueueType]

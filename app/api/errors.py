@@ -41,6 +41,8 @@ STATUS: dict[type[errors.CallqueueError], int] = {
     errors.InvalidInput: 422,
     errors.ServiceBusy: 503,
     errors.OutsideCallingHours: 409,
+    errors.SignInLocked: 429,
+    errors.BadSignInRequest: 400,
     # A process whose do-not-call key is not the list's hands nobody out (SPEC 8.1).
     errors.SuppressionKeyMismatch: 503,
 }

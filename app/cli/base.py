@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 class Role(StrEnum):
     AGENT = "agent"
     SUPERVISOR = "supervisor"
+    ADMIN = "admin"
     SCORER = "scorer"
 
 

@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -87,13 +88,16 @@ def serve(
                 effective = effective.model_copy(update={"cron_secret": SecretStr(secret)})
             if effective.app_env != "production" and effective.suppression_key is None:
                 effective = _with_dev_suppression_key(effective)
-            tokens: dict[str, str] = {}
+            credentials = DemoCredentials({}, {})
             if demo:
                 _seed_demo(effective)
-                tokens = _demo_agents(effective)
+                credentials = _demo_people(effective)
                 _seed_demo_callbacks(effective)
+            if effective.public_url is None and effective.app_env != "production":
+                shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+                effective = effective.model_copy(update={"public_url": f"http://{shown}:{port}"})
             _export(effective)
-            _banner(effective, host, port, tokens)
+            _banner(effective, host, port, credentials)
             _run_uvicorn(host, port, workers)
     except KeyboardInterrupt:
         pass
@@ -120,6 +124,8 @@ def _export(settings: Settings) -> None:
         os.environ["CRON_SECRET"] = settings.cron_secret.get_secret_value()
     if settings.suppression_key is not None:
         os.environ["SUPPRESSION_KEY"] = settings.suppression_key.get_secret_value()
+    if settings.public_url is not None:
+        os.environ["PUBLIC_URL"] = settings.public_url
     get_settings.cache_clear()
 
 
@@ -173,39 +179,79 @@ def _seed_demo_callbacks(settings: Settings) -> None:
         log.info("demo.callbacks_booked", extra={"callbacks": booked})
 
 
-DEMO_AGENTS = (
-    ("demo-supervisor", "supervisor"),
-    ("demo-agent-1", "agent"),
-    ("demo-agent-2", "agent"),
-    ("demo-scorer", "scorer"),
+@dataclass(frozen=True)
+class DemoPerson:
+    name: str
+    email: str
+    display_name: str
+    role: str
+    queues: tuple[str, ...] = ("unsigned_users", "outstanding_requests")
+    # A password to sign in to the console with (a scorer is a machine: a token only).
+    signs_in: bool = True
+
+
+DEMO_PEOPLE = (
+    DemoPerson("demo-admin", "admin@example.com", "Ada Admin", "admin"),
+    DemoPerson("demo-supervisor", "supervisor@example.com", "Sam Supervisor", "supervisor"),
+    DemoPerson("demo-agent-1", "agent1@example.com", "Alex Agent", "agent"),
+    DemoPerson("demo-agent-2", "agent2@example.com", "Bea Agent", "agent"),
+    # Allowed the unsigned users' queue only: the other is refused (403 QueueNotAllowed).
+    DemoPerson("demo-agent-3", "agent3@example.com", "Cy Agent", "agent", ("unsigned_users",)),
+    DemoPerson("demo-scorer", "scorer@example.com", "Scoring job", "scorer", signs_in=False),
 )
-DEMO_TOKENS_FILE = "demo_tokens.json"
+DEMO_CREDENTIALS_FILE = "demo_credentials.json"
 
 
-def _demo_agents(settings: Settings) -> dict[str, str]:
-    """Demo agents' tokens, kept in DATA_DIR (mode 0600) so a restart can print them again:
-    only a token's hash is in the database."""
-    from app.agents import create_agent
+@dataclass
+class DemoCredentials:
+    """The demo people's passwords (by email) and API tokens (by name), kept in DATA_DIR (mode
+    0600) so a restart can print them again: the database has only their hashes."""
 
-    path = settings.data_dir.expanduser().resolve() / DEMO_TOKENS_FILE
-    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    passwords: dict[str, str]
+    tokens: dict[str, str]
+
+
+def _demo_people(settings: Settings) -> DemoCredentials:
+    from app.auth.passwords import hash_password
+    from app.auth.people import create_agent
+
+    path = settings.data_dir.expanduser().resolve() / DEMO_CREDENTIALS_FILE
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    found = DemoCredentials(kept.get("passwords", {}), kept.get("tokens", {}))
     engine = create_engine(settings.require_database())
     try:
         with engine.begin() as conn:
             existing = set(conn.execute(text("SELECT name FROM agents")).scalars())
-            for name, role in DEMO_AGENTS:
-                if name not in existing:
-                    tokens[name] = create_agent(conn, name, role)
+            for person in DEMO_PEOPLE:
+                if person.name in existing:
+                    continue
+                found.tokens[person.name] = create_agent(conn, person.name, person.role)
+                password = secrets.token_urlsafe(12) if person.signs_in else None
+                conn.execute(
+                    text(
+                        "UPDATE agents SET email = :email, display_name = :display,"
+                        " allowed_queues = :queues, password_hash = :hash WHERE name = :name"
+                    ),
+                    {
+                        "email": person.email,
+                        "display": person.display_name,
+                        "queues": list(person.queues),
+                        "hash": hash_password(password) if password else None,
+                        "name": person.name,
+                    },
+                )
+                if password:
+                    found.passwords[person.email] = password
     finally:
         engine.dispose()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        json.dump(tokens, handle)
-    return tokens
+        json.dump({"passwords": found.passwords, "tokens": found.tokens}, handle)
+    return found
 
 
-def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) -> None:
+def _banner(settings: Settings, host: str, port: int, credentials: DemoCredentials) -> None:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{shown_host}:{port}"
     if settings.app_env == "production":
@@ -233,8 +279,20 @@ def _banner(settings: Settings, host: str, port: int, tokens: dict[str, str]) ->
         f"    curl -sS -H {bearer} {base}/api/cron/discover",
         "",
     ]
+    tokens = credentials.tokens
+    if credentials.passwords and settings.app_env != "production":
+        lines += [
+            f"  demo people, to sign in to {base}/console with"
+            f" (also in DATA_DIR/{DEMO_CREDENTIALS_FILE}):"
+        ]
+        lines += [
+            f"    {person.email:<24} {credentials.passwords[person.email]:<18} {person.role}"
+            + ("" if len(person.queues) > 1 else f", {person.queues[0]} only")
+            for person in DEMO_PEOPLE
+            if person.email in credentials.passwords
+        ]
     if tokens and settings.app_env != "production":
-        lines += ["  demo tokens, to paste into the console (also in DATA_DIR/demo_tokens.json):"]
+        lines += ["  demo API tokens, for scripts:"]
         lines += [f"    {name}: {token}" for name, token in tokens.items()]
         agent = tokens.get("demo-agent-1")
         if agent:

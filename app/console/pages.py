@@ -2,9 +2,10 @@
 
 Every asset is served from here and the policy allows nothing else: ``default-src 'self'`` and
 no inline script or style, so an injected ``<script>`` or ``style=`` does not run, and no request
-can leave for another host. The pages carry no personal data themselves (the browser fetches it
-with the agent's token), so they may be cached; ``no-cache`` makes the browser revalidate them
-(ETag) so a deployment reaches every open console on its next load.
+can leave for another host. A page carries no personal data but the signed-in person's own name
+(the browser fetches the rest with the person's session); ``private, no-cache`` keeps it out of
+shared caches and makes the browser ask again, so a deployment reaches every open console on its
+next load.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from typing import Any
 
 import jinja2
 from annotated_types import MaxLen
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
+from app.api.deps import in_thread
 from app.api.schemas import CompleteIn, ReleaseIn
+from app.auth.identity import ROLES, AgentIdentity, Credential, Via, authenticate
+from app.auth.people import may_manage
+from app.auth.sessions import COOKIE
 from app.config import Settings
+from app.errors import Unauthorized
 from app.rules.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
 from app.services import Services
 from app.vocabulary import QUEUE_LABELS
@@ -39,10 +46,12 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null" with a form
+    # or a fetch that writes, which the CSRF check must refuse. Other hosts still get nothing.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
-    "Cache-Control": "no-cache",
+    "Cache-Control": "private, no-cache",
 }
 
 # Words for agents, in the order they are offered; the nine outcomes that keep a person callable
@@ -151,10 +160,21 @@ class PageResponse(HTMLResponse):
     rendered it and with what context, so a test can check exactly what the template was
     given."""
 
-    def __init__(self, name: str, context: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        context: dict[str, Any],
+        *,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.template = templates.get_template(name)
         self.context = context
-        super().__init__(self.template.render(context), headers=SECURITY_HEADERS)
+        super().__init__(
+            self.template.render(context),
+            status_code=status_code,
+            headers={**SECURITY_HEADERS, **(headers or {})},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if "http.response.debug" in scope.get("extensions", {}):
@@ -163,20 +183,36 @@ class PageResponse(HTMLResponse):
         await super().__call__(scope, receive, send)
 
 
-def _common(view: str, settings: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Signed:
+    """The signed-in person as the header shows them."""
+
+    display_name: str
+    role: str
+    supervising: bool
+
+
+def page_frame(view: str, person: Signed | None = None) -> dict[str, Any]:
+    """What every page's frame shows: its assets, its view, and who is signed in (None on the
+    sign-in pages)."""
+    return {"static": STATIC_PATH, "view": view, "person": person}
+
+
+def _common(view: str, settings: Settings, agent: AgentIdentity) -> dict[str, Any]:
     return {
-        "static": STATIC_PATH,
-        "view": view,
-        "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
+        **page_frame(view, Signed(agent.display_name, agent.role, agent.is_supervisor)),
+        "queues": [
+            (str(q), label) for q, label in QUEUE_LABELS.items() if q in agent.allowed_queues
+        ],
         "callback_grace_minutes": settings.callback_grace_minutes,
         "callback_personal_minutes": settings.callback_personal_minutes,
     }
 
 
-def agent_page_context(settings: Settings) -> dict[str, Any]:
+def agent_page_context(settings: Settings, agent: AgentIdentity) -> dict[str, Any]:
     """The values the agent's page shows, and nothing else."""
     return {
-        **_common("agent", settings),
+        **_common("agent", settings, agent),
         "outcomes": outcome_choices(),
         "notes_max": _max_length(CompleteIn, "notes"),
         "reason_max": _max_length(ReleaseIn, "reason"),
@@ -185,14 +221,68 @@ def agent_page_context(settings: Settings) -> dict[str, Any]:
     }
 
 
-def supervisor_page_context(settings: Settings) -> dict[str, Any]:
+def supervisor_page_context(settings: Settings, agent: AgentIdentity) -> dict[str, Any]:
     """The values the supervisor's page shows, and nothing else."""
-    return {**_common("supervisor", settings), "reason_max": _max_length(ReleaseIn, "reason")}
+    return {
+        **_common("supervisor", settings, agent),
+        "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
+        "reason_max": _max_length(ReleaseIn, "reason"),
+    }
+
+
+def people_page_context(settings: Settings, agent: AgentIdentity) -> dict[str, Any]:
+    """The values the people page shows: the roles this person may give, the queues, whether
+    passwords are on (a new person gets a link), whether API tokens are theirs to manage."""
+    return {
+        **_common("people", settings, agent),
+        "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
+        "roles": [role for role in ROLES if may_manage(agent, role)],
+        "password_login": settings.password_login,
+        "manages_tokens": agent.is_admin,
+    }
 
 
 def _settings(request: Request) -> Settings:
     services: Services = request.app.state.services
     return services.settings
+
+
+def _session_person(engine: Engine, token: str, idle_minutes: int) -> AgentIdentity | None:
+    with engine.connect() as conn:
+        try:
+            return authenticate(
+                conn, Credential(Via.SESSION, token), idle_minutes=idle_minutes
+            ).agent
+        except Unauthorized:
+            return None
+
+
+async def signed_in_person(request: Request) -> AgentIdentity | None:
+    """The person the request's session cookie names, if it is live (the console never takes a
+    bearer token: no token is pasted into a page)."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    services: Services = request.app.state.services
+    return await in_thread(
+        request,
+        _session_person,
+        services.autocommit,
+        token,
+        services.settings.session_idle_minutes,
+    )
+
+
+def _to_sign_in(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/auth/login?next={request.url.path}", status_code=303)
+
+
+def _refused(text: str) -> PageResponse:
+    return PageResponse(
+        "message.html",
+        {**page_frame("signin"), "title": "This page is not for you", "text": text},
+        status_code=403,
+    )
 
 
 @router.get("/")
@@ -202,15 +292,30 @@ async def root() -> RedirectResponse:
 
 
 @router.get("/console", response_class=HTMLResponse)
-async def agent_view(request: Request) -> HTMLResponse:
-    return PageResponse("agent.html", agent_page_context(_settings(request)))
+async def agent_view(request: Request) -> Response:
+    agent = await signed_in_person(request)
+    if agent is None:
+        return _to_sign_in(request)
+    if agent.role == "scorer":
+        return _refused("The console is for agents and supervisors; a scorer only sends scores.")
+    return PageResponse("agent.html", agent_page_context(_settings(request), agent))
 
 
 @router.get("/console/supervisor", response_class=HTMLResponse)
-async def supervisor_view(request: Request) -> HTMLResponse:
-    return PageResponse("supervisor.html", supervisor_page_context(_settings(request)))
+async def supervisor_view(request: Request) -> Response:
+    agent = await signed_in_person(request)
+    if agent is None:
+        return _to_sign_in(request)
+    if not agent.is_supervisor:
+        return _refused("The supervisor view is for supervisors and admins.")
+    return PageResponse("supervisor.html", supervisor_page_context(_settings(request), agent))
 
 
-def install(app: FastAPI) -> None:
-    app.include_router(router)
-    app.mount(STATIC_PATH, ConsoleStaticFiles(directory=HERE / "static"), name="console-static")
+@router.get("/console/people", response_class=HTMLResponse)
+async def people_view(request: Request) -> Response:
+    agent = await signed_in_person(request)
+    if agent is None:
+        return _to_sign_in(request)
+    if not agent.is_supervisor:
+        return _refused("The people page is for supervisors and admins.")
+    return PageResponse("people.html", people_page_context(_settings(request), agent))

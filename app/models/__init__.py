@@ -1,12 +1,21 @@
 """Every owned table; Alembic imports its metadata from here."""
 
 from app.db import Base
-from app.models.agents import Agent, Assignment
 from app.models.audit import QueueTransition
 from app.models.callbacks import Callback, CallbackChange
 from app.models.flags import FeatureFlag, FeatureFlagChange
 from app.models.intake import DiscoveryRun, DiscoveryState
+from app.models.ledger import Assignment
 from app.models.ops import EntryInvalidation, SchedulerTick
+from app.models.people import (
+    Agent,
+    ApiToken,
+    AuthEvent,
+    OidcLogin,
+    PasswordLink,
+    Session,
+    SignInFailure,
+)
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
 from app.models.rules import (
     CallingRulesChange,
@@ -22,7 +31,9 @@ metadata = Base.metadata
 
 __all__ = [
     "Agent",
+    "ApiToken",
     "Assignment",
+    "AuthEvent",
     "Callback",
     "CallbackChange",
     "CallingRulesChange",
@@ -32,12 +43,16 @@ __all__ = [
     "EntryInvalidation",
     "FeatureFlag",
     "FeatureFlagChange",
+    "OidcLogin",
     "OutstandingRequestsEntry",
+    "PasswordLink",
     "PopulationRun",
     "PopulationRunQueue",
     "QueueEntry",
     "QueueTransition",
     "SchedulerTick",
+    "Session",
+    "SignInFailure",
     "SuppressedNumber",
     "SuppressionChange",
     "SuppressionKeyCheck",

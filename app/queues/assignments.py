@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, text
 
 from app import metrics
-from app.agents import AgentIdentity, Holding
+from app.auth.identity import AgentIdentity, Holding
 from app.errors import Conflict, InvalidInput, NotFound, ReplicaUnavailable
 from app.queues.claims import ClaimSettings
 from app.queues.ledger import held_by

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from app.agents import AgentIdentity
+from app.auth.identity import AgentIdentity
 from app.errors import Conflict, InvalidInput, NotFound
 from app.timestamps import iso
 from app.vocabulary import QueueType

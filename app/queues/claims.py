@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from app import metrics
-from app.agents import AgentIdentity
+from app.auth.identity import AgentIdentity
 from app.errors import (
     Conflict,
     OutsideCallingHours,

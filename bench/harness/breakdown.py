@@ -95,7 +95,7 @@ def in_process_breakdown(
 ) -> tuple[float, list[str]]:
     """The HTTP routes' bodies replayed in this process, one agent, with every step timed."""
     import app.api.agents as api_agents
-    from app.agents import authenticate
+    from app.auth.identity import authenticate_token
     from app.config import load_settings
     from app.queues.assignments import AssignmentService
     from app.queues.claims import ClaimService
@@ -129,7 +129,7 @@ def in_process_breakdown(
         # Warm the pools and the prepared-statement caches before timing.
         for _ in range(20):
             with services.autocommit.connect() as conn:
-                found = authenticate(conn, token)
+                found = authenticate_token(conn, token)
             claimed = services.claims.next_user(
                 found.agent, queue, services.flags_for(found.flag_overrides)
             )
@@ -156,7 +156,7 @@ def in_process_breakdown(
             with probe.section("N next-user total"):
                 conn = services.autocommit.connect()
                 with probe.section("N auth + flags"):
-                    found = authenticate(conn, token)
+                    found = authenticate_token(conn, token)
                     flags = services.flags_for(found.flag_overrides)
                 window = CallingWindow(services.calling_rules_for(found.calling_rules), found.now)
                 claimed = services.claims.next_user(found.agent, queue, flags, conn, window)
@@ -171,7 +171,7 @@ def in_process_breakdown(
             with probe.section("C complete route total"):
                 conn = services.autocommit.connect()
                 with probe.section("C auth"):
-                    found = authenticate(conn, token, holding=True)
+                    found = authenticate_token(conn, token, holding=True)
                 done = services.assignments.complete(
                     found.agent,
                     claimed.assignment.id,

@@ -85,11 +85,14 @@ class LoadGenerator:
     """64 dashboards over real HTTP, on aiohttp: its C-accelerated HTTP parser costs a third of
     httpx's CPU per request, and the load generator shares the two CPUs with the service."""
 
-    def __init__(self, base_url: str, tokens: list[str], callback_delay: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, credentials: list[dict[str, str]], callback_delay: float = 5.0
+    ) -> None:
         self.base_url = base_url
-        self.tokens = tokens
+        # Each agent's headers: a bearer token, or a session's cookie and CSRF token.
+        self.credentials = credentials
         self.clients: list[aiohttp.ClientSession] = []
-        self.agents = len(tokens)
+        self.agents = len(credentials)
         self.handouts: list[Handout] = []
         self.next_path = f"/api/queues/{QUEUE}/next-user"
         # How far ahead a booked callback falls due, and when the last one booked does.
@@ -105,9 +108,9 @@ class LoadGenerator:
                     base_url=self.base_url,
                     timeout=aiohttp.ClientTimeout(total=60.0),
                     connector=aiohttp.TCPConnector(limit=1),
-                    headers={"Authorization": f"Bearer {t}"},
+                    headers=headers,
                 )
-                for t in self.tokens
+                for headers in self.credentials
             ]
 
     def _outcome(self, result: ModeResult) -> dict[str, str]:

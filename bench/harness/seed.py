@@ -73,8 +73,8 @@ SELECT id, floor(51 * power({h(2, 1000000)} / 1000000.0, 2))::int,
 # an empty table: sequential scans of a ledger that then grows for the whole run, until an
 # autovacuum's ANALYZE invalidates them (about a minute in production; never in a 45 s run).
 HISTORY_AGENT_SQL = (
-    "INSERT INTO agents (name, role, token_hash, is_active)"
-    " VALUES ('bench-history', 'agent', md5('bench-history'), true) RETURNING id"
+    "INSERT INTO agents (name, display_name, role, is_active)"
+    " VALUES ('bench-history', 'bench-history', 'agent', true) RETURNING id"
 )
 HISTORY_SQL = f"""
 INSERT INTO assignments (agent_id, user_id, queue_type, source, priority_score, status,
@@ -168,11 +168,38 @@ def populate(store_url: str, replica_url: str, entries: int) -> None:
         raise SystemExit(f"population did not fill the queue: {report.as_dict()}")
 
 
+def agent_headers(store_url: str, tokens: list[str], auth: str) -> list[dict[str, str]]:
+    """What each agent's dashboard sends: its bearer token (``auth`` "token"), or, as the
+    console does (``auth`` "session"), a session's cookie and its CSRF token, one session per
+    agent started the way a sign-in starts one."""
+    if auth == "token":
+        return [{"Authorization": f"Bearer {token}"} for token in tokens]
+    from app.auth.identity import authenticate_token
+    from app.auth.sessions import COOKIE, start_session
+    from app.auth.tokens import csrf_token
+
+    engine = create_engine(store_url)
+    headers = []
+    try:
+        with engine.begin() as conn:
+            for token in tokens:
+                person = authenticate_token(conn, token).agent.id
+                session = start_session(
+                    conn, person, method="password", max_hours=12, user_agent="bench", address=None
+                )
+                headers.append(
+                    {"Cookie": f"{COOKIE}={session}", "X-CSRF-Token": csrf_token(session)}
+                )
+    finally:
+        engine.dispose()
+    return headers
+
+
 def create_agents(
     store_url: str, n: int, role: str = "agent", prefix: str = "bench-agent"
 ) -> list[str]:
     """``n`` agents (or supervisors) through the service's ``create_agent``; their tokens."""
-    from app.agents import create_agent
+    from app.auth.people import create_agent
 
     engine = create_engine(store_url)
     try:

@@ -26,7 +26,14 @@ from bench.harness.checks import duplicates, ledger_check
 from bench.harness.db import DEFAULT_SERVER, drop_databases, maintain
 from bench.harness.load import Handout, LoadGenerator, ModeResult, loop_factory, stop_load
 from bench.harness.report import cpu_line, print_agents, print_mode
-from bench.harness.seed import REPLICA_DB, STORE_DB, build, create_agents, populate
+from bench.harness.seed import (
+    REPLICA_DB,
+    STORE_DB,
+    agent_headers,
+    build,
+    create_agents,
+    populate,
+)
 from bench.harness.server import KEEP_ALIVE_SECONDS, Server, scrape, server_delta, start_server
 
 
@@ -40,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
     parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
     parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument(
+        "--auth",
+        choices=("token", "session"),
+        default="token",
+        help="agents send a bearer token, or a session cookie and CSRF token as the console does",
+    )
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +114,7 @@ class ClaimsBench:
         )
         populate(self.store_url, self.replica_url, self.entries)
         self.tokens = create_agents(self.store_url, self.args.agents)
+        self.credentials = agent_headers(self.store_url, self.tokens, self.args.auth)
 
     def settle(self, baseline_follows: bool = True) -> None:
         """VACUUM and CHECKPOINT (the server runs with autovacuum off); the connection budget."""
@@ -148,9 +162,9 @@ class ClaimsBench:
                 f"Server: uvicorn app.main:app --workers {args.workers} --no-access-log"
                 f" --timeout-keep-alive {KEEP_ALIVE_SECONDS} on port {server.port} (pids"
                 f" {server.proc.pid} -> {', '.join(map(str, server.workers()))}), validation on,"
-                f" LEASE_SECONDS default, {args.agents} agents"
+                f" LEASE_SECONDS default, {args.agents} agents by {args.auth}"
             )
-            gen = LoadGenerator(server.base_url, self.tokens, callback_delay)
+            gen = LoadGenerator(server.base_url, self.credentials, callback_delay)
             self.runner.run(gen.warm_up())
             print(
                 "  client connections per worker after the warm-up:"

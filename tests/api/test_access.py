@@ -1,6 +1,7 @@
-"""Access control (issue 5, item 5): every route against every kind of caller, tokens stored only
-as hashes, the cron secret compared in constant time, and no cross-origin access unless
-configured.
+"""Access control: every route against every kind of caller (anonymous, an unknown token,
+deactivated people, each role by API token and by session, the cron secret), compared with the
+SPEC; tokens stored only as hashes; the cron secret compared in constant time; and no
+cross-origin access unless configured.
 
 The matrix is built from the app's own routes: a route added without a row here fails
 ``test_the_matrix_covers_every_route``, so nobody ships an endpoint whose access was never decided.
@@ -23,109 +24,150 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import create_agent, deactivate_agent
 from app.api import deps, ops
+from app.auth.people import create_agent, deactivate_agent
 from tests.conftest import CRON_SECRET
+from tests.factories import new_agent, signed_in
 
 POPULATE = "/api/cron/populate-separated-queues"
 NOBODY = uuid.UUID("00000000-0000-4000-8000-000000000000")  # an assignment id nobody holds
 
 # The callers, in the order of the matrix's columns.
 CALLERS = (
-    "none",  # no Authorization header
+    "none",  # no credentials at all
     "wrong",  # a well-formed token that was never issued
     "deact_agent",  # the token of a deactivated agent
     "deact_super",  # the token of a deactivated supervisor
-    "agent",  # an active agent
-    "super",  # an active supervisor
+    "agent",  # an active agent, by API token
+    "super",  # an active supervisor, by API token
+    "admin",  # an active admin, by API token
     "cron",  # the cron secret
     "scorer",  # an active scorer (SPEC 7.1): PUT /api/scores and nothing else
     "deact_scorer",  # the token of a deactivated scorer
+    "agent_s",  # an agent signed in: the session cookie and its CSRF token, as the console
+    "super_s",  # a supervisor signed in
+    "admin_s",  # an admin signed in
 )
+# Columns of the matrix, in the order of CALLERS:
+#   none wrong deact-agent deact-super agent super admin cron scorer deact-scorer
+#   agent-session super-session admin-session
+# A session is the same person as a token of the same role: the same answers, but on the
+# console's pages (which take no bearer token: no token is ever pasted into a page) and on
+# sign-out (which ends a session).
+# A scorer's token is refused everywhere but PUT /api/scores (403: a valid token, for another
+# route). Domain statuses for the authorised callers come from harmless requests (CALLS below):
+# an empty queue (204), no current assignment (204), an id nobody holds (404).
+OPEN = "200 " * 13
+# fmt: off
+ROWS: dict[tuple[str, str], str] = {
+    # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
+    # see test_documentation_is_off_in_production; no /redoc, see app/api/docs.py) and probes
+    # answer everyone, whatever the credentials. /metrics is open unless METRICS_TOKEN is set.
+    ("GET", "/openapi.json"):                 OPEN,
+    ("GET", "/docs"):                         OPEN,
+    ("GET", "/docs/assets/{name}"):           OPEN,
+    ("GET", "/healthz"):                      OPEN,
+    ("GET", "/readyz"):                       OPEN,
+    ("GET", "/metrics"):                      OPEN,
+    # Cron: the secret and nothing else; no person's token or session is the secret.
+    ("GET", POPULATE):                        "401 401 401 401 401 401 401 200 401 401 401 401 401",
+    ("POST", POPULATE):                       "401 401 401 401 401 401 401 200 401 401 401 401 401",
+    ("GET", "/api/cron/queue-level-check"):   "401 401 401 401 401 401 401 200 401 401 401 401 401",
+    ("GET", "/api/cron/discover"):            "401 401 401 401 401 401 401 200 401 401 401 401 401",
+    # Everyone signed in (a supervisor and an admin work calls too); not a scorer.
+    ("GET", "/api/me"):                       "401 401 401 401 200 200 200 401 403 401 200 200 200",
+    ("GET", "/api/queues/stats"):             "401 401 401 401 200 200 200 401 403 401 200 200 200",
+    ("POST", "/api/queues/{queue_type}/next-user"):
+                                              "401 401 401 401 204 204 204 401 403 401 204 204 204",
+    ("GET", "/api/assignments/current"):      "401 401 401 401 204 204 204 401 403 401 204 204 204",
+    ("GET", "/api/calling-hours"):            "401 401 401 401 200 200 200 401 403 401 200 200 200",
+    ("POST", "/api/assignments/{assignment_id}/extend"):
+                                              "401 401 401 401 404 404 404 401 403 401 404 404 404",
+    ("POST", "/api/assignments/{assignment_id}/release"):
+                                              "401 401 401 401 404 404 404 401 403 401 404 404 404",
+    ("POST", "/api/assignments/{assignment_id}/complete"):
+                                              "401 401 401 401 404 404 404 401 403 401 404 404 404",
+    ("GET", "/api/callbacks/mine"):           "401 401 401 401 200 200 200 401 403 401 200 200 200",
+    # Supervisors and admins: everything operational (SPEC 3-7); agents and scorers 403.
+    ("GET", "/api/admin/flags"):              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("PUT", "/api/admin/flags"):              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/assignments/{assignment_id}/release"):
+                                              "401 401 401 401 403 404 404 401 403 401 403 404 404",
+    ("GET", "/api/assignments"):              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/queues/{queue_type}"):      "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/population-runs"):          "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/discovery-runs"):           "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/admin/calling-rules"):      "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("PUT", "/api/admin/calling-rules"):      "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/admin/suppression"):        "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/suppression"):       "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("DELETE", "/api/admin/suppression"):     "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/reports/compliance"):       "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/populate"):          "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/reports/activity"):         "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/callbacks"):                "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/callbacks/{callback_id}/cancel"):
+                                              "401 401 401 401 403 404 404 401 403 401 403 404 404",
+    ("POST", "/api/admin/callbacks/{callback_id}/reassign"):
+                                              "401 401 401 401 403 404 404 401 403 401 403 404 404",
+    # People (SPEC 8.2): supervisors manage agents (the target here is an agent), admins
+    # everyone; API tokens are the admins' alone.
+    ("GET", "/api/admin/people"):             "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/people"):            "401 401 401 401 403 201 201 401 403 401 403 201 201",
+    ("PATCH", "/api/admin/people/{person_id}"):
+                                              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/people/{person_id}/reset-password"):
+                                              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("POST", "/api/admin/people/{person_id}/sign-out"):
+                                              "401 401 401 401 403 200 200 401 403 401 403 200 200",
+    ("GET", "/api/admin/tokens"):             "401 401 401 401 403 403 200 401 403 401 403 403 200",
+    ("POST", "/api/admin/tokens"):            "401 401 401 401 403 403 201 401 403 401 403 403 201",
+    ("DELETE", "/api/admin/tokens/{token_id}"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    # The upstream scorer's upsert: scorers, supervisors and admins; agents 403 (SPEC 7.1).
+    ("PUT", "/api/scores"):                   "401 401 401 401 403 200 200 401 200 401 403 200 200",
+    # Signing in is open to anyone (a wrong password is 401 whoever asks); signing out ends a
+    # session, so it needs one; the identity provider's routes are 404 when it is not configured.
+    ("GET", "/auth/login"):                   OPEN,
+    ("POST", "/auth/login"):                  "401 " * 13,
+    ("POST", "/auth/logout"):                 "401 401 401 401 401 401 401 401 401 401 204 204 204",
+    ("GET", "/auth/set-password"):            "400 " * 13,
+    ("POST", "/auth/set-password"):           "400 " * 13,
+    ("GET", "/auth/oidc/login"):              "404 " * 13,
+    ("GET", "/auth/oidc/callback"):           "404 " * 13,
+    # The console: "/" redirects to the agents' view; a page needs a session (else to the
+    # sign-in page), the supervisors' and the people page a supervisor's or an admin's (else a
+    # 403 page); the assets are public (they hold no data).
+    ("GET", "/"):                             "307 " * 13,
+    ("GET", "/console"):                      "303 303 303 303 303 303 303 303 303 303 200 200 200",
+    ("GET", "/console/supervisor"):           "303 303 303 303 303 303 303 303 303 303 403 200 200",
+    ("GET", "/console/people"):               "303 303 303 303 303 303 303 303 303 303 403 200 200",
+    ("GET", "/console/static/{path}"):        OPEN,
+}
+# fmt: on
+MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
+    route: tuple(int(status) for status in row.split()) for route, row in ROWS.items()
+}
+
+# The request sent for each route: valid, and harmless (a dry run, nobody's assignment). A body
+# may depend on the caller (an email each, so one creation does not make the next a conflict);
+# "{target}" in a path or a body is an agent the people routes may change.
+Body = Any | Callable[[str], Any]
 
 
 @dataclass(frozen=True)
 class Call:
-    """A valid, harmless request for one route (ids nobody holds, an empty queue, a dry run)."""
-
     path: str
-    json: Any = None
+    json: Body = None
     params: dict[str, Any] = field(default_factory=dict)
 
+    def body(self, caller: str, target: int) -> Any:
+        value = self.json(caller) if callable(self.json) else self.json
+        if isinstance(value, dict):
+            return {k: target if v == "{target}" else v for k, v in value.items()}
+        return value
 
-# Expected status per route and caller. Columns, in the order of CALLERS:
-#   none  wrong  deactivated-agent  deactivated-supervisor  agent  supervisor  cron-secret
-#   scorer  deactivated-scorer
-# A scorer's token is refused everywhere but PUT /api/scores: 403 where a dependency resolves the
-# caller (it is a valid token, for another route), 401 on next-user and complete, which check
-# the token in their own first statement and know dashboard tokens only.
-# Domain statuses for the authorised callers come from harmless requests (CALLS below): an empty
-# queue (204), no current assignment (204), an assignment id nobody holds (404).
-# fmt: off
-MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
-    # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
-    # see test_documentation_is_off_in_production; no /redoc, see app/api/docs.py) and probes
-    # answer everyone, whatever the Authorization header says. /metrics is open unless
-    # METRICS_TOKEN is set.
-    ("GET", "/openapi.json"):                      (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/docs"):                              (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/docs/assets/{name}"):                (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/healthz"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/readyz"):                            (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/metrics"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    # Cron: the secret and nothing else; an agent's or a supervisor's token is not the secret.
-    ("GET", POPULATE):                             (401, 401, 401, 401, 401, 401, 200, 401, 401),
-    ("POST", POPULATE):                            (401, 401, 401, 401, 401, 401, 200, 401, 401),
-    ("GET", "/api/cron/queue-level-check"):        (401, 401, 401, 401, 401, 401, 200, 401, 401),
-    ("GET", "/api/cron/discover"):                 (401, 401, 401, 401, 401, 401, 200, 401, 401),
-    # Agents (a supervisor is an agent too); the cron secret is not an agent token.
-    ("GET", "/api/queues/stats"):                  (401, 401, 401, 401, 200, 200, 401, 403, 401),
-    ("POST", "/api/queues/{queue_type}/next-user"):
-                                                   (401, 401, 401, 401, 204, 204, 401, 403, 401),
-    ("GET", "/api/assignments/current"):           (401, 401, 401, 401, 204, 204, 401, 403, 401),
-    ("GET", "/api/calling-hours"):                 (401, 401, 401, 401, 200, 200, 401, 403, 401),
-    ("POST", "/api/assignments/{assignment_id}/extend"):
-                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
-    ("POST", "/api/assignments/{assignment_id}/release"):
-                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
-    ("POST", "/api/assignments/{assignment_id}/complete"):
-                                                   (401, 401, 401, 401, 404, 404, 401, 403, 401),
-    # Supervisors only: agents (and scorers) get 403.
-    ("GET", "/api/admin/flags"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("PUT", "/api/admin/flags"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("POST", "/api/admin/assignments/{assignment_id}/release"):
-                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
-    ("GET", "/api/assignments"):                   (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/queues/{queue_type}"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/population-runs"):               (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/discovery-runs"):                (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/admin/calling-rules"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("PUT", "/api/admin/calling-rules"):           (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/admin/suppression"):             (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("POST", "/api/admin/suppression"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("DELETE", "/api/admin/suppression"):          (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/reports/compliance"):            (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("POST", "/api/admin/populate"):               (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/reports/activity"):              (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("GET", "/api/callbacks"):                     (401, 401, 401, 401, 403, 200, 401, 403, 401),
-    ("POST", "/api/admin/callbacks/{callback_id}/cancel"):
-                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
-    ("POST", "/api/admin/callbacks/{callback_id}/reassign"):
-                                                   (401, 401, 401, 401, 403, 404, 401, 403, 401),
-    # Callbacks of one's own (SPEC 7.2): agents and supervisors.
-    ("GET", "/api/callbacks/mine"):                (401, 401, 401, 401, 200, 200, 401, 403, 401),
-    # The console's pages and assets are public (they hold no data; the browser fetches it with
-    # the signed-in token); "/" redirects to the agents' view.
-    ("GET", "/"):                                  (307, 307, 307, 307, 307, 307, 307, 307, 307),
-    ("GET", "/console"):                           (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/console/supervisor"):                (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    ("GET", "/console/static/{path}"):             (200, 200, 200, 200, 200, 200, 200, 200, 200),
-    # The upstream scorer's upsert: scorers and supervisors; agents 403 (SPEC 7.1).
-    ("PUT", "/api/scores"):                        (401, 401, 401, 401, 403, 200, 401, 200, 401),
-}
-# fmt: on
 
-# The request sent for each route: valid, and harmless (a dry run, nobody's assignment).
 CALLS: dict[tuple[str, str], Call] = {
     ("GET", POPULATE): Call(POPULATE, params={"dry_run": "true"}),
     ("GET", "/docs/assets/{name}"): Call("/docs/assets/swagger-ui.css"),
@@ -164,6 +206,29 @@ CALLS: dict[tuple[str, str], Call] = {
     ),
     ("POST", "/api/admin/callbacks/{callback_id}/reassign"): Call(
         f"/api/admin/callbacks/{NOBODY}/reassign", json={"agent_id": 1}
+    ),
+    ("POST", "/api/admin/people"): Call(
+        "/api/admin/people",
+        json=lambda caller: {"email": f"new-{caller}@example.com", "role": "agent"},
+    ),
+    ("PATCH", "/api/admin/people/{person_id}"): Call(
+        "/api/admin/people/{target}", json={"display_name": "Matrix target"}
+    ),
+    ("POST", "/api/admin/people/{person_id}/reset-password"): Call(
+        "/api/admin/people/{target}/reset-password"
+    ),
+    ("POST", "/api/admin/people/{person_id}/sign-out"): Call("/api/admin/people/{target}/sign-out"),
+    ("POST", "/api/admin/tokens"): Call(
+        "/api/admin/tokens", json={"name": "matrix", "agent_id": "{target}"}
+    ),
+    ("DELETE", "/api/admin/tokens/{token_id}"): Call("/api/admin/tokens/987654321"),
+    ("POST", "/auth/login"): Call(
+        "/auth/login",
+        json=lambda caller: {"email": f"{caller}@nowhere.example", "password": "not the one"},
+    ),
+    ("GET", "/auth/set-password"): Call("/auth/set-password", params={"token": "cqp_unknown"}),
+    ("POST", "/auth/set-password"): Call(
+        "/auth/set-password", json={"token": "cqp_unknown", "password": "a long enough password"}
     ),
 }
 
@@ -208,7 +273,9 @@ def app_routes(app: FastAPI) -> set[tuple[str, str]]:
 @dataclass
 class Callers:
     headers: dict[str, dict[str, str]]
-    tokens: dict[str, str]
+    # Every secret the callers present (tokens, session tokens), never to be reflected back.
+    secrets: dict[str, str]
+    target: int  # an agent the people routes may change
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -223,6 +290,7 @@ def callers(client: TestClient, store_engine: Engine, cron_headers: dict[str, st
         tokens = {
             "agent": create_agent(conn, "matrix-agent", "agent"),
             "super": create_agent(conn, "matrix-super", "supervisor"),
+            "admin": create_agent(conn, "matrix-admin", "admin"),
             "deact_agent": create_agent(conn, "matrix-gone-agent", "agent"),
             "deact_super": create_agent(conn, "matrix-gone-super", "supervisor"),
             "scorer": create_agent(conn, "matrix-scorer", "scorer"),
@@ -237,7 +305,13 @@ def callers(client: TestClient, store_engine: Engine, cron_headers: dict[str, st
     assert run.status_code == 200, run.text
     headers = {name: bearer(token) for name, token in tokens.items()}
     headers["none"] = {}
-    return Callers(headers, tokens)
+    secrets = dict(tokens)
+    for name, role in (("agent_s", "agent"), ("super_s", "supervisor"), ("admin_s", "admin")):
+        person = signed_in(store_engine, f"{name}@example.com", role)
+        headers[name] = person.auth
+        secrets[name] = person.auth["Cookie"].split("=", 1)[1]
+    target = new_agent(store_engine, "matrix-target")
+    return Callers(headers, secrets, target.id)
 
 
 def test_the_matrix_covers_every_route(client: TestClient) -> None:
@@ -248,30 +322,40 @@ def test_the_matrix_covers_every_route(client: TestClient) -> None:
     assert not stale, f"matrix rows for routes that no longer exist: {stale}"
 
 
+# Pages answer pages (HTML), whatever the status; everything else answers JSON errors.
+PAGES = ("/console", "/auth/set-password")
+
+
 @pytest.mark.parametrize("route", sorted(MATRIX), ids=lambda r: f"{r[0]} {r[1]}")
 def test_access_matrix(client: TestClient, callers: Callers, route: tuple[str, str]) -> None:
     method, _ = route
     call = call_for(route)
     observed: dict[str, int] = {}
     for caller in CALLERS:
+        client.cookies.clear()
         response = client.request(
             method,
-            call.path,
+            call.path.replace("{target}", str(callers.target)),
             headers=callers.headers[caller],
             params=call.params,
-            json=call.json,
+            json=call.body(caller, callers.target),
             follow_redirects=False,
         )
         observed[caller] = response.status_code
         if response.status_code >= 400:
-            body = response.json()
-            assert isinstance(body.get("error"), str), (caller, body)
-            assert isinstance(body.get("detail"), str), (caller, body)
+            if method == "GET" and call.path.startswith(PAGES):
+                assert response.headers["content-type"].startswith("text/html"), caller
+            else:
+                body = response.json()
+                assert isinstance(body.get("error"), str), (caller, body)
+                assert isinstance(body.get("detail"), str), (caller, body)
         if response.status_code == 401:
             assert response.headers.get("www-authenticate") == "Bearer", caller
+        if response.status_code == 303 and call.path.startswith("/console"):
+            assert response.headers["location"].startswith("/auth/login"), caller
         # A credential is never reflected back, whoever sends it.
-        for token in callers.tokens.values():
-            assert token not in response.text, caller
+        for secret in callers.secrets.values():
+            assert secret not in response.text, caller
     assert observed == dict(zip(CALLERS, MATRIX[route], strict=True))
 
 
@@ -351,7 +435,7 @@ def test_tokens_are_stored_only_as_sha256_hashes(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # Use every token, so any table a request might write (ledger, audit, flags) gets its chance.
-    for name in ("agent", "super"):
+    for name in ("agent", "super", "agent_s", "super_s", "admin_s"):
         got = client.get("/api/assignments/current", headers=callers.headers[name])
         assert got.status_code == 204
     put = client.put(
@@ -362,11 +446,16 @@ def test_tokens_are_stored_only_as_sha256_hashes(
         client.get("/api/queues/stats", headers=callers.headers["deact_agent"]).status_code == 401
     )
 
-    issued = {n: t for n, t in callers.tokens.items() if n not in ("wrong", "cron")}
+    issued = {n: t for n, t in callers.secrets.items() if n not in ("wrong", "cron")}
     with store_engine.connect() as conn:
         hashes = {
             name: token_hash
-            for name, token_hash in conn.execute(text("SELECT name, token_hash FROM agents"))
+            for name, token_hash in conn.execute(
+                text(
+                    "SELECT name, token_hash FROM api_tokens"
+                    " WHERE name LIKE 'matrix-%' AND name <> 'matrix-target'"
+                )
+            )
         }
         columns = conn.execute(
             text(
@@ -384,7 +473,7 @@ def test_tokens_are_stored_only_as_sha256_hashes(
                         f' WHERE strpos("{column}"::text, :secret) > 0'
                         f' OR strpos("{column}"::text, :body) > 0'
                     ),
-                    {"secret": secret, "body": secret.removeprefix("cq_")},
+                    {"secret": secret, "body": secret.split("_", 1)[-1]},
                 ).scalar_one()
                 if hits:
                     leaks.append((table, column))
@@ -392,6 +481,7 @@ def test_tokens_are_stored_only_as_sha256_hashes(
     assert hashes == {
         "matrix-agent": hashlib.sha256(issued["agent"].encode()).hexdigest(),
         "matrix-super": hashlib.sha256(issued["super"].encode()).hexdigest(),
+        "matrix-admin": hashlib.sha256(issued["admin"].encode()).hexdigest(),
         "matrix-gone-agent": hashlib.sha256(issued["deact_agent"].encode()).hexdigest(),
         "matrix-gone-super": hashlib.sha256(issued["deact_super"].encode()).hexdigest(),
         "matrix-scorer": hashlib.sha256(issued["scorer"].encode()).hexdigest(),

@@ -1,6 +1,6 @@
 """An agent's whole day through the API: claim, call, outcome, next."""
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from tests.factories import add_scores, own_phone
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import deactivate_agent
+from app.auth.people import deactivate_agent
 from tests.conftest import CRON_SECRET
 from tests.factories import Agent, Replica, add_scores, lapse, new_agent, own_phone
 

@@ -26,8 +26,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from app.agents import create_agent
 from app.api.body_limit import BodyLimitMiddleware
+from app.auth.identity import REFUSED
+from app.auth.people import create_agent
 from tests.conftest import CRON_SECRET
 from tests.processes import running_service, service_env
 
@@ -39,7 +40,7 @@ TOO_LARGE = {
     "error": "ContentTooLarge",
     "detail": f"the request body is larger than the {LIMIT}-byte limit",
 }
-UNAUTHORIZED = {"error": "Unauthorized", "detail": "a valid agent bearer token is required"}
+UNAUTHORIZED = {"error": "Unauthorized", "detail": REFUSED}
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, make_url, text
 
 from app.queues.kinds import POPULATION_LOCK_KEY
-from tests.factories import Agent, Replica, add_scores, new_agent
+from tests.factories import Agent, Replica, add_scores, new_agent, signed_in
 
 
 @pytest.fixture
@@ -192,9 +192,18 @@ def test_the_front_door_leads_to_the_agents_console(client: TestClient) -> None:
     assert answer.headers["location"] == "/console"
 
 
-@pytest.mark.parametrize("path", ["/console", "/console/supervisor"])
-def test_console_pages_carry_a_strict_policy(client: TestClient, path: str) -> None:
-    answer = client.get(path)
+@pytest.fixture
+def signed_in_supervisor(store_engine: Engine) -> Agent:
+    return signed_in(store_engine, "sup@example.com", "supervisor")
+
+
+@pytest.mark.parametrize(
+    "path", ["/console", "/console/supervisor", "/console/people", "/auth/login"]
+)
+def test_console_pages_carry_a_strict_policy(
+    client: TestClient, signed_in_supervisor: Agent, path: str
+) -> None:
+    answer = client.get(path, headers=signed_in_supervisor.auth)
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/html")
     assert answer.headers["content-security-policy"] == (
@@ -204,14 +213,16 @@ def test_console_pages_carry_a_strict_policy(client: TestClient, path: str) -> N
     )
     assert answer.headers["x-frame-options"] == "DENY"
     assert answer.headers["x-content-type-options"] == "nosniff"
-    assert answer.headers["referrer-policy"] == "no-referrer"
-    assert answer.headers["cache-control"] == "no-cache"
+    assert answer.headers["referrer-policy"] == "same-origin"
+    assert answer.headers["cache-control"] == "private, no-cache"
 
 
-def test_the_agent_page_offers_every_outcome_from_the_outcome_table(client: TestClient) -> None:
+def test_the_agent_page_offers_every_outcome_from_the_outcome_table(
+    client: TestClient, signed_in_supervisor: Agent
+) -> None:
     from app.rules.outcomes import Outcome
 
-    page = client.get("/console").text
+    page = client.get("/console", headers=signed_in_supervisor.auth).text
     for outcome in Outcome:
         assert f'value="{outcome}"' in page
     assert 'maxlength="2000"' in page  # notes, as CompleteIn declares
@@ -227,10 +238,10 @@ SECRETS = {
     "metrics_token": "metrics-token-never-on-a-page-77c3",
 }
 DB_PASSWORD = "db-password-never-on-a-page-3141"
+FRAME = {"static", "view", "person"}
 PAGE_VALUES = {
     "/console": {
-        "static",
-        "view",
+        *FRAME,
         "queues",
         "callback_grace_minutes",
         "callback_personal_minutes",
@@ -241,12 +252,28 @@ PAGE_VALUES = {
         "skip_cooldown_minutes",
     },
     "/console/supervisor": {
-        "static",
-        "view",
+        *FRAME,
         "queues",
         "callback_grace_minutes",
         "callback_personal_minutes",
         "reason_max",
+    },
+    "/console/people": {
+        *FRAME,
+        "queues",
+        "callback_grace_minutes",
+        "callback_personal_minutes",
+        "roles",
+        "password_login",
+        "manages_tokens",
+    },
+    "/auth/login": {
+        *FRAME,
+        "password_login",
+        "provider_name",
+        "message",
+        "ended",
+        "next_page",
     },
 }
 
@@ -264,7 +291,10 @@ def plain(value: Any) -> bool:
 
 @pytest.mark.parametrize("path", sorted(PAGE_VALUES))
 def test_console_pages_are_given_only_the_values_they_show(
-    make_client: Callable[..., TestClient], store_url: str, path: str
+    make_client: Callable[..., TestClient],
+    store_url: str,
+    signed_in_supervisor: Agent,
+    path: str,
 ) -> None:
     database_url = make_url(store_url).set(password=DB_PASSWORD).render_as_string(False)
     client = make_client(
@@ -274,7 +304,7 @@ def test_console_pages_are_given_only_the_values_they_show(
         skip_cooldown_minutes=41,
         **SECRETS,
     )
-    page = client.get(path)
+    page = client.get(path, headers=signed_in_supervisor.auth)
     assert page.status_code == 200
     # What the template was given (the test client hears it through the http.response.debug
     # ASGI extension, as Starlette's template responses tell it).
@@ -282,9 +312,11 @@ def test_console_pages_are_given_only_the_values_they_show(
     assert set(context) == PAGE_VALUES[path]
     unplain = {name: type(value).__name__ for name, value in context.items() if not plain(value)}
     assert unplain == {}
-    assert context["callback_grace_minutes"] == 17
-    assert context["callback_personal_minutes"] == 23
-    assert 'data-callback-personal-minutes="23"' in page.text
+    if path.startswith("/console"):
+        assert context["callback_grace_minutes"] == 17
+        assert context["callback_personal_minutes"] == 23
+    if path in ("/console", "/console/supervisor"):
+        assert 'data-callback-personal-minutes="23"' in page.text
     if path == "/console":
         assert context["skip_cooldown_minutes"] == 41
         assert "Skip for 41 min" in page.text

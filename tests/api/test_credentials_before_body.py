@@ -164,6 +164,9 @@ BODY_ROUTES = {
     ("DELETE", "/api/admin/suppression"): "supervisor",
     ("POST", "/api/assignments/{assignment_id}/release"): "agent",
     ("POST", "/api/assignments/{assignment_id}/complete"): "agent",
+    ("POST", "/api/admin/people"): "supervisor",
+    ("PATCH", "/api/admin/people/{person_id}"): "supervisor",
+    ("POST", "/api/admin/tokens"): "admin",
 }
 
 
@@ -183,8 +186,10 @@ def test_every_route_that_takes_a_body_is_listed_and_checks_credentials_first() 
 
 
 def concrete(path: str) -> str:
-    return path.replace("{assignment_id}", str(uuid.uuid4())).replace(
-        "{callback_id}", str(uuid.uuid4())
+    return (
+        path.replace("{assignment_id}", str(uuid.uuid4()))
+        .replace("{callback_id}", str(uuid.uuid4()))
+        .replace("{person_id}", "1")
     )
 
 
@@ -200,7 +205,13 @@ def test_credentials_are_checked_before_a_body_is_read(
     scorer = new_agent(store_engine, "scorer", "scorer")
 
     anonymous = [("anonymous", {}), ("unknown token", UNKNOWN)]
-    wrong = {"scorer": [agent], "supervisor": [agent, scorer], "agent": [scorer]}[role]
+    boss = new_agent(store_engine, "boss", "supervisor")
+    wrong = {
+        "scorer": [agent],
+        "supervisor": [agent, scorer],
+        "admin": [agent, scorer, boss],
+        "agent": [scorer],
+    }[role]
     if path.endswith("/complete"):
         # The documented exception (README, "next-user and complete check a present token
         # after the request's shape"): a request with a token and a malformed body is 422
@@ -219,7 +230,8 @@ def test_credentials_are_checked_before_a_body_is_read(
     # Control: with the right credentials the body is read, and it is malformed.
     right = {
         "scorer": scorer,
-        "supervisor": new_agent(store_engine, "boss", "supervisor"),
+        "supervisor": boss,
+        "admin": new_agent(store_engine, "root", "admin"),
         "agent": agent,
     }[role]
     answer = call(client, method, target, MALFORMED, right.auth)

@@ -109,7 +109,7 @@ def test_completing_the_held_assignment_reads_its_head_with_the_agent(
     held = claim(client, agent)
     first = complete(held["assignment_id"])
     assert len(first) == 2, first
-    assert "FROM agents ag" in first[0] and "LEFT JOIN assignments h" in first[0], first
+    assert "JOIN agents ag" in first[0] and "LEFT JOIN assignments h" in first[0], first
     assert first[1].startswith("SELECT * FROM cq_complete("), first
 
     lapsed = claim(client, agent)

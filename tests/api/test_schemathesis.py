@@ -101,7 +101,9 @@ class Credentials:
     cron: dict[str, str]
     agent: dict[str, str]
     supervisor: dict[str, str]
+    admin: dict[str, str]
     agents_assignment: str  # held by the agent: extend, release and complete can succeed
+    agent_id: int  # a person the people routes can change
 
     def for_path(self, path: str) -> dict[str, str]:
         tags = _tags(path)
@@ -109,6 +111,8 @@ class Credentials:
             return self.cron
         if "supervisors" in tags:
             return self.supervisor
+        if "people" in tags:
+            return self.admin
         return self.agent  # the agents' routes, and the open ones (the token is ignored there)
 
     def live_assignment(self, path: str) -> str:
@@ -131,7 +135,9 @@ def credentials(
         cron={"Authorization": f"Bearer {CRON_SECRET}"},
         agent=agent.auth,
         supervisor=supervisor.auth,
+        admin=new_agent(store_engine, "fuzz-admin", "admin").auth,
         agents_assignment=held["assignment_id"],
+        agent_id=agent.id,
     )
 
 
@@ -155,6 +161,17 @@ def into_callback_window(case: schemathesis.Case) -> schemathesis.Case:
     return case
 
 
+def for_a_person(case: schemathesis.Case, person_id: int) -> schemathesis.Case:
+    """A valid token request names a person who exists and, if it expires, a time ahead: what
+    the document cannot say."""
+    body = case.body
+    if isinstance(body, dict):
+        body["agent_id"] = person_id
+        if body.get("expires_at") is not None:
+            body["expires_at"] = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    return case
+
+
 def strategy_for(
     operation: schemathesis.APIOperation, credentials: Credentials, mode: GenerationMode
 ) -> Any:
@@ -166,6 +183,8 @@ def strategy_for(
         # Some cases aim at a live assignment, so a body that passes validation really
         # extends, releases or completes something; the rest go to generated ids.
         fixed.append({"assignment_id": credentials.live_assignment(path)})
+    if "{person_id}" in path:
+        fixed.append({"person_id": str(credentials.agent_id)})
     if "{queue_type}" in path:
         # The document types queue_type as any string, so generated values are all 404s;
         # the two real queues are added so that the handler is reached.
@@ -177,6 +196,8 @@ def strategy_for(
         )
     if mode == GenerationMode.POSITIVE and path.endswith("/complete"):
         strategy = strategy.map(into_callback_window)
+    if mode == GenerationMode.POSITIVE and path == "/api/admin/tokens":
+        strategy = strategy.map(lambda case: for_a_person(case, credentials.agent_id))
     return strategy
 
 
@@ -251,6 +272,8 @@ def test_an_undecodable_body_gets_a_documented_status(
     )
     if "{callback_id}" in operation.path:
         path_parameters["callback_id"] = str(uuid.uuid4())  # nobody's: 404 once decoded
+    if "{person_id}" in operation.path:
+        path_parameters["person_id"] = str(credentials.agent_id)
     case = operation.Case(
         path_parameters=path_parameters,
         body=b'{"notes": "\xc3\x28"}',  # \xc3 opens a 2-byte sequence; ( cannot continue it

@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from app.agents import AgentIdentity
+from app.auth.identity import AgentIdentity
 from app.config import MigrationMode
 from app.errors import Conflict
 from app.queues.claims import ValidationAttemptsExhausted

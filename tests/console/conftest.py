@@ -28,6 +28,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from app.auth.passwords import hash_password
 from tests.chromium import chromium
 from tests.conftest import CRON_SECRET
 from tests.factories import Replica, add_scores, new_agent
@@ -140,7 +141,7 @@ def _start(store_url: str, replica_url: str, log: Path, **env: str) -> Server:
         proxy = FaultProxy(url.port)
         replica_url = url.set(port=proxy.port).render_as_string(hide_password=False)
     port = free_port()
-    variables = {
+    variables: dict[str, str] = {
         "DATABASE_URL": store_url,
         "REPLICA_DATABASE_URL": replica_url,
         "APP_ENV": "test",
@@ -149,6 +150,7 @@ def _start(store_url: str, replica_url: str, log: Path, **env: str) -> Server:
         "COOLING_PERIOD_MINUTES": "0",
         "DB_POOL_SIZE": "3",
         "DB_MAX_OVERFLOW": "2",
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
         **env,
     }
     with log.open("w") as sink:
@@ -253,15 +255,45 @@ def book(store_engine: Engine, replica_engine: Engine) -> Callable[..., Book]:
                 for i, p in enumerate(people)
             ],
         )
-        tokens = {name: _token(new_agent(store_engine, name).auth) for name in agents}
-        supervisor = _token(new_agent(store_engine, "supervisor-s", "supervisor").auth)
+        tokens = {name: console_person(store_engine, name) for name in agents}
+        supervisor = console_person(store_engine, "supervisor-s", "supervisor")
         return Book(tokens, supervisor, people)
 
     return seed
 
 
-def _token(auth: dict[str, str]) -> str:
-    return auth["Authorization"].removeprefix("Bearer ")
+# Everyone the console tests make signs in with this password (and their email, below); their
+# API token is what the tests' own calls (populate, book a callback) use.
+PASSWORD = "console test password"
+_PASSWORD_HASH = hash_password(PASSWORD)
+EMAILS: dict[str, str] = {}  # token -> the email of its person
+
+
+def console_person(
+    store_engine: Engine,
+    name: str,
+    role: str = "agent",
+    queues: tuple[str, ...] = ("unsigned_users", "outstanding_requests"),
+) -> str:
+    """A person who can sign in to the console (``name``@example.com, PASSWORD); their token."""
+    token = new_agent(store_engine, name, role).auth["Authorization"].removeprefix("Bearer ")
+    email = f"{name}@example.com"
+    with store_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE agents SET email = :email, display_name = :display, password_hash = :hash,"
+                " allowed_queues = :queues WHERE name = :name"
+            ),
+            {
+                "email": email,
+                "display": name.replace("-", " ").title(),
+                "hash": _PASSWORD_HASH,
+                "queues": list(queues),
+                "name": name,
+            },
+        )
+    EMAILS[token] = email
+    return token
 
 
 def populate(server: Server, supervisor: str) -> dict[str, Any]:
@@ -317,11 +349,15 @@ def make_due(store_engine: Engine, user_id: int, minutes_ago: int) -> None:
 
 
 def sign_in(tab: Tab, server: Server, token: str, view: str = "/console") -> Page:
+    """Open a view, be sent to the sign-in page, sign in as the token's person with the
+    password, and be back on the view with its workspace shown."""
     page = tab.page
     page.goto(server.base + view)
-    page.get_by_label("Your API token").fill(token)
+    page.get_by_label("Email").fill(EMAILS[token])
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    page.locator("#workspace").wait_for(state="visible")
+    page.wait_for_url(server.base + view)
+    page.locator("body[data-ready='yes']").wait_for(state="attached")
     return page
 
 
@@ -373,12 +409,15 @@ def words(page: Page, selector: str) -> str:
 
 
 __all__ = [
+    "EMAILS",
+    "PASSWORD",
     "Book",
     "Server",
     "Tab",
     "bearer",
     "book_callback",
     "card_user",
+    "console_person",
     "hide_page",
     "make_due",
     "populate",

@@ -17,6 +17,8 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import Engine
 
 from tests.console.conftest import (
+    EMAILS,
+    PASSWORD,
     Book,
     Server,
     Tab,
@@ -66,9 +68,11 @@ def test_the_agent_view_has_no_serious_accessibility_violation(
     populate(server, seeded.supervisor)
     page = axe_tab().page
     page.goto(server.base + "/console")
-    assert axe_violations(page) == [], "signed out"
-    page.get_by_role("button", name="Sign in").click()  # empty: the error state
-    expect(page.locator("#token-error")).to_have_text("Paste your token first.")
+    assert axe_violations(page) == [], "signed out: the sign-in page"
+    page.get_by_label("Email").fill("nobody@example.com")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#sign-in-error")).to_have_text("the email or the password is wrong")
     assert axe_violations(page) == [], "sign-in error"
 
     sign_in(Tab(page), server, seeded.agents["agent-a"])
@@ -108,8 +112,6 @@ def test_the_supervisor_view_has_no_serious_accessibility_violation(
     make_due(store_engine, overdue["user_id"], minutes_ago=20)
 
     page = axe_tab().page
-    page.goto(server.base + "/console/supervisor")
-    assert axe_violations(page) == [], "signed out"
     sign_in(Tab(page), server, seeded.supervisor, "/console/supervisor")
     expect(page.locator("#live-table tbody tr")).to_have_count(1)
     expect(page.locator("#chart svg")).to_be_visible()
@@ -132,6 +134,39 @@ def test_the_supervisor_view_has_no_serious_accessibility_violation(
     assert axe_violations(page) == [], "reassign dialog"
 
 
+def test_the_people_page_and_the_sign_in_pages_have_no_serious_accessibility_violation(
+    servers: Callable[..., Server], axe_tab: Callable[[], Tab], book: Callable[..., Book]
+) -> None:
+    server = servers()
+    seeded = book(0, agents=("agent-a", "agent-b"))
+    page = axe_tab().page
+    sign_in(Tab(page), server, seeded.supervisor, "/console/people")
+    expect(page.locator("#people-table tbody tr")).to_have_count(3)
+    assert axe_violations(page) == [], "the people page"
+    page.get_by_label("Email").fill("new.agent@example.com")
+    page.get_by_role("button", name="Add").click()
+    expect(page.locator("#link-box")).to_be_visible()
+    assert axe_violations(page) == [], "a new person's link"
+    link = page.locator("#link-value").inner_text()
+    page.get_by_role("button", name="Change").first.click()
+    expect(page.get_by_role("dialog")).to_be_visible()
+    assert axe_violations(page) == [], "the change dialog"
+    page.keyboard.press("Escape")
+    page.goto(link)
+    assert axe_violations(page) == [], "the set-password page"
+    page.goto(server.base + "/auth/set-password?token=cqp_unknown")
+    assert axe_violations(page) == [], "a link that cannot be used"
+
+
+def signed_in_cookies(server: Server, token: str) -> dict[str, str]:
+    """The session cookie of the token's person, signed in with the password."""
+    answer = httpx.post(
+        server.base + "/auth/login", data={"email": EMAILS[token], "password": PASSWORD}
+    )
+    assert answer.status_code == 303, answer.text
+    return {"callqueue_session": answer.cookies["callqueue_session"]}
+
+
 def test_the_pages_are_self_contained_and_protected(
     servers: Callable[..., Server],
     open_tab: Callable[..., Tab],
@@ -145,15 +180,16 @@ def test_the_pages_are_self_contained_and_protected(
     seeded = book(6, agents=("agent-a", "agent-b"))
     populate(server, seeded.supervisor)
 
-    for path in ("/console", "/console/supervisor"):
-        answer = httpx.get(server.base + path)
+    cookies = signed_in_cookies(server, seeded.supervisor)
+    for path in ("/console", "/console/supervisor", "/console/people", "/auth/login"):
+        answer = httpx.get(server.base + path, cookies=cookies)
         assert answer.status_code == 200
         policy = answer.headers["content-security-policy"]
         assert policy.startswith("default-src 'self';"), policy
         assert "frame-ancestors 'none'" in policy
         assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
         assert answer.headers["x-content-type-options"] == "nosniff"
-        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["referrer-policy"] == "same-origin"
         # No inline script, style or handler the policy would have to allow; no other host.
         for pattern in (
             r"<script>",

@@ -13,6 +13,8 @@ from playwright.sync_api import expect
 from sqlalchemy import Engine, text
 
 from tests.console.conftest import (
+    EMAILS,
+    PASSWORD,
     Book,
     Server,
     Tab,
@@ -195,12 +197,16 @@ def test_the_whole_agent_cycle_by_keyboard_alone(
     page = tab.page
     keys = page.keyboard
     page.goto(server.base + "/")
-    assert page.url == server.base + "/console"
 
-    # The token field has the focus on arrival: type, Enter.
-    expect(page.get_by_label("Your API token")).to_be_focused()
-    keys.type(seeded.agents["agent-a"])
+    # The sign-in page: the email field has the focus on arrival; type, Tab, the password,
+    # Enter; back on the console, Next user has the focus.
+    assert page.url.startswith(server.base + "/auth/login")
+    expect(page.get_by_label("Email")).to_be_focused()
+    keys.type(EMAILS[seeded.agents["agent-a"]])
+    keys.press("Tab")
+    keys.type(PASSWORD)
     keys.press("Enter")
+    page.wait_for_url(server.base + "/console")
     expect(page.get_by_role("button", name="Next user")).to_be_focused()
 
     # 1. N for the next user, 1 for "No answer", Enter to record it.

@@ -53,7 +53,7 @@ def test_a_supervisor_sees_due_and_overdue_callbacks_cancels_one_and_reassigns_a
 
     tab = open_tab()
     sup = sign_in(tab, server, seeded.supervisor, "/console/supervisor")
-    expect(sup.locator("#session-text")).to_have_text("Signed in as a supervisor")
+    expect(sup.locator("#session-role")).to_have_text("supervisor")
 
     # Listed oldest first, with the owner's name; the one booked for later is not listed.
     rows = sup.locator("#callbacks-table tbody tr")

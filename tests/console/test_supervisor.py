@@ -28,7 +28,8 @@ LEASE = "30"
 def supervisor_page(open_tab: Callable[..., Tab], server: Server, token: str) -> tuple[Tab, Page]:
     tab = open_tab()
     page = sign_in(tab, server, token, "/console/supervisor")
-    expect(page.locator("#session-text")).to_have_text("Signed in as a supervisor")
+    expect(page.locator("#session-name")).to_have_text("Supervisor S")
+    expect(page.locator("#session-role")).to_have_text("supervisor")
     return tab, page
 
 
@@ -183,18 +184,17 @@ def test_a_supervisor_runs_a_population_and_reads_its_report_runs_and_chart(
     assert tab.problems == []
 
 
-def test_an_agents_token_is_refused_by_the_supervisor_view_in_words(
+def test_an_agent_is_refused_the_supervisor_view_in_words(
     servers: Callable[..., Server], open_tab: Callable[..., Tab], book: Callable[..., Book]
 ) -> None:
     server = servers()
     seeded = book(0)
-    page = open_tab().page
-    page.goto(server.base + "/console/supervisor")
-    page.get_by_label("Your API token").fill(seeded.agents["agent-a"])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#token-error")).to_have_text(
-        "That token is an agent's. The supervisor view needs a supervisor's token; agents work"
-        " in the agent view."
+    page = sign_in(open_tab(), server, seeded.agents["agent-a"])
+    # The header offers an agent no supervisor's view...
+    expect(page.get_by_role("link", name="Supervisor")).to_have_count(0)
+    # ... and the address typed by hand is refused in words.
+    answer = page.goto(server.base + "/console/supervisor")
+    assert answer is not None and answer.status == 403
+    expect(page.locator("#message-text")).to_have_text(
+        "The supervisor view is for supervisors and admins."
     )
-    expect(page.locator("#workspace")).to_be_hidden()
-    assert page.evaluate("sessionStorage.getItem('callqueue.token')") is None

@@ -19,7 +19,8 @@ import pytest
 from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.exc import IntegrityError
 
-from app.agents import AgentIdentity, authenticate, create_agent
+from app.auth.identity import AgentIdentity, authenticate_token
+from app.auth.people import create_agent
 from app.config import MigrationMode
 from app.errors import Conflict, ReplicaUnavailable
 from app.flags import Flags, update_flags
@@ -110,7 +111,7 @@ def make_agents(
 ) -> list[AgentIdentity]:
     with engine.begin() as conn:
         return [
-            authenticate(conn, create_agent(conn, f"{prefix}-{i}", role)).agent
+            authenticate_token(conn, create_agent(conn, f"{prefix}-{i}", role)).agent
             for i in range(count)
         ]
 

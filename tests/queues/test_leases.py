@@ -15,7 +15,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import AgentIdentity
+from app.auth.identity import AgentIdentity
 from app.queues.leases import sweep_expired_leases
 from app.services import Services
 from tests.factories import Agent, Replica, add_scores, lapse, new_agent, own_phone

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from tests.factories import Replica, add_scores
 
 UNSIGNED = "unsigned_users"

@@ -109,8 +109,8 @@ def run(services: Services, **kw: Any) -> RunReport:
 def add_agent(engine: Engine, name: str) -> int:
     with engine.begin() as conn:
         return conn.execute(
-            text("INSERT INTO agents (name, token_hash) VALUES (:n, :h) RETURNING id"),
-            {"n": name, "h": f"hash-{name}"},
+            text("INSERT INTO agents (name, display_name) VALUES (:n, :n) RETURNING id"),
+            {"n": name},
         ).scalar_one()
 
 

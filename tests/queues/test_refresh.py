@@ -45,10 +45,10 @@ def new_agent(engine: Engine, name: str) -> int:
     with engine.begin() as conn:
         return conn.execute(
             text(
-                "INSERT INTO agents (name, role, token_hash) VALUES (:name, 'agent', :hash)"
+                "INSERT INTO agents (name, display_name, role) VALUES (:name, :name, 'agent')"
                 " RETURNING id"
             ),
-            {"name": name, "hash": uuid.uuid4().hex},
+            {"name": name},
         ).scalar_one()
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from app.agents import create_agent
+from app.auth.people import create_agent
 from app.vocabulary import QueueType
 from tests.factories import add_scores
 

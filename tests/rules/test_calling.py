@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from app.agents import authenticate
 from app.api import errors as api_errors
+from app.auth.identity import authenticate_token
 from app.config import Settings
 from app.errors import InvalidInput, OutsideCallingHours
 from app.hours import CallingRules
@@ -155,7 +155,7 @@ def test_the_rules_read_with_the_agent_are_the_rules_in_force(
 
     def read_with_the_agent() -> CallingRules:
         with store_engine.connect() as conn:
-            found = authenticate(conn, token)
+            found = authenticate_token(conn, token)
             rules = services.calling_rules_for(found.calling_rules)
             assert load_calling_rules(conn, settings) == rules
             return rules

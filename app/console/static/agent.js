@@ -14,9 +14,9 @@ import {
   formatDuration,
   formatTime,
   formatWhen,
-  setUpSignIn,
+  sessionEnded,
   showAlert,
-  signOut,
+  startSession,
   toLocalInputValue,
 } from "./ui.js";
 
@@ -113,7 +113,40 @@ function cancelRetry() {
 }
 
 function signedOut() {
-  signOut("Your token is no longer accepted (signed out or deactivated). Sign in again.");
+  sessionEnded();
+}
+
+// Typed notes stay in this tab until they are sent: a session that ends mid-call (and the
+// sign-in page it leads to) loses none of them. sessionStorage: this tab only, gone with it.
+const NOTES_KEY = "callqueue.notes";
+
+function keepNotes() {
+  if (!state.assignment) return;
+  const text = $("notes").value;
+  if (text) {
+    sessionStorage.setItem(
+      NOTES_KEY,
+      JSON.stringify({ assignment_id: state.assignment.assignment_id, text }),
+    );
+  } else sessionStorage.removeItem(NOTES_KEY);
+}
+
+function restoreNotes(assignmentId) {
+  let kept = null;
+  try {
+    kept = JSON.parse(sessionStorage.getItem(NOTES_KEY));
+  } catch {
+    kept = null;
+  }
+  if (kept?.assignment_id === assignmentId && typeof kept.text === "string") {
+    $("notes").value = kept.text;
+    updateNotesCount();
+    announce("Your notes for this call are back.");
+  }
+}
+
+function forgetNotes() {
+  sessionStorage.removeItem(NOTES_KEY);
 }
 
 // -- the queue picker and Next user --------------------------------------------------------------
@@ -380,7 +413,10 @@ function showAssignment(assignment, { fresh }) {
   ]);
   $("c-details").replaceChildren(...details);
 
-  if (!same) resetForm();
+  if (!same) {
+    resetForm();
+    restoreNotes(a.assignment_id);
+  }
   setCardEnabled(true);
   $("call").hidden = false;
   $("call").dataset.assignmentId = a.assignment_id;
@@ -428,8 +464,9 @@ function setCardEnabled(active) {
   for (const id of ["extend", "release", "skip"]) $(id).disabled = !active;
 }
 
-// Contact details leave the screen with the assignment.
+// Contact details leave the screen with the assignment, and its notes the tab.
 function closeCard() {
+  forgetNotes();
   state.assignment = null;
   state.expired = false;
   window.clearTimeout(state.heartbeat);
@@ -822,15 +859,7 @@ function onVisibility() {
   }
 }
 
-async function verify() {
-  const answer = await api("/api/assignments/current");
-  if (answer.status === 401) {
-    return { ok: false, message: "That token was not accepted. Check it and try again." };
-  }
-  return { ok: true, label: "Signed in", current: answer };
-}
-
-function start({ current }) {
+async function start() {
   $("next-form").addEventListener("submit", (event) => {
     event.preventDefault();
     nextUser();
@@ -844,13 +873,19 @@ function start({ current }) {
   $("extend").addEventListener("click", () => extend({ quiet: false }));
   $("release").addEventListener("click", () => giveBack(true));
   $("skip").addEventListener("click", () => giveBack(false));
-  $("notes").addEventListener("input", updateNotesCount);
+  $("notes").addEventListener("input", () => {
+    updateNotesCount();
+    keepNotes();
+  });
   document.addEventListener("keydown", onKey);
   document.addEventListener("visibilitychange", onVisibility);
   document.querySelector('input[name="queue"]').form.addEventListener("change", () => {
     cancelRetry();
     hideState();
   });
+
+  const current = await api("/api/assignments/current");
+  if (current.status === 401) return signedOut();
 
   if (current.status === 200) {
     showAssignment(current.body, { fresh: false });
@@ -865,4 +900,4 @@ function start({ current }) {
   state.poller = window.setInterval(poll, POLL_MS);
 }
 
-setUpSignIn({ verify, start });
+startSession(start);

@@ -1,31 +1,13 @@
-// The console's only way to the service: the public API, with the signed-in agent's token.
+// The console's only way to the service: the public API, with the signed-in person's session.
 //
-// The token lives in this tab's sessionStorage: never in a URL (it would land in logs and
-// history) and never in localStorage (it would outlive the tab and be shared between tabs).
+// The session is an HttpOnly cookie the page cannot read; writes carry the session's CSRF token
+// (from GET /api/me) in X-CSRF-Token. No token is ever typed or pasted into a page.
 
-const TOKEN_KEY = "callqueue.token";
-const NOTICE_KEY = "callqueue.notice";
+let csrfToken = null;
 
-export const session = {
-  get token() {
-    return sessionStorage.getItem(TOKEN_KEY);
-  },
-  set(token) {
-    sessionStorage.setItem(TOKEN_KEY, token);
-  },
-  clear() {
-    sessionStorage.removeItem(TOKEN_KEY);
-  },
-  // A message to show after the page reloads (signing out reloads, to stop every timer at once).
-  leaveNotice(text) {
-    sessionStorage.setItem(NOTICE_KEY, text);
-  },
-  takeNotice() {
-    const text = sessionStorage.getItem(NOTICE_KEY);
-    sessionStorage.removeItem(NOTICE_KEY);
-    return text;
-  },
-};
+export function setCsrfToken(token) {
+  csrfToken = token;
+}
 
 // Leases and ages are the database's clock. The browser's clock may be wrong, so the offset to
 // the server is learnt from each answer's Date header; the header has whole seconds only, so a
@@ -55,11 +37,24 @@ function retryAfterSeconds(response) {
 }
 
 // Every call answers an object, never throws: {status, ok, body, error, detail, fields,
-// retryAfter}. A network failure is status 0 with error "NetworkError".
-export async function api(path, { method = "GET", body, query } = {}) {
+// retryAfter}. A network failure is status 0 with error "NetworkError". A write refused for its
+// CSRF token (the session was replaced, in another tab) learns the current one and is sent once
+// more.
+export async function api(path, options = {}) {
+  const answer = await send(path, options);
+  if (answer.status === 403 && answer.error === "CsrfRejected" && options.method) {
+    const me = await send("/api/me", {});
+    if (me.ok) {
+      setCsrfToken(me.body.csrf_token);
+      return send(path, options);
+    }
+  }
+  return answer;
+}
+
+async function send(path, { method = "GET", body, query } = {}) {
   const headers = { Accept: "application/json" };
-  const token = session.token;
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let url = path;
   if (query) {
@@ -78,7 +73,7 @@ export async function api(path, { method = "GET", body, query } = {}) {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       cache: "no-store",
-      credentials: "omit",
+      credentials: "same-origin",
       redirect: "error",
     });
   } catch {

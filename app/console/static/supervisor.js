@@ -15,9 +15,9 @@ import {
   formatDuration,
   formatTime,
   formatWhen,
-  setUpSignIn,
+  sessionEnded,
   showAlert,
-  signOut,
+  startSession,
 } from "./ui.js";
 
 const QUEUE_NAMES = {
@@ -53,7 +53,7 @@ function visible() {
 }
 
 function signedOut() {
-  signOut("Your token is no longer accepted (signed out or deactivated). Sign in again.");
+  sessionEnded();
 }
 
 // Common handling of an answer the panel could not use: 401 signs out, the rest is said.
@@ -757,22 +757,9 @@ function refreshAll() {
   refreshLive().then(refreshCallbacks);
 }
 
-async function verify() {
-  const answer = await api("/api/admin/flags");
-  if (answer.status === 401) {
-    return { ok: false, message: "That token was not accepted. Check it and try again." };
-  }
-  if (answer.status === 403) {
-    return {
-      ok: false,
-      message:
-        "That token is an agent's. The supervisor view needs a supervisor's token; agents work in the agent view.",
-    };
-  }
-  return { ok: true, label: "Signed in as a supervisor", flags: answer };
-}
-
-function start({ flags }) {
+async function start() {
+  const flags = await api("/api/admin/flags");
+  if (flags.status === 401) return signedOut();
   clearAlert();
   if (flags.ok) showFlags(flags.body);
   else showAlert(`Could not load the flags: the service answered ${describeAnswer(flags)}.`);
@@ -801,4 +788,4 @@ function start({ flags }) {
   $("main").focus();
 }
 
-setUpSignIn({ verify, start });
+startSession(start);

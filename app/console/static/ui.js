@@ -1,7 +1,7 @@
-// Small DOM helpers shared by both views: building nodes without innerHTML, announcing state
-// changes to screen readers, confirmation dialogs, time formatting and the sign-in form.
+// Small DOM helpers shared by the views: building nodes without innerHTML, announcing state
+// changes to screen readers, confirmation dialogs, time formatting and the session.
 
-import { session } from "./api.js";
+import { api, describeAnswer, setCsrfToken } from "./api.js";
 
 export const $ = (id) => document.getElementById(id);
 
@@ -124,67 +124,37 @@ export function toLocalInputValue(date) {
   );
 }
 
-// -- signing in --------------------------------------------------------------------------------
+// -- the session -------------------------------------------------------------------------------
 
-// verify() asks the API whether the token works for this view and answers
-// {ok: true, label} or {ok: false, message}. A stored token is checked again on every load.
-export function setUpSignIn({ verify, start }) {
-  const form = $("sign-in-form");
-  const input = $("token");
-  const error = $("token-error");
-
-  const fail = (message) => {
-    session.clear();
-    $("sign-in").hidden = false;
-    $("workspace").hidden = true;
-    $("session").hidden = true;
-    error.textContent = message;
-    error.hidden = !message;
-    input.setAttribute("aria-invalid", message ? "true" : "false");
-    input.focus();
-  };
-
-  const enter = async (token) => {
-    session.set(token);
-    const result = await verify();
-    if (!result.ok) {
-      fail(result.message);
-      return;
-    }
-    error.hidden = true;
-    input.removeAttribute("aria-invalid");
-    $("sign-in").hidden = true;
-    $("workspace").hidden = false;
-    $("session").hidden = false;
-    $("session-text").textContent = result.label;
-    start(result);
-  };
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const token = input.value.trim();
-    input.value = "";
-    if (!token) {
-      fail("Paste your token first.");
-      return;
-    }
-    enter(token);
-  });
-
-  $("sign-out").addEventListener("click", () => signOut("You are signed out."));
-
-  const notice = session.takeNotice();
-  if (session.token) {
-    enter(session.token);
-  } else {
-    fail(notice ?? "");
+// The page is served only to a signed-in person; GET /api/me gives the session's CSRF token and
+// who they are. start(me) then runs the view; when it has, <body data-ready="yes">.
+export async function startSession(start) {
+  $("sign-out").addEventListener("click", signOut);
+  const me = await api("/api/me");
+  if (me.status === 401) {
+    sessionEnded();
+    return;
   }
+  if (!me.ok) {
+    showAlert(`The console could not start: the service answered ${describeAnswer(me)}. Reload to try again.`);
+    return;
+  }
+  setCsrfToken(me.body.csrf_token);
+  $("workspace").hidden = false;
+  await start(me.body);
+  // The view has read what it shows first and listens to its keys: ready for work.
+  document.body.dataset.ready = "yes";
 }
 
-// Forget the token and start again from a fresh page: every timer and every piece of personal
-// data on screen goes with it.
-export function signOut(message) {
-  session.clear();
-  session.leaveNotice(message);
-  window.location.reload();
+// The session ended under the page (idle or absolute timeout, signed out elsewhere, deactivated):
+// to the sign-in page, which brings the person back here afterwards. What the view keeps in the
+// tab (the agent's typed notes) is still there when they return.
+export function sessionEnded() {
+  const next = encodeURIComponent(window.location.pathname);
+  window.location.assign(`/auth/login?ended=1&next=${next}`);
+}
+
+export async function signOut() {
+  await api("/auth/logout", { method: "POST" });
+  window.location.assign("/auth/login");
 }

@@ -1,32 +1,18 @@
+"""The ledger (SPEC 2.1): every hand-out of a user to an agent, with its lease and outcome."""
+
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Identity, Index, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
 from app.models.rules import HASH_CHECK
 from app.models.types import TZDateTime, created_at_column, updated_at_column
-
-
-class Agent(Base):
-    """A person (or supervisor) calling the API. Only a SHA-256 of the token is stored."""
-
-    __tablename__ = "agents"
-
-    id: Mapped[int] = mapped_column(Identity(always=True), primary_key=True)
-    name: Mapped[str] = mapped_column(Text, unique=True)
-    role: Mapped[str] = mapped_column(Text, server_default=text("'agent'"))
-    token_hash: Mapped[str] = mapped_column(Text, unique=True)
-    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
-    created_at: Mapped[datetime] = created_at_column()
-    deactivated_at: Mapped[datetime | None] = mapped_column(TZDateTime)
-
-    __table_args__ = (CheckConstraint("role IN ('agent', 'supervisor', 'scorer')", name="role"),)
 
 
 class Assignment(Base):
