@@ -17,10 +17,12 @@ from pathlib import Path
 
 SQL_DIR = Path(__file__).resolve().with_name("sql")
 
-# The folder that holds every function and view as the newest migration leaves them: where a
-# reader finds the claim path's SQL. tests/test_migrations.py checks that `alembic upgrade head`
-# installs exactly these; a migration that replaces the set points this at its own folder.
-CURRENT = "0009_promises_hold/up"
+# The folders that hold every function and view as the newest migration leaves them, oldest
+# first: where a reader finds the claim path's SQL. A later folder's file replaces an earlier
+# one's of the same function (a migration that changes a few functions carries only those); one
+# that replaces the whole set starts the list again. tests/test_migrations.py checks that
+# `alembic upgrade head` installs exactly ``current_files()``.
+CURRENT = ("0009_promises_hold/up", "0011_claim_waits_holding_nothing/up")
 
 
 _DEFINES = re.compile(
@@ -41,6 +43,15 @@ def defined(path: Path) -> tuple[str, str]:
     if match is None:
         raise ValueError(f"{path} creates no function or view")
     return match.group(1).upper(), match.group(2)
+
+
+def current_files() -> list[Path]:
+    """Every function and view as they are today: the files of CURRENT, later ones winning."""
+    newest: dict[str, Path] = {}
+    for folder in CURRENT:
+        for path in files(folder):
+            newest[defined(path)[1]] = path
+    return sorted(newest.values(), key=lambda path: path.name)
 
 
 def install_statements(folder: str) -> list[str]:

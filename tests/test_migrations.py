@@ -195,7 +195,7 @@ def test_upgrade_head_installs_exactly_the_current_sql_files(fresh_database: str
     alembic(fresh_database, "upgrade", "head")
     found = installed(fresh_database)
     expected = {}
-    for path in sqlfiles.files(sqlfiles.CURRENT):
+    for path in sqlfiles.current_files():
         kind, name = sqlfiles.defined(path)
         body = path.read_text()
         expected[name] = (kind, body.split("$$")[1] if kind == "FUNCTION" else None)

@@ -118,6 +118,8 @@ class _Ask:
     # Users this request has already turned down: never taken twice (direct mode has no entry
     # to mark).
     tried: list[int] = field(default_factory=list)
+    # The last attempt met a swap: the next one waits for it first (cq_claim).
+    after_swap: bool = False
 
 
 class _Next(Enum):
@@ -295,6 +297,9 @@ class ClaimService:
         """One attempt on the serving mode's source ``mode``; what it took (``source``) is a due
         callback or that source's next user."""
         kind = ask.kind
+        if ask.after_swap:
+            _SWAP_LOCK.all(conn, {"queue_type": str(kind.queue_type)})
+            ask.after_swap = False
         item = _CLAIM.one(
             conn,
             {
@@ -317,6 +322,11 @@ class ClaimService:
             return _Next.EMPTY
         if item.source == "held":
             return _Held(item.item_id)
+        if item.source == "swap":
+            # No entry, and a swap under way: the next attempt waits for it before anything
+            # else, holding nothing (cq_claim), and looks again.
+            ask.after_swap = True
+            return _Next.AGAIN
         source = Source(item.source)
         if item.problem is not None:
             status = "skipped" if item.problem == ATTEMPT_CAP else "invalid"

@@ -210,3 +210,60 @@ def test_claims_go_on_from_the_old_front_while_a_swap_writes_the_new_snapshot(
     pending = sorted((e["queue_position"], u) for u, e in queue.items() if u != 1)
     assert [u for _, u in pending] == list(range(2, 31))
     assert all(e["status"] == "pending" for u, e in queue.items() if u != 1)
+
+
+def test_a_claim_that_meets_a_swap_never_waits_for_it_holding_a_row(
+    services: Services, store_engine: Engine, replica_engine: Engine
+) -> None:
+    """A claim attempt that finds no entry while a swap holds the queue may already hold rows
+    the swap takes after its lock (an entry its sweep put back, a row its search passed over).
+    Waiting for the swap lock there closed a cycle: the swap waited for the row, the claim for
+    the lock, and PostgreSQL ended one of them. The attempt now only tries the lock and answers
+    'swap' at once; the caller then waits holding nothing (below: the whole request)."""
+    seed(replica_engine, store_engine, range(1, 11), score=lambda uid: uid)
+    populate(services, 10)
+    (agent,) = make_agents(store_engine, 1)
+    # An entry a claim marked meanwhile, which the swap's last statements take (the front's
+    # DELETE): the claim's transaction will hold it.
+    with store_engine.begin() as conn:
+        marked = conn.execute(
+            text(
+                "UPDATE unsigned_users_queue SET status = 'skipped' WHERE user_id = 10 RETURNING id"
+            )
+        ).scalar_one()
+    with store_engine.connect() as swap, store_engine.connect() as claim:
+        # The swap: its lock, then every pending entry.
+        swap.execute(text("SELECT pg_advisory_xact_lock(1667329132, 1)"))
+        swap.execute(
+            text("SELECT id FROM unsigned_users_queue WHERE status = 'pending' FOR UPDATE")
+        )
+        claim.execute(text("SET LOCAL lock_timeout = '2s'"))
+        claim.execute(
+            text("SELECT 1 FROM unsigned_users_queue WHERE id = :id FOR UPDATE"), {"id": marked}
+        )
+        started = time.monotonic()
+        answer = claim.execute(
+            text(
+                "SELECT source FROM cq_claim(:agent, 'unsigned_users', 'queue', true,"
+                " CAST('{}' AS bigint[]), 0, 10, 3, 10, 30)"
+            ),
+            {"agent": agent.id},
+        ).scalar_one()
+        assert answer == "swap"
+        assert time.monotonic() - started < 1
+        claim.rollback()
+        swap.rollback()
+
+    # The whole request meanwhile: it waits for the swap holding nothing and is served after it.
+    with store_engine.connect() as swap:
+        swap.execute(text("SELECT pg_advisory_xact_lock(1667329132, 1)"))
+        swap.execute(
+            text("SELECT id FROM unsigned_users_queue WHERE status = 'pending' FOR UPDATE")
+        )
+        request, out = in_thread(lambda: services.claims.next_user(agent, UNSIGNED, flags()))
+        time.sleep(0.5)
+        assert request.is_alive(), "the request answered while the swap held every entry"
+        swap.commit()
+        request.join(10)
+    assert "error" not in out, out.get("error")
+    assert out["result"] is not None and out["result"].assignment.user_id == 1
