@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     password_login: bool = True
     session_idle_minutes: int = Field(120, ge=1, le=7 * 24 * 60)
     session_max_hours: int = Field(12, ge=1, le=24 * 30)
+    # Personal data (SPEC 8.3): notes, release reasons and details cleared this long after an
+    # assignment finished; finished assignments deleted after this long (0: kept forever).
+    retention_notes_days: int = Field(365, ge=1, le=36_500)
+    retention_ledger_days: int = Field(2190, ge=0, le=36_500)
 
     # How long a peer (database host, replica, the app host holding the population lock) may be
     # silent before its connection is given up: TCP keepalives, tcp_user_timeout, and the
@@ -164,6 +168,15 @@ class Settings(BaseSettings):
     def _calling_holidays(cls, value: Any) -> Any:
         if isinstance(value, str):
             return list(parse_holidays(value))
+        return value
+
+    @field_validator("retention_ledger_days")
+    @classmethod
+    def _ledger_days(cls, value: int) -> int:
+        # The compliance report's caps look back a week: a ledger kept for less would lose days
+        # the report still needs whole.
+        if 0 < value < 30:
+            raise ValueError("must be 0 (keep forever) or at least 30")
         return value
 
     @field_validator("public_url", "oidc_issuer")

@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import console, metrics
-from app.api import admin, agents, callbacks, cron, errors, ops, people, rules, scores
+from app.api import admin, agents, callbacks, cron, errors, ops, people, privacy, rules, scores
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.docs import docs_router
 from app.config import Settings, get_settings
@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(cron.router)
     app.include_router(admin.router)
     app.include_router(people.router)
+    app.include_router(privacy.router)
     app.include_router(callbacks.router)
     app.include_router(scores.router)
     app.include_router(rules.router)

@@ -1,5 +1,6 @@
 """The built-in scheduler: discovery every DISCOVERY_INTERVAL_MINUTES, hourly population,
-queue-level check every 5 minutes, lease sweep every minute, for deployments with no external cron.
+queue-level check every 5 minutes, lease sweep every minute, retention daily, for deployments
+with no external cron.
 
 Every process may run it. Each job runs once per tick across all of them: a tick is the database
 clock floored to the job's period, and the process whose INSERT of (job, tick) succeeds runs it.
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.errors import DiscoveryRunning, PopulationRunning
+from app.privacy.retention import Retention
 from app.queues.leases import sweep_expired_leases
 from app.services import Services
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 5.0
 TICK_RETENTION_DAYS = 7
+RETENTION_BUDGET_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,21 @@ def jobs(services: Services) -> list[Job]:
             )
         return f"expired {expired}"
 
+    def retention() -> str:
+        # Bounded, so a first run on years of ledger does not hold the other jobs up: the next
+        # day's run goes on where this one stopped (or run `callqueue retention run` once).
+        report = Retention(services.engine, s, budget_seconds=RETENTION_BUDGET_SECONDS).run()
+        deleted = sum(report.deleted.values())
+        more = ", more tomorrow" if report.stopped_early else ""
+        return f"notes cleared {report.notes_cleared}, rows deleted {deleted}{more}"
+
     # Discovery first: at start-up, leads arrive before the queues are built from them.
     return [
         Job("discovery", s.discovery_interval_minutes * 60, discovery),
         Job("population", s.population_interval_minutes * 60, population),
         Job("queue_level_check", 300, queue_level_check),
         Job("lease_sweep", 60, lease_sweep),
+        Job("retention", 86_400, retention),
     ]
 
 

@@ -22,7 +22,11 @@ SQL_DIR = Path(__file__).resolve().with_name("sql")
 # one's of the same function (a migration that changes a few functions carries only those); one
 # that replaces the whole set starts the list again. tests/test_migrations.py checks that
 # `alembic upgrade head` installs exactly ``current_files()``.
-CURRENT = ("0009_promises_hold/up", "0011_claim_waits_holding_nothing/up")
+CURRENT = (
+    "0009_promises_hold/up",
+    "0011_claim_waits_holding_nothing/up",
+    "0012_personal_data/up",
+)
 
 
 _DEFINES = re.compile(

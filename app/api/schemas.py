@@ -406,3 +406,20 @@ class CallbackReassignIn(BaseModel):
 
     agent_id: StrictInt = Field(ge=1, le=2**31 - 1)
     reason: FreeText | None = Field(None, max_length=500, description="kept in the audit only")
+
+
+class ErasureOut(BaseModel):
+    user_id: int
+    erased_at: datetime
+    removed: dict[str, int] = Field(description="rows deleted or cleared, per table")
+
+
+class ExportOut(BaseModel):
+    """Everything held about a person. An erased person's: ``user_id``, ``erased`` (true) and
+    ``erased_at`` only."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user_id: int
+    erased: bool
+    erased_at: datetime | None = None

@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.errors import CallqueueError, UnreadableFile
 from app.intake.rows import (
     COMPONENTS,
+    ERASED,
     Prepared,
     ScoreRow,
     UpsertCounts,
@@ -240,6 +241,8 @@ class _Batch:
     rows: list[ScoreRow]
     errors: list[RowError]
     consumed: int  # bytes of the file read when the batch was complete
+    # Each row's line, by user id (a refused row is reported with its line).
+    lines: dict[int, int] = field(default_factory=dict)
 
 
 def _batches(
@@ -261,6 +264,7 @@ def _batches(
         else:
             seen.add(checked.user_id)
             batch.rows.append(checked)
+            batch.lines[checked.user_id] = line
         if len(batch.rows) + len(batch.errors) >= batch_size:
             batch.consumed = counting.consumed
             yield batch
@@ -346,10 +350,11 @@ def import_scores(
     def settle(batch: _Batch, counts: UpsertCounts) -> None:
         summary.rows += len(batch.rows) + len(batch.errors)
         summary.counts.add(counts)
-        if batch.errors:
-            rejections.add(batch.errors)
+        errors = batch.errors + [RowError(batch.lines[uid], uid, ERASED) for uid in counts.erased]
+        if errors:
+            rejections.add(sorted(errors, key=lambda e: e.index))
         if not dry_run:
-            observe("csv", counts, len(batch.errors))
+            observe("csv", counts, len(errors))
         if on_progress is not None:
             on_progress(batch.consumed, total)
 

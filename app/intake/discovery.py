@@ -43,7 +43,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text
 from app import metrics
 from app.db import pg_int_array
 from app.errors import DiscoveryLockLost, DiscoveryRunning
-from app.intake.rows import create_rows
+from app.intake.rows import create_rows, refuse_erased
 from app.locks import HeldLock, RunLock
 from app.logs import describe_error
 from app.queues.transitions import Reclassification, reclassify
@@ -394,6 +394,9 @@ class Discovery:
                         Reclassification(uid, to_type, verdict.reason)
                     )
             new.sort()
+            # A person whose data was erased is not brought back (SPEC 8.3).
+            erased = refuse_erased(conn, [uid for uid, _ in new])
+            new = [(uid, t) for uid, t in new if uid not in erased]
             created = create_rows(conn, [uid for uid, _ in new], [t for _, t in new])
             moved = sum(
                 reclassify(conn, from_type, changes, source="discovery", run_id=report.run_id)

@@ -14,7 +14,7 @@ each other's write: each is applied to the row as the other left it, under the r
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -45,11 +45,38 @@ class UpsertCounts:
     created: int = 0
     updated: int = 0
     unchanged: int = 0
+    # Users refused because their data was erased (SPEC 8.3: error ``Erased``).
+    erased: list[int] = field(default_factory=list)
 
     def add(self, other: UpsertCounts) -> None:
         self.created += other.created
         self.updated += other.updated
         self.unchanged += other.unchanged
+        self.erased.extend(other.erased)
+
+
+ERASED = "Erased"
+_PERSON_LOCKS = text("SELECT cq_person_locks(CAST(:ids AS bigint[]), false)")
+_ERASED = text("SELECT user_id FROM erased_users WHERE user_id = ANY(CAST(:ids AS bigint[]))")
+
+
+def refuse_erased(conn: Connection, user_ids: Sequence[int]) -> set[int]:
+    """Of ``user_ids``, those whose data was erased: never written again. Their buckets' person
+    locks are taken shared first and held to the commit (cq_person_locks), so an erasure
+    committing meanwhile is either seen here or waits for this transaction (and then deletes
+    what it wrote)."""
+    if not user_ids:
+        return set()
+    ids = pg_int_array(user_ids)
+    conn.execute(_PERSON_LOCKS, {"ids": ids})
+    return set(conn.execute(_ERASED, {"ids": ids}).scalars())
+
+
+def erased_among(conn: Connection, user_ids: Sequence[int]) -> set[int]:
+    """``refuse_erased`` without the locks: for a dry run, which writes nothing."""
+    if not user_ids:
+        return set()
+    return set(conn.execute(_ERASED, {"ids": pg_int_array(user_ids)}).scalars())
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +299,12 @@ def count_batch(engine: Engine, rows: Sequence[ScoreRow]) -> UpsertCounts:
     with engine.connect() as conn:
         ids = pg_int_array(r.user_id for r in rows)
         found = {row[0]: _stored(row) for row in conn.execute(_READ, {"ids": ids})}
+        erased = erased_among(conn, [r.user_id for r in rows])
         conn.rollback()
     for r in rows:
-        if r.user_id not in found:
+        if r.user_id in erased:
+            counts.erased.append(r.user_id)
+        elif r.user_id not in found:
             counts.created += 1
         elif next_scores(r, found[r.user_id]) != found[r.user_id].scores():
             counts.updated += 1
@@ -296,10 +326,15 @@ def write_batch(
 
     A row created by another writer between the lock and the insert (discovery, another
     request) is found by the insert's conflict and updated by the next round, under its lock;
-    rows are never deleted, so the second round finds every one of them.
+    rows are never deleted but by an erasure, which this batch's person locks keep out, so the
+    second round finds every one of them. Users whose data was erased are refused.
     """
     pending = {r.user_id: r for r in rows}
     counts = UpsertCounts()
+    erased = refuse_erased(conn, sorted(pending))
+    for uid in sorted(erased):
+        del pending[uid]
+        counts.erased.append(uid)
     first = True
     while pending:
         updates: list[tuple[int, tuple[int, int, int, int]]] = []

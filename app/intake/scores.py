@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 from sqlalchemy import Engine
 
 from app import metrics
-from app.intake.rows import COMPONENTS, ScoreRow, UpsertCounts, upsert_scores
+from app.intake.rows import COMPONENTS, ERASED, ScoreRow, UpsertCounts, upsert_scores
 from app.replica.reader import Replica
 from app.rules.outcomes import MAX_SCORE, MIN_SCORE
 
@@ -110,9 +110,21 @@ def validate_rows(
 
 
 def apply_scores(engine: Engine, replica: Replica, raws: Sequence[Any]) -> ScoresResult:
-    """``PUT /api/scores``: validate every row, then upsert the good ones in one transaction."""
-    rows, errors = validate_rows(enumerate(raws))
+    """``PUT /api/scores``: validate every row, then upsert the good ones in one transaction; a
+    row of a user whose data was erased is an error (``Erased``)."""
+    indexed = list(enumerate(raws))
+    rows, errors = validate_rows(indexed)
     counts = upsert_scores(engine, replica, rows)
+    if counts.erased:
+        # The row that carried each refused user (the first with that id: a repeat is already
+        # an error of its own).
+        refused = set(counts.erased)
+        for index, raw in indexed:
+            user_id = raw.get("user_id") if isinstance(raw, dict) else None
+            if user_id in refused:
+                refused.discard(user_id)
+                errors.append(RowError(index, user_id, ERASED))
+        errors.sort(key=lambda e: e.index)
     observe("api", counts, len(errors))
     return ScoresResult(counts, errors)
 

@@ -16,6 +16,13 @@ from app.models.people import (
     Session,
     SignInFailure,
 )
+from app.models.privacy import (
+    ComplianceDay,
+    DataRequest,
+    ErasedCallback,
+    ErasedUser,
+    RetentionState,
+)
 from app.models.queues import OutstandingRequestsEntry, QueueEntry, UnsignedUsersEntry
 from app.models.rules import (
     CallingRulesChange,
@@ -38,9 +45,13 @@ __all__ = [
     "CallbackChange",
     "CallingRulesChange",
     "CallingRulesOverride",
+    "ComplianceDay",
+    "DataRequest",
     "DiscoveryRun",
     "DiscoveryState",
     "EntryInvalidation",
+    "ErasedCallback",
+    "ErasedUser",
     "FeatureFlag",
     "FeatureFlagChange",
     "OidcLogin",
@@ -50,6 +61,7 @@ __all__ = [
     "PopulationRunQueue",
     "QueueEntry",
     "QueueTransition",
+    "RetentionState",
     "SchedulerTick",
     "Session",
     "SignInFailure",

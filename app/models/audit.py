@@ -26,4 +26,8 @@ class QueueTransition(Base):
     run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_queue_transitions_user_id_created_at", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_queue_transitions_user_id_created_at", "user_id", "created_at"),
+        # Retention deletes the oldest first (SPEC 8.3).
+        Index("ix_queue_transitions_created_at", "created_at"),
+    )

@@ -81,7 +81,8 @@ class Assignment(Base):
         Index("ix_assignments_assigned_at", "assigned_at"),
         Index("ix_assignments_agent_id_assigned_at", "agent_id", "assigned_at"),
         Index("ix_assignments_user_id_assigned_at", "user_id", "assigned_at"),
-        Index("ix_assignments_finished_at", "finished_at"),
+        # Retention's notes pass reads in this order, going on from where it stopped.
+        Index("ix_assignments_finished_at_id", "finished_at", "id"),
         # Attempt caps (SPEC 7.3): a user's completed attempts in the last 24 hours and 7 days,
         # counted for every population candidate and at each claim. Partial, so hand-outs
         # (inserted active) never touch it; only a completion adds an entry.

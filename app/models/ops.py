@@ -26,7 +26,11 @@ class EntryInvalidation(Base):
     agent_id: Mapped[int | None]
     created_at: Mapped[datetime] = created_at_column()
 
-    __table_args__ = (Index("ix_entry_invalidations_created_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_entry_invalidations_created_at", "created_at"),
+        # Erasure and access requests find a person's rows (SPEC 8.3).
+        Index("ix_entry_invalidations_user_id", "user_id"),
+    )
 
 
 class SchedulerTick(Base):

@@ -13,6 +13,7 @@ cancelled).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -112,8 +113,12 @@ class HandOuts:
 
     def count(self, conn: Connection, context: Context, counts: DayCounts) -> None:
         period, timeline, settings = context.period, context.timeline, context.settings
-        rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
-            text(self.SQL), {"start": period.start, "end": period.end}
+        # Streamed, this statement alone (Connection.execution_options would stream every
+        # later statement on the connection too).
+        rows = conn.execute(
+            text(self.SQL),
+            {"start": period.start, "end": period.end},
+            execution_options={"stream_results": True, "yield_per": 5000},
         )
         for assigned_at, callback, day, week in rows:
             figures = counts[period.day_of(assigned_at)]
@@ -171,8 +176,16 @@ class Callbacks:
         Column("callbacks_cancelled", "callbacks cancelled (by a supervisor, or their person)"),
     )
 
+    # From the callbacks, and from what erasure kept of an erased person's (SPEC 8.3: the
+    # figures are the same before and after an erasure).
     SQL = """
-        SELECT 'callbacks_booked' AS what, created_at AS at FROM callbacks
+        WITH every AS (
+            SELECT created_at, due_at, first_handed_out_at, status, finished_at FROM callbacks
+            UNION ALL
+            SELECT created_at, due_at, first_handed_out_at, status, finished_at
+              FROM erased_callbacks
+        )
+        SELECT 'callbacks_booked' AS what, created_at AS at FROM every
          WHERE created_at >= :start AND created_at < :end
         UNION ALL
         SELECT CASE WHEN first_handed_out_at IS NULL THEN 'callbacks_overdue'
@@ -180,12 +193,12 @@ class Callbacks:
                     THEN 'callbacks_late'
                     ELSE 'callbacks_kept_on_time' END,
                due_at
-          FROM callbacks
+          FROM every
          WHERE due_at >= :start AND due_at < :end
            AND (first_handed_out_at IS NOT NULL
                 OR (status = 'scheduled' AND due_at + make_interval(mins => :grace) < now()))
         UNION ALL
-        SELECT 'callbacks_cancelled', finished_at FROM callbacks
+        SELECT 'callbacks_cancelled', finished_at FROM every
          WHERE status = 'cancelled' AND finished_at >= :start AND finished_at < :end
     """
 
@@ -228,12 +241,10 @@ def parse_period_dates(first: str | None, last: str | None) -> tuple[date, date]
     return days[0], days[1]
 
 
-def compliance_report(
-    conn: Connection, settings: Settings, first: date, last: date
-) -> dict[str, Any]:
-    now = conn.execute(text("SELECT now()")).scalar_one()
-    rules = load_calling_rules(conn, settings)
-    zone = rules.zone
+def count_days(
+    conn: Connection, settings: Settings, first: date, last: date, zone: ZoneInfo
+) -> DayCounts:
+    """Each local day's figures from the ledger, the invalidation record and the callbacks."""
     period = Period(
         first,
         last,
@@ -245,6 +256,24 @@ def compliance_report(
     counts: DayCounts = {day: Counter() for day in period.days()}
     for section in SECTIONS:
         section.count(conn, context, counts)
+    return counts
+
+
+_KEPT = text(
+    "SELECT day, figures FROM compliance_days WHERE day BETWEEN :first AND :last ORDER BY day"
+)
+
+
+def compliance_report(
+    conn: Connection, settings: Settings, first: date, last: date
+) -> dict[str, Any]:
+    """The report for local days ``first`` to ``last``. A day whose figures were kept before
+    retention deleted its ledger rows (``summarise_days``) answers those figures."""
+    now = conn.execute(text("SELECT now()")).scalar_one()
+    rules = load_calling_rules(conn, settings)
+    counts = count_days(conn, settings, first, last, rules.zone)
+    for day, figures in conn.execute(_KEPT, {"first": first, "last": last}):
+        counts[day] = Counter(figures)
     names = [c.name for c in COLUMNS]
     days = [{"date": day.isoformat(), **{n: counts[day][n] for n in names}} for day in counts]
     return {
@@ -260,3 +289,48 @@ def compliance_report(
         "days": days,
         "totals": {n: sum(d[n] for d in days) for n in names},
     }
+
+
+_KEEP = text(
+    "INSERT INTO compliance_days (day, timezone, figures)"
+    " VALUES (:day, :zone, CAST(:figures AS jsonb)) ON CONFLICT (day) DO NOTHING"
+)
+_FIRST_RECORD = text(
+    "SELECT least((SELECT min(assigned_at) FROM assignments),"
+    " (SELECT min(created_at) FROM entry_invalidations),"
+    " (SELECT min(created_at) FROM callbacks), (SELECT min(created_at) FROM erased_callbacks))"
+)
+_LAST_KEPT = text("SELECT max(day) FROM compliance_days")
+
+
+def summarise_days(conn: Connection, settings: Settings, through: date, chunk: int = 31) -> int:
+    """Keep the figures of every day from the first record (or the day after the last day
+    kept) through ``through``, a month at a time; returns how many days were kept. Retention
+    calls it before it deletes a day's rows, so the report answers the same for that day
+    after. A day kept is never recomputed."""
+    rules = load_calling_rules(conn, settings)
+    last_kept: date | None = conn.execute(_LAST_KEPT).scalar()
+    if last_kept is not None:
+        start = last_kept + timedelta(days=1)
+    else:
+        first: datetime | None = conn.execute(_FIRST_RECORD).scalar()
+        if first is None:
+            return 0
+        start = first.astimezone(rules.zone).date()
+    kept = 0
+    while start <= through:
+        end = min(start + timedelta(days=chunk - 1), through)
+        counts = count_days(conn, settings, start, end, rules.zone)
+        names = [c.name for c in COLUMNS]
+        for day, figures in counts.items():
+            conn.execute(
+                _KEEP,
+                {
+                    "day": day,
+                    "zone": rules.timezone,
+                    "figures": json.dumps({n: figures[n] for n in names}),
+                },
+            )
+            kept += 1
+        start = end + timedelta(days=1)
+    return kept

@@ -124,6 +124,12 @@ ROWS: dict[tuple[str, str], str] = {
     ("POST", "/api/admin/tokens"):            "401 401 401 401 403 403 201 401 403 401 403 403 201",
     ("DELETE", "/api/admin/tokens/{token_id}"):
                                               "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    # Personal data (SPEC 8.3): admins only. The person named is nobody the service holds: the
+    # erasure leaves a tombstone and counts zero, the export is a near-empty document.
+    ("POST", "/api/admin/users/{user_id}/erase"):
+                                              "401 401 401 401 403 403 200 401 403 401 403 403 200",
+    ("GET", "/api/admin/users/{user_id}/export"):
+                                              "401 401 401 401 403 403 200 401 403 401 403 403 200",
     # The upstream scorer's upsert: scorers, supervisors and admins; agents 403 (SPEC 7.1).
     ("PUT", "/api/scores"):                   "401 401 401 401 403 200 200 401 200 401 403 200 200",
     # Signing in is open to anyone (a wrong password is 401 whoever asks); signing out ends a
@@ -222,6 +228,8 @@ CALLS: dict[tuple[str, str], Call] = {
         "/api/admin/tokens", json={"name": "matrix", "agent_id": "{target}"}
     ),
     ("DELETE", "/api/admin/tokens/{token_id}"): Call("/api/admin/tokens/987654321"),
+    ("POST", "/api/admin/users/{user_id}/erase"): Call("/api/admin/users/987654321/erase"),
+    ("GET", "/api/admin/users/{user_id}/export"): Call("/api/admin/users/987654321/export"),
     ("POST", "/auth/login"): Call(
         "/auth/login",
         json=lambda caller: {"email": f"{caller}@nowhere.example", "password": "not the one"},

@@ -1,0 +1,1 @@
+"""Personal data (SPEC 8.3): erasure, access requests and retention."""
