@@ -232,13 +232,15 @@ def supervisor_page_context(settings: Settings, agent: AgentIdentity) -> dict[st
 
 def people_page_context(settings: Settings, agent: AgentIdentity) -> dict[str, Any]:
     """The values the people page shows: the roles this person may give, the queues, whether
-    passwords are on (a new person gets a link), whether API tokens are theirs to manage."""
+    passwords are on (a new person gets a link), whether API tokens and personal-data requests
+    are theirs to handle."""
     return {
         **_common("people", settings, agent),
         "queues": [(str(q), label) for q, label in QUEUE_LABELS.items()],
         "roles": [role for role in ROLES if may_manage(agent, role)],
         "password_login": settings.password_login,
         "manages_tokens": agent.is_admin,
+        "handles_personal_data": agent.is_admin,
     }
 
 

@@ -24,6 +24,7 @@ from tests.console.conftest import (
     Tab,
     book_callback,
     card_user,
+    console_person,
     make_due,
     populate,
     same_origin_only,
@@ -135,7 +136,10 @@ def test_the_supervisor_view_has_no_serious_accessibility_violation(
 
 
 def test_the_people_page_and_the_sign_in_pages_have_no_serious_accessibility_violation(
-    servers: Callable[..., Server], axe_tab: Callable[[], Tab], book: Callable[..., Book]
+    servers: Callable[..., Server],
+    axe_tab: Callable[[], Tab],
+    book: Callable[..., Book],
+    store_engine: Engine,
 ) -> None:
     server = servers()
     seeded = book(0, agents=("agent-a", "agent-b"))
@@ -156,6 +160,23 @@ def test_the_people_page_and_the_sign_in_pages_have_no_serious_accessibility_vio
     assert axe_violations(page) == [], "the set-password page"
     page.goto(server.base + "/auth/set-password?token=cqp_unknown")
     assert axe_violations(page) == [], "a link that cannot be used"
+
+    # An admin's page: the API tokens and the personal-data panel, its error and its answer.
+    admin = axe_tab().page
+    sign_in(Tab(admin), server, console_person(store_engine, "admin-x", "admin"), "/console/people")
+    expect(admin.locator("#personal-data")).to_be_visible()
+    assert axe_violations(admin) == [], "an admin's people page"
+    admin.get_by_label("User id").fill("x")
+    admin.get_by_role("button", name="Export").click()
+    expect(admin.locator("#d-user-error")).to_be_visible()
+    assert axe_violations(admin) == [], "a user id that is not one"
+    admin.get_by_label("User id").fill("31337")
+    admin.get_by_role("button", name="Erase…").click()
+    expect(admin.get_by_role("dialog")).to_contain_text("Erase user 31337?")
+    assert axe_violations(admin) == [], "the erasure's confirmation"
+    admin.get_by_role("dialog").get_by_role("button", name="Erase user 31337").click()
+    expect(admin.locator("#data-summary")).to_contain_text("User 31337 is erased")
+    assert axe_violations(admin) == [], "an erasure's answer"
 
 
 def signed_in_cookies(server: Server, token: str) -> dict[str, str]:

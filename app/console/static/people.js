@@ -1,8 +1,10 @@
 // The people page: who can sign in, with which role and queues; adding people (with their
 // one-time set-password link), changing, deactivating, resetting and signing them out; and, for
-// admins, API tokens. Everything through the public API (/api/admin/people, /api/admin/tokens).
+// admins, API tokens and personal-data requests (personal-data.js). Everything through the
+// public API (/api/admin/people, /api/admin/tokens, /api/admin/users).
 
 import { api, describeAnswer } from "./api.js";
+import { startPersonalData } from "./personal-data.js";
 import {
   $,
   announce,
@@ -360,6 +362,7 @@ async function start(me) {
     }
   });
   await loadPeople();
+  if (config.handles_personal_data) startPersonalData();
   if (config.manages_tokens) {
     $("token-form").addEventListener("submit", addToken);
     await loadTokens();
