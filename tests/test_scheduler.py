@@ -46,7 +46,13 @@ def test_scheduler_population_job_populates(services, replica, store_engine):
     replica.unsigned(1)
     add_scores(store_engine, [{"user_id": 1, "current_queue_type": "unsigned_users"}])
     scheduler = Scheduler(services)
-    assert scheduler.tick() == ["discovery", "population", "queue_level_check", "lease_sweep"]
+    assert scheduler.tick() == [
+        "discovery",
+        "population",
+        "queue_level_check",
+        "lease_sweep",
+        "retention",
+    ]
     with store_engine.connect() as conn:
         trigger = conn.execute(text("SELECT trigger FROM population_runs")).scalars().all()
         pending = conn.execute(

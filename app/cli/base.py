@@ -8,12 +8,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import typer
 from sqlalchemy.engine import make_url
 
 from app.config import Settings, get_settings
 from app.logs import configure_logging
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +100,35 @@ def display_url(url: str) -> str:
 
 def interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def terminal_progress(*, of_bytes: bool) -> Iterator[Progress | None]:
+    """A rich progress display on standard error when it is a terminal (each command adds its
+    tasks: bytes of a file read, or rows done); None in a pipe or a log, which get the command's
+    summary line only."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn() if of_bytes else MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        yield bar

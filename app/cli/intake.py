@@ -16,6 +16,7 @@ from app.cli.base import (
     cli,
     command_settings,
     database,
+    terminal_progress,
 )
 from app.errors import (
     UnreadableFile,
@@ -73,34 +74,14 @@ def scores_import(
 
 @contextmanager
 def _progress_bar(file: Path) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on standard error when it is a terminal; nothing in a pipe or a log."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
-        task = progress.add_task(f"importing {file.name}", total=None)
+    """The file's bytes read, on a terminal."""
+    with terminal_progress(of_bytes=True) as bar:
+        if bar is None:
+            yield None
+            return
+        task = bar.add_task(f"importing {file.name}", total=None)
 
         def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
+            bar.update(task, completed=done, total=total)
 
         yield update

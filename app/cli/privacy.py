@@ -4,16 +4,18 @@ operator at the command line: audited with no admin."""
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy import create_engine
 
-from app.cli.base import cli, command_settings, database
+from app.cli.base import cli, command_settings, database, terminal_progress
 from app.privacy.retention import Progress
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 users_cli = typer.Typer(help="A person's data: erasure and access requests.", no_args_is_help=True)
 cli.add_typer(users_cli, name="users")
@@ -62,21 +64,11 @@ def users_export(user_id: UserId) -> None:
 
 @contextmanager
 def _stages() -> Iterator[Progress | None]:
-    """A rich progress display on standard error when it is a terminal."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    """Each stage's rows done, on a terminal."""
+    with terminal_progress(of_bytes=False) as bar:
+        if bar is None:
+            yield None
+            return
         tasks: dict[str, TaskID] = {}
 
         def show(stage: str, done: int, total: int | None) -> None:

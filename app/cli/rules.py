@@ -19,6 +19,7 @@ from app.cli.base import (
     cli,
     command_settings,
     database,
+    terminal_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -72,22 +73,11 @@ def suppression_import(
 
 @contextmanager
 def _file_progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar on standard error when it is a terminal; nothing otherwise (logs
-    and pipes get the summary line only)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
+    """The file's bytes read, on a terminal."""
+    with terminal_progress(of_bytes=True) as bar:
+        if bar is None:
+            yield None
+            return
         task = bar.add_task(label, total=total)
         yield lambda done: bar.update(task, completed=done)
 

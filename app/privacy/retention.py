@@ -7,8 +7,10 @@ those days.
 Every batch is one statement in a transaction of its own that locks what it changes with
 ``SKIP LOCKED``: it never waits for a claim, and a claim waits at most for that one statement
 (none touches rows this old in practice). The notes pass goes on from where it stopped
-(``retention_state``), so a daily run reads only what finished since the last one; the deletes
-take the oldest rows first, which are gone afterwards.
+(``retention_state``), so a daily run reads only what finished since the last one, and leaves
+alone rows the ledger pass deletes (older than RETENTION_LEDGER_DAYS: a first run over years of
+history would otherwise rewrite every row it then deletes); the deletes take the oldest rows
+first, which are gone afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from app.config import Settings
 from app.rules.calling import load_calling_rules
@@ -68,6 +70,11 @@ _SAVE_STATE = text(
     " through_id = EXCLUDED.through_id"
 )
 _START = ("-infinity", "00000000-0000-0000-0000-000000000000")
+_NOTES_START = text(
+    "SELECT * FROM (VALUES (CAST(:at AS timestamptz), CAST(:id AS uuid)),"
+    " (now() - make_interval(days => :d), CAST('00000000-0000-0000-0000-000000000000' AS uuid)))"
+    " AS s(at, id) ORDER BY at DESC, id DESC LIMIT 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +169,23 @@ class Retention:
 
     # -- what a run would do ---------------------------------------------------------------
 
+    def _notes_start(self, conn: Connection) -> tuple[Any, Any]:
+        """Where the notes pass starts: where the last one stopped, or the ledger's cutoff when
+        that is later (what is older is deleted, notes and all, by the ledger pass)."""
+        after = tuple(conn.execute(_STATE).one_or_none() or _START)
+        if self.settings.retention_ledger_days > 0:
+            return tuple(
+                conn.execute(
+                    _NOTES_START,
+                    {"at": after[0], "id": after[1], "d": self.settings.retention_ledger_days},
+                ).one()
+            )
+        return after
+
     def _count(self, report: RetentionReport) -> None:
         s = self.settings
         with self.engine.connect() as conn:
-            after = conn.execute(_STATE).one_or_none() or _START
+            after = self._notes_start(conn)
             report.notes_cleared = conn.execute(
                 _COUNT_NOTES,
                 {"days": s.retention_notes_days, "after_at": after[0], "after_id": after[1]},
@@ -186,7 +206,7 @@ class Retention:
     def _clear_notes(self, report: RetentionReport) -> None:
         days = self.settings.retention_notes_days
         with self.engine.connect() as conn:
-            after = tuple(conn.execute(_STATE).one_or_none() or _START)
+            after = self._notes_start(conn)
             total = conn.execute(
                 _COUNT_NOTES, {"days": days, "after_at": after[0], "after_id": after[1]}
             ).scalar_one()

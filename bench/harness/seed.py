@@ -72,6 +72,8 @@ SELECT id, floor(51 * power({h(2, 1000000)} / 1000000.0, 2))::int,
 # functions' plans, which PostgreSQL caches per session (PL/pgSQL) on the first call, are made for
 # an empty table: sequential scans of a ledger that then grows for the whole run, until an
 # autovacuum's ANALYZE invalidates them (about a minute in production; never in a 45 s run).
+# A larger ledger (``--ledger-rows``) spans a year, as a centre's would: ten million rows are a
+# year of a 150-seat centre, one outcome every 3 s.
 HISTORY_AGENT_SQL = (
     "INSERT INTO agents (name, display_name, role, is_active)"
     " VALUES ('bench-history', 'bench-history', 'agent', true) RETURNING id"
@@ -84,7 +86,7 @@ SELECT :agent, 1 + (g * 7919) % :users, '{QUEUE}', 'queue', 25, 'completed', t,
        t + interval '15 minutes', t + interval '3 minutes', 'no_answer', t,
        t + interval '3 minutes'
   FROM generate_series(1, :n) AS g,
-       LATERAL (SELECT now() - interval '8 days' - make_interval(secs => g * 30)) AS at(t)
+       LATERAL (SELECT now() - interval '8 days' - make_interval(secs => g * :step)) AS at(t)
 """
 CALLBACK_HISTORY_SQL = f"""
 INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id, status, first_handed_out_at,
@@ -92,9 +94,15 @@ INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id, status, firs
 SELECT 1 + (g * 104729) % :users, '{QUEUE}', t, :agent, 'completed', t, t + interval '3 minutes',
        t - interval '1 day', t + interval '3 minutes'
   FROM generate_series(1, :n) AS g,
-       LATERAL (SELECT now() - interval '8 days' - make_interval(secs => g * 1500)) AS at(t)
+       LATERAL (SELECT now() - interval '8 days' - make_interval(secs => g * :step)) AS at(t)
 """
 HISTORY_ROWS = 30 * 24 * 60 * 2
+YEAR_SECONDS = 365 * 86_400
+
+
+def history_step(rows: int) -> float:
+    """Seconds between two outcomes of the history: a month's worth at 30 s, more over a year."""
+    return 30.0 if rows <= HISTORY_ROWS else YEAR_SECONDS / rows
 
 
 def build(
@@ -103,9 +111,10 @@ def build(
     store_db: str = STORE_DB,
     replica_db: str = REPLICA_DB,
     users: int | None = None,
+    ledger_rows: int = HISTORY_ROWS,
 ) -> tuple[str, str, int]:
     """Both databases, filled; returns their URLs and the number of users (``users``, by default
-    ``entries`` and 2% more)."""
+    ``entries`` and 2% more); ``ledger_rows`` finished assignments of history."""
     from app.health import alembic_config
     from app.replica.schema import replica_metadata
 
@@ -127,12 +136,15 @@ def build(
     with store.begin() as conn, step("store user_call_scores"):
         conn.execute(text("SET LOCAL synchronous_commit = off"))
         conn.execute(text(SCORES_SQL), {"m": users})
-    with store.begin() as conn, step(f"store ledger history ({HISTORY_ROWS:,} outcomes)"):
+    with store.begin() as conn, step(f"store ledger history ({ledger_rows:,} outcomes)"):
         conn.execute(text("SET LOCAL synchronous_commit = off"))
         agent = conn.execute(text(HISTORY_AGENT_SQL)).scalar_one()
         history = {"agent": agent, "users": users}
-        conn.execute(text(HISTORY_SQL), {**history, "n": HISTORY_ROWS})
-        conn.execute(text(CALLBACK_HISTORY_SQL), {**history, "n": HISTORY_ROWS // 50})
+        step_s = history_step(ledger_rows)
+        conn.execute(text(HISTORY_SQL), {**history, "n": ledger_rows, "step": step_s})
+        conn.execute(
+            text(CALLBACK_HISTORY_SQL), {**history, "n": ledger_rows // 50, "step": step_s * 50}
+        )
     store.dispose()
     with step("VACUUM ANALYZE both"):
         maintain(replica_url, checkpoint=False)

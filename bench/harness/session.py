@@ -27,6 +27,7 @@ from bench.harness.db import DEFAULT_SERVER, drop_databases, maintain
 from bench.harness.load import Handout, LoadGenerator, ModeResult, loop_factory, stop_load
 from bench.harness.report import cpu_line, print_agents, print_mode
 from bench.harness.seed import (
+    HISTORY_ROWS,
     REPLICA_DB,
     STORE_DB,
     agent_headers,
@@ -47,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
     parser.add_argument("--pool-size", type=int, default=10, help="DB_POOL_SIZE per worker")
     parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW per worker")
     parser.add_argument("--keep", action="store_true", help="keep the scratch databases")
+    parser.add_argument(
+        "--ledger-rows",
+        type=int,
+        default=HISTORY_ROWS,
+        help=f"finished assignments already in the ledger ({HISTORY_ROWS:,}: a month; 10,000,000:"
+        " a year of a 150-seat centre)",
+    )
     parser.add_argument(
         "--auth",
         choices=("token", "session"),
@@ -110,7 +118,7 @@ class ClaimsBench:
         print(f"Load average at start: {self.load_start} ({os.cpu_count()} CPUs)")
         store_db, replica_db = self.dbs
         self.store_url, self.replica_url, self.users = build(
-            self.args.server, self.entries, store_db, replica_db, users
+            self.args.server, self.entries, store_db, replica_db, users, self.args.ledger_rows
         )
         populate(self.store_url, self.replica_url, self.entries)
         self.tokens = create_agents(self.store_url, self.args.agents)

@@ -266,6 +266,7 @@ PAGE_VALUES = {
         "roles",
         "password_login",
         "manages_tokens",
+        "handles_personal_data",
     },
     "/auth/login": {
         *FRAME,
