@@ -82,7 +82,7 @@ HISTORY_SQL = f"""
 INSERT INTO assignments (agent_id, user_id, queue_type, source, priority_score, status,
                          assigned_at, lease_expires_at, finished_at, outcome, created_at,
                          updated_at)
-SELECT :agent, 1 + (g * 7919) % :users, '{QUEUE}', 'queue', 25, 'completed', t,
+SELECT :agent, 1 + (g::bigint * 7919) % :users, '{QUEUE}', 'queue', 25, 'completed', t,
        t + interval '15 minutes', t + interval '3 minutes', 'no_answer', t,
        t + interval '3 minutes'
   FROM generate_series(1, :n) AS g,
@@ -91,8 +91,8 @@ SELECT :agent, 1 + (g * 7919) % :users, '{QUEUE}', 'queue', 25, 'completed', t,
 CALLBACK_HISTORY_SQL = f"""
 INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id, status, first_handed_out_at,
                        finished_at, created_at, updated_at)
-SELECT 1 + (g * 104729) % :users, '{QUEUE}', t, :agent, 'completed', t, t + interval '3 minutes',
-       t - interval '1 day', t + interval '3 minutes'
+SELECT 1 + (g::bigint * 104729) % :users, '{QUEUE}', t, :agent, 'completed', t,
+       t + interval '3 minutes', t - interval '1 day', t + interval '3 minutes'
   FROM generate_series(1, :n) AS g,
        LATERAL (SELECT now() - interval '8 days' - make_interval(secs => g * :step)) AS at(t)
 """
