@@ -62,6 +62,9 @@ def users_export(user_id: UserId) -> None:
     typer.echo(dumps(document))
 
 
+STAGES = {"days": "keeping the days' compliance figures", "notes": "clearing notes"}
+
+
 @contextmanager
 def _stages() -> Iterator[Progress | None]:
     """Each stage's rows done, on a terminal."""
@@ -73,7 +76,7 @@ def _stages() -> Iterator[Progress | None]:
 
         def show(stage: str, done: int, total: int | None) -> None:
             if stage not in tasks:
-                label = "clearing notes" if stage == "notes" else f"deleting old {stage}"
+                label = STAGES.get(stage, f"deleting old {stage}")
                 tasks[stage] = bar.add_task(label, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 

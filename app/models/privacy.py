@@ -54,8 +54,9 @@ class ErasedCallback(Base):
 
 
 class ComplianceDay(Base):
-    """One local day's compliance figures, kept before retention deletes the ledger rows they
-    come from: the report reads a day's figures from here when it has a row."""
+    """One local day's compliance figures, kept once the day can no longer change (and before
+    retention deletes the ledger rows they come from): the report reads a day's figures from
+    here when it has a row."""
 
     __tablename__ = "compliance_days"
 

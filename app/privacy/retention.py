@@ -1,8 +1,9 @@
 """Retention (SPEC 8.3): notes, release reasons and details cleared RETENTION_NOTES_DAYS after an
 assignment finished; finished assignments, and the callbacks, transitions and refusals of the
 same age, deleted after RETENTION_LEDGER_DAYS (0: kept forever), once their days' compliance
-figures are kept (``app.rules.compliance.summarise_days``), so the report answers the same for
-those days.
+figures are kept (``app.rules.compliance.keep_days``), so the report answers the same for
+those days. Each run first keeps the figures of every final day since the last run (the report
+then reads them instead of the ledger's rows).
 
 Every batch is one statement in a transaction of its own that locks what it changes with
 ``SKIP LOCKED``: it never waits for a claim, and a claim waits at most for that one statement
@@ -26,7 +27,7 @@ from sqlalchemy import Connection, Engine, text
 
 from app.config import Settings
 from app.rules.calling import load_calling_rules
-from app.rules.compliance import summarise_days
+from app.rules.compliance import keep_days
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ _CLEAR_NOTES = text(
         SELECT id, finished_at FROM assignments
          WHERE finished_at < now() - make_interval(days => :days)
            AND (finished_at, id) > (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))
+           AND (notes IS NOT NULL OR release_reason IS NOT NULL OR details <> '{}')
          ORDER BY finished_at, id
          LIMIT :n
            FOR UPDATE SKIP LOCKED
@@ -49,7 +51,6 @@ _CLEAR_NOTES = text(
            SET notes = NULL, release_reason = NULL, details = '{}'
           FROM batch
          WHERE a.id = batch.id
-           AND (a.notes IS NOT NULL OR a.release_reason IS NOT NULL OR a.details <> '{}')
         RETURNING a.id
     )
     SELECT (SELECT count(*) FROM batch) AS read, (SELECT count(*) FROM cleared) AS cleared,
@@ -151,6 +152,7 @@ class Retention:
         if dry_run:
             self._count(report)
         else:
+            self._keep_days(report)
             self._clear_notes(report)
             if self.settings.retention_ledger_days > 0 and not report.stopped_early:
                 self._delete_ledger(report)
@@ -228,6 +230,22 @@ class Retention:
 
     # -- the ledger ------------------------------------------------------------------------
 
+    # -- the days' figures -----------------------------------------------------------------
+
+    def _keep_days(self, report: RetentionReport, forced_through: date | None = None) -> None:
+        """Every final day up to yesterday (and through ``forced_through`` whatever), a month
+        per transaction."""
+        while not self._out_of_time(report):
+            with self.engine.begin() as conn:
+                zone = load_calling_rules(conn, self.settings).zone
+                today = conn.execute(text("SELECT now()")).scalar_one().astimezone(zone).date()
+                through = max(today - timedelta(days=1), forced_through or date.min)
+                kept = keep_days(conn, self.settings, through, forced_through=forced_through)
+            if kept == 0:
+                break
+            report.days_kept += kept
+            self._progress("days", report.days_kept, None)
+
     def _delete_ledger(self, report: RetentionReport) -> None:
         s = self.settings
         with self.engine.begin() as conn:
@@ -235,8 +253,11 @@ class Retention:
                 text("SELECT now() - make_interval(days => :d)"), {"d": s.retention_ledger_days}
             ).scalar_one()
             zone = load_calling_rules(conn, s).zone
-            through: date = cutoff.astimezone(zone).date() + timedelta(days=CAPS_LOOKBACK_DAYS)
-            report.days_kept = summarise_days(conn, s, through)
+        # The days whose rows go, and the week after (its caps look back at them), kept first.
+        forced: date = cutoff.astimezone(zone).date() + timedelta(days=CAPS_LOOKBACK_DAYS)
+        self._keep_days(report, forced)
+        if report.stopped_early:
+            return
         for old in OLD:
             statement = old.delete()
             deleted = 0

@@ -264,18 +264,42 @@ _KEPT = text(
 )
 
 
+def _runs(days: list[date], longest: int) -> Iterator[tuple[date, date]]:
+    """Consecutive days as (first, last) ranges of at most ``longest`` days."""
+    start = end = None
+    for day in days:
+        if start is not None and end is not None:
+            if day == end + timedelta(days=1) and (day - start).days < longest:
+                end = day
+                continue
+            yield start, end
+        start = end = day
+    if start is not None and end is not None:
+        yield start, end
+
+
+def _period_days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
 def compliance_report(
     conn: Connection, settings: Settings, first: date, last: date
 ) -> dict[str, Any]:
-    """The report for local days ``first`` to ``last``. A day whose figures were kept before
-    retention deleted its ledger rows (``summarise_days``) answers those figures."""
+    """The report for local days ``first`` to ``last``: a day whose figures are kept
+    (``keep_days``: final days, and those whose rows retention deleted) answers them; the others
+    are counted from the ledger, a run of consecutive days at a time."""
     now = conn.execute(text("SELECT now()")).scalar_one()
     rules = load_calling_rules(conn, settings)
-    counts = count_days(conn, settings, first, last, rules.zone)
-    for day, figures in conn.execute(_KEPT, {"first": first, "last": last}):
-        counts[day] = Counter(figures)
+    kept: DayCounts = {
+        day: Counter(figures)
+        for day, figures in conn.execute(_KEPT, {"first": first, "last": last})
+    }
+    period = _period_days(first, last)
+    counts: DayCounts = dict(kept)
+    for run_first, run_last in _runs([d for d in period if d not in kept], MAX_DAYS):
+        counts.update(count_days(conn, settings, run_first, run_last, rules.zone))
     names = [c.name for c in COLUMNS]
-    days = [{"date": day.isoformat(), **{n: counts[day][n] for n in names}} for day in counts]
+    days = [{"date": day.isoformat(), **{n: counts[day][n] for n in names}} for day in period]
     return {
         "from": first.isoformat(),
         "to": last.isoformat(),
@@ -300,28 +324,53 @@ _FIRST_RECORD = text(
     " (SELECT min(created_at) FROM entry_invalidations),"
     " (SELECT min(created_at) FROM callbacks), (SELECT min(created_at) FROM erased_callbacks))"
 )
-_LAST_KEPT = text("SELECT max(day) FROM compliance_days")
+_KEPT_DAYS = text("SELECT day FROM compliance_days WHERE day BETWEEN :first AND :last")
+# Days with a callback due that is still waiting for its first hand-out: its figures (overdue,
+# later late or kept) can still change.
+_OPEN_DAYS = text(
+    "SELECT DISTINCT (due_at AT TIME ZONE :zone)::date FROM callbacks"
+    " WHERE status IN ('scheduled', 'assigned') AND first_handed_out_at IS NULL"
+    " AND due_at < :end"
+)
 
 
-def summarise_days(conn: Connection, settings: Settings, through: date, chunk: int = 31) -> int:
-    """Keep the figures of every day from the first record (or the day after the last day
-    kept) through ``through``, a month at a time; returns how many days were kept. Retention
-    calls it before it deletes a day's rows, so the report answers the same for that day
-    after. A day kept is never recomputed."""
+def keep_days(
+    conn: Connection,
+    settings: Settings,
+    through: date,
+    *,
+    forced_through: date | None = None,
+    most: int = 31,
+) -> int:
+    """Keep the figures of up to ``most`` days through ``through`` not kept yet, oldest first,
+    each one that can no longer change: ended (``through`` is before today), with no callback due
+    that day still waiting. Days through ``forced_through`` are kept whatever (retention is
+    about to delete their rows). Returns how many were kept; a kept day is never recomputed,
+    and the report answers it from here (a year's report reads a year of rows, not a year of
+    the ledger)."""
     rules = load_calling_rules(conn, settings)
-    last_kept: date | None = conn.execute(_LAST_KEPT).scalar()
-    if last_kept is not None:
-        start = last_kept + timedelta(days=1)
-    else:
-        first: datetime | None = conn.execute(_FIRST_RECORD).scalar()
-        if first is None:
-            return 0
-        start = first.astimezone(rules.zone).date()
-    kept = 0
-    while start <= through:
-        end = min(start + timedelta(days=chunk - 1), through)
-        counts = count_days(conn, settings, start, end, rules.zone)
-        names = [c.name for c in COLUMNS]
+    first: datetime | None = conn.execute(_FIRST_RECORD).scalar()
+    if first is None:
+        return 0
+    start = first.astimezone(rules.zone).date()
+    if start > through:
+        return 0
+    kept = set(conn.execute(_KEPT_DAYS, {"first": start, "last": through}).scalars())
+    waiting = set(
+        conn.execute(
+            _OPEN_DAYS,
+            {"zone": rules.timezone, "end": local_day_start(rules.zone, through + timedelta(1))},
+        ).scalars()
+    )
+    forced = forced_through or date.min
+    wanted = [
+        day
+        for day in _period_days(start, through)
+        if day not in kept and (day <= forced or day not in waiting)
+    ][:most]
+    names = [c.name for c in COLUMNS]
+    for run_first, run_last in _runs(wanted, most):
+        counts = count_days(conn, settings, run_first, run_last, rules.zone)
         for day, figures in counts.items():
             conn.execute(
                 _KEEP,
@@ -331,6 +380,4 @@ def summarise_days(conn: Connection, settings: Settings, through: date, chunk: i
                     "figures": json.dumps({n: figures[n] for n in names}),
                 },
             )
-            kept += 1
-        start = end + timedelta(days=1)
-    return kept
+    return len(wanted)

@@ -9,7 +9,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -333,3 +333,63 @@ def test_retention_beside_16_claiming_agents_costs_them_nothing(
     assert len({r["queue_entry_id"] for r in rows}) == size
     assert {r["status"] for r in rows} == {"completed"}
     assert_no_overlap_per_agent(rows)
+
+
+def test_final_days_are_kept_and_the_report_answers_the_same_from_them(
+    make_services: Callable[..., Services], store_engine: Engine
+) -> None:
+    """Each run keeps the figures of every day that can no longer change, and the report reads
+    them instead of the ledger; a day with a callback still waiting is counted live until it is
+    handed out."""
+    services = make_services(
+        retention_notes_days=NOTES_DAYS,
+        retention_ledger_days=0,
+        max_attempts_per_day=3,
+        max_attempts_per_week=8,
+        calling_hours="mon-sun 08:00-21:00",
+        calling_timezone="UTC",
+    )
+    store = services.engine
+    old_day(store, agent(store))  # its callback for user 7300 is still waiting
+    finished(store, ["20 days", "3 days"])
+    with store.connect() as conn:
+        today, waiting = conn.execute(
+            text("SELECT now()::date, (now() - make_interval(days => :age))::date"),
+            {"age": LEDGER_DAYS + 10},
+        ).one()
+
+    def report() -> tuple[Any, Any]:
+        with store.connect() as conn:
+            return figures_of(
+                compliance_report(conn, services.settings, waiting - timedelta(days=2), today)
+            )
+
+    def kept() -> set[date]:
+        with store.connect() as conn:
+            return set(conn.execute(text("SELECT day FROM compliance_days")).scalars())
+
+    before = report()
+    assert Retention(store, services.settings).run().days_kept > 0
+    assert waiting not in kept() and today not in kept()
+    assert today - timedelta(days=1) in kept() and today - timedelta(days=20) in kept()
+    assert report() == before
+
+    # The waiting callback is handed out, late: its day's figures change, counted live, and the
+    # next run keeps them.
+    with store.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE callbacks SET status = 'completed', first_handed_out_at = now(),"
+                " finished_at = now() WHERE user_id = 7300"
+            )
+        )
+    moved = report()
+    day = next(d for d in moved[0] if d["date"] == waiting.isoformat())
+    was = next(d for d in before[0] if d["date"] == waiting.isoformat())
+    assert (day["callbacks_overdue"], day["callbacks_late"]) == (
+        was["callbacks_overdue"] - 1,
+        was["callbacks_late"] + 1,
+    )
+    assert Retention(store, services.settings).run().days_kept == 1
+    assert waiting in kept()
+    assert report() == moved
