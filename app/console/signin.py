@@ -120,6 +120,29 @@ def _signed_in(settings: Settings, token: str, to: str) -> RedirectResponse:
     return response
 
 
+def _password_session(
+    request: Request,
+    settings: Settings,
+    find: Callable[[Connection, str | None], int],
+) -> Callable[[Connection], str]:
+    """The work of a password sign-in (a sign-in, or a set-password link): the person ``find``
+    answers, and a session started for them; the new session's token."""
+    address = address_of(request)
+    user_agent = request.headers.get("user-agent")
+
+    def work(conn: Connection) -> str:
+        return start_session(
+            conn,
+            find(conn, address),
+            method="password",
+            max_hours=settings.session_max_hours,
+            user_agent=user_agent,
+            address=address,
+        )
+
+    return work
+
+
 def _transaction(engine: Engine, work: Callable[[Connection], str]) -> str:
     """``work`` in a transaction that commits whatever it answers: a refused sign-in's failure
     and its audit are kept, the refusal raised after the commit."""
@@ -187,20 +210,13 @@ async def login(request: Request) -> Response:
     try:
         _check_origin(request, settings)
         body = await _read(request, SignInIn)
-        address = address_of(request)
-        user_agent = request.headers.get("user-agent")
-
-        def work(conn: Connection) -> str:
-            person = passwords.sign_in(conn, body.email, body.password, address=address)
-            return start_session(
-                conn,
-                person,
-                method="password",
-                max_hours=settings.session_max_hours,
-                user_agent=user_agent,
-                address=address,
-            )
-
+        work = _password_session(
+            request,
+            settings,
+            lambda conn, address: passwords.sign_in(
+                conn, body.email, body.password, address=address
+            ),
+        )
         token = await in_thread(request, _transaction, services.engine, work)
     except (Unauthorized, SignInLocked, InvalidInput, RequestValidationError) as exc:
         if not form:
@@ -294,20 +310,13 @@ async def set_password(request: Request) -> Response:
     try:
         _check_origin(request, settings)
         body = await _read(request, SetPasswordIn)
-        address = address_of(request)
-        user_agent = request.headers.get("user-agent")
-
-        def work(conn: Connection) -> str:
-            person = passwords.set_password(conn, body.token, body.password, address=address)
-            return start_session(
-                conn,
-                person,
-                method="password",
-                max_hours=settings.session_max_hours,
-                user_agent=user_agent,
-                address=address,
-            )
-
+        work = _password_session(
+            request,
+            settings,
+            lambda conn, address: passwords.set_password(
+                conn, body.token, body.password, address=address
+            ),
+        )
         # The link is used and the password set only if the session starts too.
         token = await in_thread(request, _all_or_nothing, services.engine, work)
     except (BadSignInRequest, InvalidInput, RequestValidationError) as exc:
