@@ -51,7 +51,7 @@ EXPIRED_SQL = f"""
 INSERT INTO assignments (agent_id, user_id, queue_type, source, priority_score, status,
                          assigned_at, lease_expires_at, finished_at, outcome, notes, created_at,
                          updated_at)
-SELECT %(agent)s, 1 + (g::bigint * 7919) % %(users)s, '{QUEUE}', 'queue', 25, 'completed',
+SELECT %(agent)s, 1 + (g::bigint * 7919) %% %(users)s, '{QUEUE}', 'queue', 25, 'completed',
        t,
        t + interval '15 minutes', t + interval '3 minutes', 'no_answer',
        'asked to be called after six', t, t + interval '3 minutes'
@@ -62,7 +62,7 @@ SELECT %(agent)s, 1 + (g::bigint * 7919) % %(users)s, '{QUEUE}', 'queue', 25, 'c
 EXPIRED_CALLBACKS_SQL = f"""
 INSERT INTO callbacks (user_id, queue_type, due_at, owner_agent_id, status, first_handed_out_at,
                        finished_at, created_at, updated_at)
-SELECT 1 + (g::bigint * 104729) % %(users)s, '{QUEUE}', t, %(agent)s, 'completed', t,
+SELECT 1 + (g::bigint * 104729) %% %(users)s, '{QUEUE}', t, %(agent)s, 'completed', t,
        t + interval '3 minutes', t - interval '1 day', t + interval '3 minutes'
   FROM generate_series(1, %(n)s / 50) AS g,
        LATERAL (SELECT now() - make_interval(days => {LEDGER_DAYS + 1})
