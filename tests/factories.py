@@ -203,3 +203,24 @@ def lapse(store: Engine, assignment_id: Any) -> None:
             ),
             {"id": str(assignment_id)},
         )
+
+
+def make_due(store_engine: Engine, user_id: int, minutes_ago: int = 1) -> None:
+    """Time passes for a callback: its time (and the person's next_call_after, which a booking
+    sets to the same moment) moves that many minutes into the past, on the database's clock."""
+    moment = {"u": user_id, "m": minutes_ago}
+    with store_engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE callbacks SET due_at = now() - make_interval(mins => :m)"
+                " WHERE user_id = :u AND status IN ('scheduled', 'assigned')"
+            ),
+            moment,
+        )
+        conn.execute(
+            text(
+                "UPDATE user_call_scores SET next_call_after = now() - make_interval(mins => :m)"
+                " WHERE user_id = :u"
+            ),
+            moment,
+        )

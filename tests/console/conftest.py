@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from app.auth.passwords import hash_password
 from tests.chromium import chromium
 from tests.conftest import CRON_SECRET
-from tests.factories import Replica, add_scores, new_agent
+from tests.factories import Replica, add_scores, make_due, new_agent
 from tests.processes import clean_env, free_port, stop, wait_ready
 from tests.proxy import FaultProxy
 
@@ -322,27 +322,6 @@ def book_callback(server: Server, token: str) -> dict[str, Any]:
     booked = done.json()["callback"]
     assert booked is not None
     return {"user_id": claim.json()["user_id"], **booked}
-
-
-def make_due(store_engine: Engine, user_id: int, minutes_ago: int) -> None:
-    """Time passes for a callback: its time (and the person's next_call_after, which a booking
-    sets to the same moment) moves that many minutes into the past, on the database's clock."""
-    moment = {"u": user_id, "m": minutes_ago}
-    with store_engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE callbacks SET due_at = now() - make_interval(mins => :m)"
-                " WHERE user_id = :u AND status IN ('scheduled', 'assigned')"
-            ),
-            moment,
-        )
-        conn.execute(
-            text(
-                "UPDATE user_call_scores SET next_call_after = now() - make_interval(mins => :m)"
-                " WHERE user_id = :u"
-            ),
-            moment,
-        )
 
 
 # -- driving the pages -------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, text
 
-from tests.factories import Agent, Replica, add_scores, new_agent, own_phone
+from tests.factories import Agent, Replica, add_scores, make_due, new_agent, own_phone
 
 POPULATE = "/api/cron/populate-separated-queues"
 PERSON = 4242
@@ -33,24 +33,6 @@ class History:
     live_assignment: str
     completed_assignment: str
     callback_id: str
-
-
-def make_due(store: Engine, user_id: int) -> None:
-    with store.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE callbacks SET due_at = now() - interval '1 minute'"
-                " WHERE user_id = :u AND status = 'scheduled'"
-            ),
-            {"u": user_id},
-        )
-        conn.execute(
-            text(
-                "UPDATE user_call_scores SET next_call_after = now() - interval '1 minute'"
-                " WHERE user_id = :u"
-            ),
-            {"u": user_id},
-        )
 
 
 @pytest.fixture
