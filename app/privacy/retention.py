@@ -230,8 +230,6 @@ class Retention:
             done += step.cleared
             self._progress("notes", done, total)
 
-    # -- the ledger ------------------------------------------------------------------------
-
     # -- the days' figures -----------------------------------------------------------------
 
     def _keep_days(self, report: RetentionReport, forced_through: date | None = None) -> None:
@@ -249,6 +247,8 @@ class Retention:
                 break
             report.days_kept += kept
             self._progress("days", report.days_kept, None)
+
+    # -- the ledger ------------------------------------------------------------------------
 
     def _delete_ledger(self, report: RetentionReport) -> None:
         s = self.settings
