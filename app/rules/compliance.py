@@ -41,6 +41,11 @@ class Column:
     description: str
 
 
+def days_between(first: date, last: date) -> list[date]:
+    """The local days ``first`` to ``last``, inclusive."""
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     first: date
@@ -53,11 +58,8 @@ class Period:
     def day_of(self, instant: datetime) -> date:
         return instant.astimezone(self.zone).date()
 
-    def days(self) -> Iterator[date]:
-        day = self.first
-        while day <= self.last:
-            yield day
-            day += timedelta(days=1)
+    def days(self) -> list[date]:
+        return days_between(self.first, self.last)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,10 +280,6 @@ def _runs(days: list[date], longest: int) -> Iterator[tuple[date, date]]:
         yield start, end
 
 
-def _period_days(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
-
-
 def compliance_report(
     conn: Connection, settings: Settings, first: date, last: date
 ) -> dict[str, Any]:
@@ -294,7 +292,7 @@ def compliance_report(
         day: Counter(figures)
         for day, figures in conn.execute(_KEPT, {"first": first, "last": last})
     }
-    period = _period_days(first, last)
+    period = days_between(first, last)
     counts: DayCounts = dict(kept)
     for run_first, run_last in _runs([d for d in period if d not in kept], MAX_DAYS):
         counts.update(count_days(conn, settings, run_first, run_last, rules.zone))
@@ -365,7 +363,7 @@ def keep_days(
     forced = forced_through or date.min
     wanted = [
         day
-        for day in _period_days(start, through)
+        for day in days_between(start, through)
         if day not in kept and (day <= forced or day not in waiting)
     ][:most]
     names = [c.name for c in COLUMNS]
