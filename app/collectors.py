@@ -74,6 +74,7 @@ class QueueDepthCollector(Collector):
         )
         yield size
         yield self._callbacks(conn)
+        yield from self._webhooks(conn)
 
     def _callbacks(self, conn: Connection) -> GaugeMetricFamily:
         """The callbacks' figures of the statistics and the health report (SPEC 7.2): late is
@@ -90,6 +91,38 @@ class QueueDepthCollector(Collector):
             for state, value in states.items():
                 family.add_metric([queue_type, state], value)
         return family
+
+    @staticmethod
+    def _webhooks(conn: Connection) -> Iterator[GaugeMetricFamily]:
+        """Events per endpoint by delivery state (SPEC 8.4), and the outbox's events not yet
+        dispatched to the endpoints."""
+        family = GaugeMetricFamily(
+            "callqueue_webhook_deliveries",
+            "webhook deliveries by endpoint and status: pending, delivered, failed",
+            labels=["endpoint_id", "status"],
+        )
+        rows = conn.execute(
+            text(
+                "SELECT e.id, s.status, count(d.id) FROM webhook_endpoints e"
+                " CROSS JOIN (VALUES ('pending'), ('delivered'), ('failed')) AS s(status)"
+                " LEFT JOIN webhook_deliveries d ON d.endpoint_id = e.id AND d.status = s.status"
+                " GROUP BY e.id, s.status"
+            )
+        ).all()
+        for endpoint_id, status, count in rows:
+            family.add_metric([str(endpoint_id), status], count)
+        yield family
+        waiting = GaugeMetricFamily(
+            "callqueue_webhook_events_undispatched",
+            "events in the outbox not yet handed to their endpoints",
+        )
+        waiting.add_metric(
+            [],
+            conn.execute(
+                text("SELECT count(*) FROM webhook_events WHERE NOT dispatched")
+            ).scalar_one(),
+        )
+        yield waiting
 
 
 def render(engine: Engine, settings: Settings | None = None) -> tuple[bytes, str]:

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     # assignment finished; finished assignments deleted after this long (0: kept forever).
     retention_notes_days: int = Field(365, ge=1, le=36_500)
     retention_ledger_days: int = Field(2190, ge=0, le=36_500)
+    # Webhooks (SPEC 8.4): each attempt's time limit; private, loopback and link-local targets
+    # (refused in production unless allowed); how long delivered events are kept.
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_allow_private: bool = False
+    webhook_retention_days: int = Field(30, ge=1, le=3650)
+    # Whether this server process sends webhooks (every process does, by default).
+    webhook_sender_enabled: bool = True
 
     # How long a peer (database host, replica, the app host holding the population lock) may be
     # silent before its connection is given up: TCP keepalives, tcp_user_timeout, and the
@@ -236,6 +243,12 @@ class Settings(BaseSettings):
         if self.docs_enabled is not None:
             return self.docs_enabled
         return self.app_env != "production"
+
+    @property
+    def webhook_targets_checked(self) -> bool:
+        """Production's rule for webhook URLs: https, and no private, loopback or link-local
+        address unless WEBHOOK_ALLOW_PRIVATE."""
+        return self.app_env == "production"
 
     @property
     def scheduler_on(self) -> bool:

@@ -21,6 +21,7 @@ from app.replica.monitor import ReplicaMonitor
 from app.rules.suppression import KEY_MISMATCHED
 from app.timestamps import iso
 from app.vocabulary import QueueType
+from app.webhooks.endpoints import problems as webhook_problems
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -105,6 +106,8 @@ def health_report(
                         f"{counts['overdue']} callbacks of {name} are overdue (not handed out"
                         f" {settings.callback_grace_minutes} minutes after they were due)",
                     )
+            for message in webhook_problems(conn):
+                problem(1, message)
             last_run = _last_run(conn)
             if flags.USE_SEPARATED_QUEUES:
                 _population_problems(conn, settings, checked_at, problem)

@@ -15,13 +15,26 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import console, metrics
-from app.api import admin, agents, callbacks, cron, errors, ops, people, privacy, rules, scores
+from app.api import (
+    admin,
+    agents,
+    callbacks,
+    cron,
+    errors,
+    ops,
+    people,
+    privacy,
+    rules,
+    scores,
+    webhooks,
+)
 from app.api.body_limit import BodyLimitMiddleware
 from app.api.docs import docs_router
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
 from app.scheduler import Scheduler
 from app.services import Services
+from app.webhooks.sender import WebhookSender
 
 
 class _RequestIds:
@@ -110,9 +123,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = Scheduler(services) if settings.scheduler_on else None
         if scheduler:
             scheduler.start()
+        sender = WebhookSender(services.deliverer) if settings.webhook_sender_enabled else None
+        if sender:
+            sender.start()
         try:
             yield
         finally:
+            if sender:
+                sender.stop()
             if scheduler:
                 scheduler.stop()
             # uvicorn has finished the requests in flight by now: the threads are idle.
@@ -160,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(people.router)
     app.include_router(privacy.router)
+    app.include_router(webhooks.router)
     app.include_router(callbacks.router)
     app.include_router(scores.router)
     app.include_router(rules.router)

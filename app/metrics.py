@@ -84,6 +84,11 @@ INTAKE_ROWS = Counter(
     " unchanged, reclassified, rejected)",
     ["source", "result"],
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "callqueue_webhook_attempts_total",
+    "webhook delivery attempts by result: delivered, failed",
+    ["result"],
+)
 HTTP_REQUESTS = Counter(
     "callqueue_http_requests_total",
     "HTTP requests by route template and status",

@@ -25,6 +25,7 @@ from app.replica.monitor import ReplicaMonitor
 from app.replica.reader import Replica, create_replica_engine
 from app.rules.calling import CallingWindow, calling_window, rules_from_row
 from app.rules.suppression import SuppressionList
+from app.webhooks.delivery import Deliverer
 
 
 @dataclass
@@ -205,9 +206,21 @@ class Services:
             discovery_lock(self.direct_engine, self.settings.dead_peer_timeout_seconds),
         )
 
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        s = self.settings
+        return Deliverer(
+            self.engine,
+            timeout_seconds=s.webhook_timeout_seconds,
+            private_allowed=s.webhook_allow_private or not s.webhook_targets_checked,
+            grace_minutes=s.callback_grace_minutes,
+        )
+
     def dispose(self) -> None:
         if "replica_monitor" in self.__dict__:
             self.replica_monitor.stop()
+        if "deliverer" in self.__dict__:
+            self.deliverer.close()
         self.engine.dispose()
         self.replica.engine.dispose()
         if "direct_engine" in self.__dict__:

@@ -26,6 +26,7 @@ CURRENT = (
     "0009_promises_hold/up",
     "0011_claim_waits_holding_nothing/up",
     "0012_personal_data/up",
+    "0013_webhooks/up",
 )
 
 

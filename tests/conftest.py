@@ -100,6 +100,8 @@ def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
             "app_env": "test",
             "cooling_period_minutes": 0,
             "scheduler_enabled": False,
+            # The webhook tests run their own sender (tests/webhooks/).
+            "webhook_sender_enabled": False,
             # Tests run at any hour; the calling-hours tests set their own rules.
             "calling_hours": "always",
             # The test client's own origin: cookies are Secure outside development, and the

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("models", ("app.models",)),
     ("rules and the replica", ("app.rules", "app.replica")),
-    ("services", ("app.auth", "app.privacy", "app.queues", "app.intake")),
+    ("services", ("app.auth", "app.privacy", "app.queues", "app.intake", "app.webhooks")),
     (
         "top",
         (

@@ -18,7 +18,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 # Each module adds its commands to the application as it is imported.
-from app.cli import intake, people, privacy, rules, runs, serve  # noqa: F401
+from app.cli import intake, people, privacy, rules, runs, serve, webhooks  # noqa: F401
 from app.cli.base import EXIT_CONFIG, EXIT_FAILED, cli, interrupt
 from app.errors import CallqueueError, ConfigError
 from app.logs import describe_error

@@ -33,6 +33,7 @@ from app.models.rules import (
 )
 from app.models.runs import PopulationRun, PopulationRunQueue
 from app.models.scores import UserCallScore
+from app.models.webhooks import WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 metadata = Base.metadata
 
@@ -70,5 +71,9 @@ __all__ = [
     "SuppressionKeyCheck",
     "UnsignedUsersEntry",
     "UserCallScore",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "metadata",
 ]

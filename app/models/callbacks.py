@@ -37,6 +37,9 @@ class Callback(Base):
     first_handed_out_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # The due time a ``callback.overdue`` event was written for (SPEC 8.4): once per due time,
+    # again if a supervisor moves it and the new time passes too.
+    overdue_reported_for: Mapped[datetime | None] = mapped_column(TZDateTime)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 

@@ -111,6 +111,15 @@ OLD: tuple[Old, ...] = (
     Old("entry_invalidations", "created_at < :cutoff", "created_at"),
 )
 
+# Webhook events (SPEC 8.4) go WEBHOOK_RETENTION_DAYS after they happened, with their deliveries
+# and attempts, once no endpoint still waits for them.
+OLD_EVENTS = Old(
+    "webhook_events",
+    "occurred_at < :cutoff AND dispatched AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d"
+    " WHERE d.event_id = webhook_events.id AND d.status = 'pending')",
+    "occurred_at",
+)
+
 
 @dataclass(slots=True)
 class RetentionReport:
@@ -158,6 +167,7 @@ class Retention:
             self._clear_notes(report)
             if self.settings.retention_ledger_days > 0 and not report.stopped_early:
                 self._delete_ledger(report)
+            self._delete(report, OLD_EVENTS, self._cutoff(self.settings.webhook_retention_days))
         report.duration_ms = int((time.monotonic() - started) * 1000)
         log.info("retention.finished", extra=report.as_dict())
         return report
@@ -203,7 +213,16 @@ class Retention:
                     report.deleted[old.table] = conn.execute(
                         old.count(), {"cutoff": cutoff}
                     ).scalar_one()
+            report.deleted[OLD_EVENTS.table] = conn.execute(
+                OLD_EVENTS.count(), {"cutoff": self._cutoff(s.webhook_retention_days)}
+            ).scalar_one()
             conn.rollback()
+
+    def _cutoff(self, days: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                text("SELECT now() - make_interval(days => :d)"), {"d": days}
+            ).scalar_one()
 
     # -- notes -----------------------------------------------------------------------------
 
@@ -263,13 +282,17 @@ class Retention:
         if report.stopped_early:
             return
         for old in OLD:
-            statement = old.delete()
-            deleted = 0
-            while not self._out_of_time(report):
-                with self.engine.begin() as conn:
-                    n = conn.execute(statement, {"cutoff": cutoff, "n": self.batch}).rowcount
-                if n == 0:
-                    break
-                deleted += n
-                self._progress(old.table, deleted, None)
-            report.deleted[old.table] = deleted
+            self._delete(report, old, cutoff)
+
+    def _delete(self, report: RetentionReport, old: Old, cutoff: Any) -> None:
+        """The table's rows older than ``cutoff``, in SKIP LOCKED batches, one statement each."""
+        statement = old.delete()
+        deleted = 0
+        while not self._out_of_time(report):
+            with self.engine.begin() as conn:
+                n = conn.execute(statement, {"cutoff": cutoff, "n": self.batch}).rowcount
+            if n == 0:
+                break
+            deleted += n
+            self._progress(old.table, deleted, None)
+        report.deleted[old.table] = deleted

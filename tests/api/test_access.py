@@ -58,6 +58,8 @@ CALLERS = (
 # route). Domain statuses for the authorised callers come from harmless requests (CALLS below):
 # an empty queue (204), no current assignment (204), an id nobody holds (404).
 OPEN = "200 " * 13
+# A webhook endpoint or attempt id there is none of.
+NOWHERE = "00000000-0000-4000-8000-000000000000"
 # fmt: off
 ROWS: dict[tuple[str, str], str] = {
     # Open: documentation (where DOCS_ENABLED: on in test and development, off in production,
@@ -130,6 +132,23 @@ ROWS: dict[tuple[str, str], str] = {
                                               "401 401 401 401 403 403 200 401 403 401 403 403 200",
     ("GET", "/api/admin/users/{user_id}/export"):
                                               "401 401 401 401 403 403 200 401 403 401 403 403 200",
+    # Webhook endpoints (SPEC 8.4): admins only. The endpoint or attempt named is none there is.
+    ("GET", "/api/admin/webhooks"):           "401 401 401 401 403 403 200 401 403 401 403 403 200",
+    ("POST", "/api/admin/webhooks"):          "401 401 401 401 403 403 201 401 403 401 403 403 201",
+    ("GET", "/api/admin/webhooks/{endpoint_id}"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("PATCH", "/api/admin/webhooks/{endpoint_id}"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("DELETE", "/api/admin/webhooks/{endpoint_id}"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("POST", "/api/admin/webhooks/{endpoint_id}/rotate-secret"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("POST", "/api/admin/webhooks/{endpoint_id}/test"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("GET", "/api/admin/webhooks/{endpoint_id}/deliveries"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
+    ("POST", "/api/admin/webhooks/deliveries/{attempt_id}/redeliver"):
+                                              "401 401 401 401 403 403 404 401 403 401 403 403 404",
     # The upstream scorer's upsert: scorers, supervisors and admins; agents 403 (SPEC 7.1).
     ("PUT", "/api/scores"):                   "401 401 401 401 403 200 200 401 200 401 403 200 200",
     # Signing in is open to anyone (a wrong password is 401 whoever asks); signing out ends a
@@ -230,6 +249,27 @@ CALLS: dict[tuple[str, str], Call] = {
     ("DELETE", "/api/admin/tokens/{token_id}"): Call("/api/admin/tokens/987654321"),
     ("POST", "/api/admin/users/{user_id}/erase"): Call("/api/admin/users/987654321/erase"),
     ("GET", "/api/admin/users/{user_id}/export"): Call("/api/admin/users/987654321/export"),
+    ("POST", "/api/admin/webhooks"): Call(
+        "/api/admin/webhooks",
+        json={"url": "https://receiver.example/hooks", "event_types": ["user.erased"]},
+    ),
+    ("GET", "/api/admin/webhooks/{endpoint_id}"): Call("/api/admin/webhooks/" + NOWHERE),
+    ("PATCH", "/api/admin/webhooks/{endpoint_id}"): Call(
+        "/api/admin/webhooks/" + NOWHERE, json={"description": "matrix"}
+    ),
+    ("DELETE", "/api/admin/webhooks/{endpoint_id}"): Call("/api/admin/webhooks/" + NOWHERE),
+    ("POST", "/api/admin/webhooks/{endpoint_id}/rotate-secret"): Call(
+        "/api/admin/webhooks/" + NOWHERE + "/rotate-secret"
+    ),
+    ("POST", "/api/admin/webhooks/{endpoint_id}/test"): Call(
+        "/api/admin/webhooks/" + NOWHERE + "/test"
+    ),
+    ("GET", "/api/admin/webhooks/{endpoint_id}/deliveries"): Call(
+        "/api/admin/webhooks/" + NOWHERE + "/deliveries"
+    ),
+    ("POST", "/api/admin/webhooks/deliveries/{attempt_id}/redeliver"): Call(
+        "/api/admin/webhooks/deliveries/00000000-0000-4000-8000-000000000000/redeliver"
+    ),
     ("POST", "/auth/login"): Call(
         "/auth/login",
         json=lambda caller: {"email": f"{caller}@nowhere.example", "password": "not the one"},
