@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from app.config import Settings
 from app.rules.outcomes import Outcome
 from app.rules.suppression import SuppressionList
 from app.services import Services
@@ -38,6 +40,17 @@ NEXT = f"/api/queues/{UNSIGNED}/next-user"
 POPULATE = "/api/admin/populate"
 OTHER_KEY = "another-suppression-key-0123456789abcdef-XYZ"
 SHARED = "07700 900777"
+
+
+@pytest.fixture
+def make_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    """These promises hold at any hour: the window is open whenever the tests run (the calling
+    rules' own tests start from the contract's default hours)."""
+
+    def make(**overrides: Any) -> Settings:
+        return make_settings(**{"calling_hours": "always", **overrides})
+
+    return make
 
 
 def queue_users(replica: Replica, store: Engine, phones: dict[int, str]) -> None:
