@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 
+from app.logs import describe_error
 from app.webhooks.delivery import SEND_BATCH, Deliverer
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class WebhookSender:
                     self.deliverer.report_overdue()
                     self._overdue_at = time.monotonic() + OVERDUE_EVERY_SECONDS
                 busy = self.deliverer.deliver_due() == SEND_BATCH
-            except Exception:  # the database away for a moment: try again on the next round
-                log.exception("webhook.sender_failed")
+            except Exception as exc:  # the database away for a moment: the next round tries again
+                log.warning("webhook.sender_failed", extra={"error": describe_error(exc)})
             if not busy:
                 self._stop.wait(IDLE_SECONDS)

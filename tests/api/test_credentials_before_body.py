@@ -167,6 +167,8 @@ BODY_ROUTES = {
     ("POST", "/api/admin/people"): "supervisor",
     ("PATCH", "/api/admin/people/{person_id}"): "supervisor",
     ("POST", "/api/admin/tokens"): "admin",
+    ("POST", "/api/admin/webhooks"): "admin",
+    ("PATCH", "/api/admin/webhooks/{endpoint_id}"): "admin",
 }
 
 
@@ -190,6 +192,7 @@ def concrete(path: str) -> str:
         path.replace("{assignment_id}", str(uuid.uuid4()))
         .replace("{callback_id}", str(uuid.uuid4()))
         .replace("{person_id}", "1")
+        .replace("{endpoint_id}", str(uuid.uuid4()))
     )
 
 
