@@ -12,10 +12,9 @@ from pydantic import (
     StrictBool,
     StrictInt,
     WithJsonSchema,
-    model_validator,
 )
 
-from app.api.schemas import FreeText, IsoDateTime
+from app.api.schemas import FreeText, IsoDateTime, Patch
 from app.auth.identity import ROLES
 from app.auth.people import ALL_QUEUES, EMAIL_PATTERN
 
@@ -64,10 +63,8 @@ class PersonIn(BaseModel):
     allowed_queues: Queues = ["unsigned_users", "outstanding_requests"]
 
 
-class PersonPatch(BaseModel):
+class PersonPatch(Patch):
     """Any of the four, by name; null is not a value (as for the flags)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     display_name: Annotated[
         DisplayName | None,
@@ -86,16 +83,6 @@ class PersonPatch(BaseModel):
         ),
     ] = None
     is_active: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> PersonPatch:
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
-
-    def changes(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class PersonCreated(BaseModel):

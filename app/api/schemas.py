@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
@@ -296,18 +296,14 @@ _Mode = Annotated[
 ]
 
 
-class FlagsIn(BaseModel):
-    """Any subset of the four flags, by name; null is not a value."""
+class Patch(BaseModel):
+    """A PATCH body: any subset of its fields, by name; null is not a value (a field left out
+    is left as it is). ``changes()`` holds the fields sent."""
 
     model_config = ConfigDict(extra="forbid")
 
-    USE_SEPARATED_QUEUES: _Bool = None
-    USE_NEW_QUEUE_SERVICES: _Bool = None
-    MIGRATION_MODE: _Mode = None
-    ENABLE_QUEUE_VALIDATION: _Bool = None
-
     @model_validator(mode="after")
-    def _no_nulls(self) -> FlagsIn:
+    def _no_nulls(self) -> Self:
         for name in self.model_fields_set:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
@@ -315,6 +311,15 @@ class FlagsIn(BaseModel):
 
     def changes(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+class FlagsIn(Patch):
+    """Any subset of the four flags, by name; null is not a value."""
+
+    USE_SEPARATED_QUEUES: _Bool = None
+    USE_NEW_QUEUE_SERVICES: _Bool = None
+    MIGRATION_MODE: _Mode = None
+    ENABLE_QUEUE_VALIDATION: _Bool = None
 
 
 class FlagsOut(BaseModel):

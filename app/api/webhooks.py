@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from app.api.deps import AdminDep, ServicesDep
 from app.api.errors import responses
 from app.api.people import address_of
 from app.api.routing import CredentialsFirstRoute
-from app.api.schemas import FreeText
+from app.api.schemas import FreeText, Patch
 from app.webhooks import endpoints
 from app.webhooks.delivery import EVENT_TYPES
 from app.webhooks.endpoints import MAX_DESCRIPTION, Actor
@@ -42,10 +42,8 @@ class WebhookIn(BaseModel):
     description: Description = ""
 
 
-class WebhookPatch(BaseModel):
+class WebhookPatch(Patch):
     """Any of these, by name; null is not a value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     url: Annotated[Url | None, WithJsonSchema({"type": "string", "minLength": 1})] = None
     event_types: Annotated[
@@ -59,16 +57,6 @@ class WebhookPatch(BaseModel):
         WithJsonSchema({"type": "string", "maxLength": MAX_DESCRIPTION, "pattern": r"^[^\x00]*$"}),
     ] = None
     enabled: Annotated[StrictBool | None, WithJsonSchema({"type": "boolean"})] = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> WebhookPatch:
-        for name in self.model_fields_set:
-            if getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
-
-    def changes(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.model_fields_set}
 
 
 class WebhookOut(BaseModel):
