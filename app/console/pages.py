@@ -33,6 +33,7 @@ from app.errors import Unauthorized
 from app.rules.outcomes import MAX_CALLBACK_AHEAD, RULES, Outcome
 from app.services import Services
 from app.vocabulary import QUEUE_LABELS
+from app.webhooks.delivery import EVENT_TYPES
 
 HERE = Path(__file__).parent
 STATIC_PATH = "/console/static"
@@ -241,6 +242,8 @@ def people_page_context(settings: Settings, agent: AgentIdentity) -> dict[str, A
         "password_login": settings.password_login,
         "manages_tokens": agent.is_admin,
         "handles_personal_data": agent.is_admin,
+        "manages_webhooks": agent.is_admin,
+        "event_types": EVENT_TYPES,
     }
 
 

@@ -267,6 +267,8 @@ PAGE_VALUES = {
         "password_login",
         "manages_tokens",
         "handles_personal_data",
+        "manages_webhooks",
+        "event_types",
     },
     "/auth/login": {
         *FRAME,

@@ -1,10 +1,12 @@
 // The people page: who can sign in, with which role and queues; adding people (with their
 // one-time set-password link), changing, deactivating, resetting and signing them out; and, for
-// admins, API tokens and personal-data requests (personal-data.js). Everything through the
-// public API (/api/admin/people, /api/admin/tokens, /api/admin/users).
+// admins, API tokens, personal-data requests (personal-data.js) and webhooks (webhooks.js).
+// Everything through the public API (/api/admin/people, /api/admin/tokens, /api/admin/users,
+// /api/admin/webhooks).
 
 import { api, describeAnswer } from "./api.js";
 import { startPersonalData } from "./personal-data.js";
+import { startWebhooks } from "./webhooks.js";
 import {
   $,
   announce,
@@ -363,6 +365,7 @@ async function start(me) {
   });
   await loadPeople();
   if (config.handles_personal_data) startPersonalData();
+  if (config.manages_webhooks) await startWebhooks();
   if (config.manages_tokens) {
     $("token-form").addEventListener("submit", addToken);
     await loadTokens();
