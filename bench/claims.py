@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         " per cycle (two requests)"
     )
 
+    print(bench.webhook_figures())
     base = bench.run_baseline(timing.baseline_seconds)
     base_rate = base["rate"]
     bench.finish()

@@ -219,3 +219,20 @@ def create_agents(
             return [create_agent(conn, f"{prefix}-{i:02d}", role) for i in range(n)]
     finally:
         engine.dispose()
+
+
+def subscribe_everything(store_url: str, url: str) -> str:
+    """One webhook endpoint at ``url`` subscribed to every event type, through the service's own
+    ``endpoints.create`` (outside production: a local receiver is allowed); its id."""
+    from app.config import load_settings
+    from app.webhooks.delivery import EVENT_TYPES
+    from app.webhooks.endpoints import Actor, create
+
+    settings = load_settings(database_url=store_url, app_env="development")
+    engine = create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            made = create(conn, settings, Actor(None), url=url, event_types=EVENT_TYPES)
+    finally:
+        engine.dispose()
+    return str(made["id"])

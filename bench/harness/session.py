@@ -20,11 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+
 from bench.harness.accounting import Accounting, ConnectionSampler, load_average
 from bench.harness.baseline import baseline, reset_queue
 from bench.harness.checks import duplicates, ledger_check
-from bench.harness.db import DEFAULT_SERVER, drop_databases, maintain
+from bench.harness.db import DEFAULT_SERVER, drop_databases, libpq_url, maintain
 from bench.harness.load import Handout, LoadGenerator, ModeResult, loop_factory, stop_load
+from bench.harness.receiver import ReceiverProcess, start_receiver
 from bench.harness.report import cpu_line, print_agents, print_mode
 from bench.harness.seed import (
     HISTORY_ROWS,
@@ -34,8 +37,16 @@ from bench.harness.seed import (
     build,
     create_agents,
     populate,
+    subscribe_everything,
 )
-from bench.harness.server import KEEP_ALIVE_SECONDS, Server, scrape, server_delta, start_server
+from bench.harness.server import (
+    KEEP_ALIVE_SECONDS,
+    Server,
+    free_port,
+    scrape,
+    server_delta,
+    start_server,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
@@ -54,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
         default=HISTORY_ROWS,
         help=f"finished assignments already in the ledger ({HISTORY_ROWS:,}: a month; 10,000,000:"
         " a year of a 150-seat centre)",
+    )
+    parser.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="one webhook endpoint subscribed to every event type, a local receiver behind it",
     )
     parser.add_argument(
         "--auth",
@@ -108,6 +124,7 @@ class ClaimsBench:
         self.accounting: Accounting | None = None
         self.sampler = ConnectionSampler(args.server, self.dbs)
         self.runner: asyncio.Runner | None = None
+        self.receiver: ReceiverProcess | None = None
         atexit.register(self._cleanup)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -123,6 +140,10 @@ class ClaimsBench:
         populate(self.store_url, self.replica_url, self.entries)
         self.tokens = create_agents(self.store_url, self.args.agents)
         self.credentials = agent_headers(self.store_url, self.tokens, self.args.auth)
+        if getattr(self.args, "webhooks", False):
+            self.receiver = start_receiver(free_port())
+            subscribe_everything(self.store_url, self.receiver.url)
+            print(f"Webhooks: one endpoint subscribed to every event type, {self.receiver.url}")
 
     def settle(self, baseline_follows: bool = True) -> None:
         """VACUUM and CHECKPOINT (the server runs with autovacuum off); the connection budget."""
@@ -276,6 +297,24 @@ class ClaimsBench:
             self.server.stop()
             self.server = None
 
+    def webhook_figures(self) -> str:
+        """What the endpoint got: events written, delivered, waiting; the receiver's count."""
+        if self.receiver is None:
+            return "webhooks: none subscribed"
+        with psycopg.connect(libpq_url(self.store_url)) as conn:
+            events, delivered, waiting = conn.execute(
+                "SELECT (SELECT count(*) FROM webhook_events),"
+                " count(*) FILTER (WHERE status = 'delivered'),"
+                " count(*) FILTER (WHERE status = 'pending') FROM webhook_deliveries"
+            ).fetchone()
+        return (
+            f"webhooks: {events:,} events written, {delivered:,} delivered, {waiting:,} waiting;"
+            f" the receiver counted {self.receiver.received():,}"
+        )
+
     def _cleanup(self) -> None:
         self._stop_processes()
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
         shutil.rmtree(self.prom_dir, ignore_errors=True)
