@@ -11,10 +11,10 @@ deliver``) does the same three steps:
    in one short statement, so no two processes send the same attempt; a process that dies
    mid-send leaves a lease that runs out, and the attempt is made again (at least once);
 3. **send and record**: each is signed (Standard Webhooks, with both secrets during a rotation's
-   overlap), sent with the attempt's time limit to the address checked at connection time, and
-   its outcome recorded in one transaction: the attempt in the log, the delivery delivered,
-   failed or due again on the schedule, the endpoint's health (disabled on 410 or after five
-   days of failures).
+   overlap), sent with the attempt's time limit to the address checked at connection time
+   (eight at a time), and the batch's outcomes recorded in one transaction: each attempt in the
+   log, its delivery delivered, failed or due again on the schedule, its endpoint's health
+   (disabled on 410 or after five days of failures).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -73,6 +74,7 @@ MAX_ANSWER_BYTES = 64 * 1024
 LEASE_MARGIN_SECONDS = 60
 DISPATCH_BATCH = 500
 SEND_BATCH = 50
+SEND_THREADS = 8
 OVERDUE_BATCH = 500
 
 Clock = Callable[[], datetime]
@@ -148,6 +150,17 @@ _LEASE = text(
     """
 )
 
+_LOG_ATTEMPT = text(
+    "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, duration_ms,"
+    " error, attempted_at) VALUES (:delivery, :endpoint, :attempt, :code, :ms, :error, :at)"
+)
+_SET_DELIVERY = text(
+    "UPDATE webhook_deliveries SET status = :status, locked_until = NULL,"
+    " next_attempt_at = coalesce(CAST(:next_at AS timestamptz), next_attempt_at),"
+    " finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END"
+    " WHERE id = :id"
+)
+
 
 class Deliverer:
     """Dispatches, leases, sends and records; ``clock`` is the time deliveries are judged by
@@ -169,11 +182,13 @@ class Deliverer:
         self.pool = httpcore2.ConnectionPool(
             ssl_context=ssl.create_default_context(),
             network_backend=CheckedBackend(private_allowed),
-            max_connections=SEND_BATCH,
+            max_connections=SEND_THREADS,
             retries=0,
         )
+        self.senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="webhook-send")
 
     def close(self) -> None:
+        self.senders.shutdown(wait=True)
         self.pool.close()
 
     # -- the outbox ----------------------------------------------------------------------------
@@ -204,11 +219,12 @@ class Deliverer:
     # -- sending -------------------------------------------------------------------------------
 
     def deliver_due(self, limit: int = SEND_BATCH) -> int:
-        """One round: lease up to ``limit`` due deliveries, send each, record each; how many
-        attempts were made."""
+        """One round: lease up to ``limit`` due deliveries, send them (SEND_THREADS at a time,
+        so one slow receiver does not hold up the others), record them in one transaction; how
+        many attempts were made."""
         leases = self._lease(limit, only=None)
-        for lease in leases:
-            self._record(lease, self._send(lease))
+        if leases:
+            self._record(list(zip(leases, self.senders.map(self._send, leases), strict=True)))
         return len(leases)
 
     def deliver_now(self, delivery_id: UUID) -> Answer | None:
@@ -218,7 +234,7 @@ class Deliverer:
         if not leases:
             return None
         answer = self._send(leases[0])
-        self._record(leases[0], answer)
+        self._record([(leases[0], answer)])
         return answer
 
     def drain(self, deadline: float | None = None) -> int:
@@ -239,7 +255,9 @@ class Deliverer:
                 _LEASE,
                 {
                     "now": now,
-                    "lease_seconds": self.timeout + LEASE_MARGIN_SECONDS,
+                    # Long enough for every send of the batch, SEND_THREADS at a time.
+                    "lease_seconds": -(-limit // SEND_THREADS) * self.timeout
+                    + LEASE_MARGIN_SECONDS,
                     "only": only,
                     "n": limit,
                 },
@@ -319,60 +337,46 @@ class Deliverer:
 
     # -- the outcome ---------------------------------------------------------------------------
 
-    def _record(self, lease: Lease, answer: Answer) -> None:
+    def _record(self, results: list[tuple[Lease, Answer]]) -> None:
+        """Each attempt in the log, its delivery delivered, failed or due again, its endpoint's
+        health; one transaction, endpoints' rows taken in ascending id (two senders recording
+        at once lock them in the same order)."""
         now = self.clock()
-        status, next_at, disable = "pending", None, None
-        if answer.delivered:
-            status = "delivered"
-        elif answer.status_code == 410:
-            status, disable = "failed", "the receiver answered 410 Gone"
-        elif lease.round_attempt > len(RETRY_WAITS):
-            status = "failed"
-        else:
-            wait = RETRY_WAITS[lease.round_attempt - 1]
-            if answer.status_code in (429, 503) and answer.retry_after is not None:
-                wait = max(wait, min(answer.retry_after, MAX_RETRY_AFTER))
-            next_at = now + wait
+        results = sorted(results, key=lambda r: (str(r[0].endpoint_id), r[0].seq))
         with self.engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt,"
-                    " status_code, duration_ms, error, attempted_at)"
-                    " VALUES (:delivery, :endpoint, :attempt, :code, :ms, :error, :at)"
-                ),
-                {
-                    "delivery": lease.delivery_id,
-                    "endpoint": lease.endpoint_id,
-                    "attempt": lease.attempt,
-                    "code": answer.status_code,
-                    "ms": answer.duration_ms,
-                    "error": answer.error,
-                    "at": now,
-                },
-            )
-            conn.execute(
-                text(
-                    "UPDATE webhook_deliveries SET status = :status, locked_until = NULL,"
-                    " next_attempt_at = coalesce(CAST(:next_at AS timestamptz), next_attempt_at),"
-                    " finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END"
-                    " WHERE id = :id"
-                ),
-                {"status": status, "next_at": next_at, "now": now, "id": lease.delivery_id},
-            )
-            self._endpoint_health(conn, lease.endpoint_id, answer.delivered, disable, now)
-        metrics.WEBHOOK_ATTEMPTS.labels("delivered" if answer.delivered else "failed").inc()
-        if not answer.delivered:
-            log.warning(
-                "webhook.attempt_failed",
-                extra={
-                    "endpoint_id": str(lease.endpoint_id),
-                    "event_id": str(lease.event_id),
-                    "attempt": lease.attempt,
-                    "status_code": answer.status_code,
-                    "error": answer.error,
-                    "next": status,
-                },
-            )
+            for lease, answer in results:
+                status, next_at, disable = _outcome(lease, answer, now)
+                conn.execute(
+                    _LOG_ATTEMPT,
+                    {
+                        "delivery": lease.delivery_id,
+                        "endpoint": lease.endpoint_id,
+                        "attempt": lease.attempt,
+                        "code": answer.status_code,
+                        "ms": answer.duration_ms,
+                        "error": answer.error,
+                        "at": now,
+                    },
+                )
+                conn.execute(
+                    _SET_DELIVERY,
+                    {"status": status, "next_at": next_at, "now": now, "id": lease.delivery_id},
+                )
+                self._endpoint_health(conn, lease.endpoint_id, answer.delivered, disable, now)
+        for lease, answer in results:
+            metrics.WEBHOOK_ATTEMPTS.labels("delivered" if answer.delivered else "failed").inc()
+            if not answer.delivered:
+                log.warning(
+                    "webhook.attempt_failed",
+                    extra={
+                        "endpoint_id": str(lease.endpoint_id),
+                        "event_id": str(lease.event_id),
+                        "attempt": lease.attempt,
+                        "status_code": answer.status_code,
+                        "error": answer.error,
+                        "next": _outcome(lease, answer, now)[0],
+                    },
+                )
 
     @staticmethod
     def _endpoint_health(
@@ -408,6 +412,25 @@ class Deliverer:
             ),
             {"id": endpoint_id, "now": now, "disable": disable, "limit": FAILING_DISABLES_AFTER},
         )
+
+
+def _outcome(
+    lease: Lease, answer: Answer, now: datetime
+) -> tuple[str, datetime | None, str | None]:
+    """(the delivery's status, when it is tried next, why its endpoint is disabled) after this
+    attempt: delivered on any 2xx; failed on 410 (and the endpoint disabled) or after the last
+    wait of the schedule; else due again after the round's next wait, or the receiver's
+    Retry-After on 429 and 503 when longer (at most a day)."""
+    if answer.delivered:
+        return "delivered", None, None
+    if answer.status_code == 410:
+        return "failed", None, "the receiver answered 410 Gone"
+    if lease.round_attempt > len(RETRY_WAITS):
+        return "failed", None, None
+    wait = RETRY_WAITS[lease.round_attempt - 1]
+    if answer.status_code in (429, 503) and answer.retry_after is not None:
+        wait = max(wait, min(answer.retry_after, MAX_RETRY_AFTER))
+    return "pending", now + wait, None
 
 
 def _retry_after(headers: list[tuple[bytes, bytes]], now: datetime) -> timedelta | None:

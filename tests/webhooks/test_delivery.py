@@ -270,7 +270,7 @@ def test_two_processes_delivering_at_once_never_send_an_attempt_twice(
 ) -> None:
     subscribe(client, admin, receiver.url)
     erase(client, admin, *range(1000, 1300))
-    receiver.default = Reply(200, delay=0.03)  # long enough for both to start
+    receiver.default = Reply(200, delay=0.2)  # long enough for both to start
     env = {
         **os.environ,
         "DATABASE_URL": store_url,
