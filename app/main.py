@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = Scheduler(services) if settings.scheduler_on else None
         if scheduler:
             scheduler.start()
-        sender = WebhookSender(services.deliverer) if settings.webhook_sender_enabled else None
+        sender = WebhookSender(settings) if settings.webhook_sender_enabled else None
         if sender:
             sender.start()
         try:

@@ -150,15 +150,21 @@ _LEASE = text(
     """
 )
 
-_LOG_ATTEMPT = text(
+_LOG_ATTEMPTS = text(
     "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, duration_ms,"
-    " error, attempted_at) VALUES (:delivery, :endpoint, :attempt, :code, :ms, :error, :at)"
+    " error, attempted_at)"
+    " SELECT u.delivery, u.endpoint, u.attempt, u.code, u.ms, u.error, :at"
+    " FROM unnest(CAST(:delivery AS uuid[]), CAST(:endpoint AS uuid[]),"
+    " CAST(:attempt AS integer[]), CAST(:code AS integer[]), CAST(:ms AS integer[]),"
+    " CAST(:error AS text[])) AS u(delivery, endpoint, attempt, code, ms, error)"
 )
-_SET_DELIVERY = text(
-    "UPDATE webhook_deliveries SET status = :status, locked_until = NULL,"
-    " next_attempt_at = coalesce(CAST(:next_at AS timestamptz), next_attempt_at),"
-    " finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE :now END"
-    " WHERE id = :id"
+_SET_DELIVERIES = text(
+    "UPDATE webhook_deliveries d SET status = u.status, locked_until = NULL,"
+    " next_attempt_at = coalesce(u.next_at, d.next_attempt_at),"
+    " finished_at = CASE WHEN u.status = 'pending' THEN NULL ELSE CAST(:now AS timestamptz) END"
+    " FROM unnest(CAST(:id AS uuid[]), CAST(:status AS text[]),"
+    " CAST(:next_at AS timestamptz[])) AS u(id, status, next_at)"
+    " WHERE d.id = u.id"
 )
 
 
@@ -338,32 +344,43 @@ class Deliverer:
     # -- the outcome ---------------------------------------------------------------------------
 
     def _record(self, results: list[tuple[Lease, Answer]]) -> None:
-        """Each attempt in the log, its delivery delivered, failed or due again, its endpoint's
-        health; one transaction, endpoints' rows taken in ascending id (two senders recording
-        at once lock them in the same order)."""
+        """The batch's attempts in the log, each delivery delivered, failed or due again, each
+        endpoint's health: one transaction of a few statements whatever the batch's size,
+        endpoints' rows taken in ascending id (two senders recording at once lock them in the
+        same order)."""
         now = self.clock()
-        results = sorted(results, key=lambda r: (str(r[0].endpoint_id), r[0].seq))
+        outcomes = [_outcome(lease, answer, now) for lease, answer in results]
         with self.engine.begin() as conn:
-            for lease, answer in results:
-                status, next_at, disable = _outcome(lease, answer, now)
-                conn.execute(
-                    _LOG_ATTEMPT,
-                    {
-                        "delivery": lease.delivery_id,
-                        "endpoint": lease.endpoint_id,
-                        "attempt": lease.attempt,
-                        "code": answer.status_code,
-                        "ms": answer.duration_ms,
-                        "error": answer.error,
-                        "at": now,
-                    },
-                )
-                conn.execute(
-                    _SET_DELIVERY,
-                    {"status": status, "next_at": next_at, "now": now, "id": lease.delivery_id},
-                )
-                self._endpoint_health(conn, lease.endpoint_id, answer.delivered, disable, now)
-        for lease, answer in results:
+            conn.execute(
+                _LOG_ATTEMPTS,
+                {
+                    "delivery": [lease.delivery_id for lease, _ in results],
+                    "endpoint": [lease.endpoint_id for lease, _ in results],
+                    "attempt": [lease.attempt for lease, _ in results],
+                    "code": [answer.status_code for _, answer in results],
+                    "ms": [answer.duration_ms for _, answer in results],
+                    "error": [answer.error for _, answer in results],
+                    "at": now,
+                },
+            )
+            conn.execute(
+                _SET_DELIVERIES,
+                {
+                    "id": [lease.delivery_id for lease, _ in results],
+                    "status": [status for status, _, _ in outcomes],
+                    "next_at": [next_at for _, next_at, _ in outcomes],
+                    "now": now,
+                },
+            )
+            # An endpoint that took any of the batch is up (unless it said 410 Gone).
+            health: dict[UUID, tuple[bool, str | None]] = {}
+            for (lease, answer), (_, _, disable) in zip(results, outcomes, strict=True):
+                delivered, gone = health.get(lease.endpoint_id, (False, None))
+                health[lease.endpoint_id] = (delivered or answer.delivered, gone or disable)
+            for endpoint_id in sorted(health, key=str):
+                delivered, gone = health[endpoint_id]
+                self._endpoint_health(conn, endpoint_id, delivered and gone is None, gone, now)
+        for (lease, answer), (status, _, _) in zip(results, outcomes, strict=True):
             metrics.WEBHOOK_ATTEMPTS.labels("delivered" if answer.delivered else "failed").inc()
             if not answer.delivered:
                 log.warning(
@@ -374,7 +391,7 @@ class Deliverer:
                         "attempt": lease.attempt,
                         "status_code": answer.status_code,
                         "error": answer.error,
-                        "next": _outcome(lease, answer, now)[0],
+                        "next": status,
                     },
                 )
 

@@ -57,6 +57,7 @@ def endpoint_row(store: Engine, endpoint_id: str) -> Any:
 
 
 def test_failures_are_retried_on_the_schedule_then_failed(
+    caplog: pytest.LogCaptureFixture,
     client: TestClient,
     admin: Agent,
     receiver: Receiver,
@@ -64,7 +65,7 @@ def test_failures_are_retried_on_the_schedule_then_failed(
     clock: Clock,
     store_engine: Engine,
 ) -> None:
-    subscribe(client, admin, receiver.url)
+    made = subscribe(client, admin, receiver.url)
     erase(client, admin, 7)
     receiver.default = Reply(500)
     assert deliverer.drain() == 1  # the first attempt at once
@@ -83,6 +84,9 @@ def test_failures_are_retried_on_the_schedule_then_failed(
     log = client.get(f"{WEBHOOKS}/{row.endpoint_id}/deliveries", headers=admin.auth).json()
     assert [a["attempt"] for a in log["items"]] == list(range(8, 0, -1))
     assert {a["status_code"] for a in log["items"]} == {500}
+    # Every failure was logged, never with the secret (nor its key).
+    assert caplog.text.count("webhook.attempt_failed") >= 8
+    assert made["secret"] not in caplog.text and made["secret"][6:] not in caplog.text
 
 
 @pytest.mark.parametrize("status", [429, 503])
