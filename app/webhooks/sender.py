@@ -30,6 +30,8 @@ IDLE_SECONDS = 1.0
 OVERDUE_EVERY_SECONDS = 30.0
 # Store connections the sender needs: one at a time for its statements, one for a test event's.
 POOL_SIZE = 2
+# The sender's CPU priority below the server's (Unix nice: 0 normal, 19 lowest).
+NICENESS = 10
 
 
 class WebhookSender:
@@ -62,6 +64,8 @@ def run_sender(settings: Settings, stop: Event, parent: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The agents come first: when the CPUs are busy, events wait (they are late, never lost).
+    os.nice(NICENESS)
     configure_logging(settings.log_level, json_lines=settings.app_env == "production")
     engine = create_store_engine(settings, pool_size=POOL_SIZE)
     deliverer = Deliverer(
