@@ -48,8 +48,12 @@ class ReceiverProcess:
         self.proc.wait(10)
 
 
-def start_receiver(port: int) -> ReceiverProcess:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.harness.receiver", str(port)])
+def start_receiver(port: int, niceness: int = 0) -> ReceiverProcess:
+    """The receiver on ``port``; ``niceness`` > 0 runs it at a lower CPU priority, as a stand-in
+    for a receiver on another machine (it shares this machine's CPUs with the service)."""
+    proc = subprocess.Popen(
+        ["nice", "-n", str(niceness), sys.executable, "-m", "bench.harness.receiver", str(port)]
+    )
     receiver = ReceiverProcess(proc, port)
     deadline = time.monotonic() + 15
     while True:

@@ -72,6 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser, quick: str) -> None:
         help="one webhook endpoint subscribed to every event type, a local receiver behind it",
     )
     parser.add_argument(
+        "--receiver-nice",
+        type=int,
+        default=0,
+        help="with --webhooks: the receiver's nice (19: it stands for another machine and"
+        " takes CPU only when the service leaves some)",
+    )
+    parser.add_argument(
         "--auth",
         choices=("token", "session"),
         default="token",
@@ -141,9 +148,13 @@ class ClaimsBench:
         self.tokens = create_agents(self.store_url, self.args.agents)
         self.credentials = agent_headers(self.store_url, self.tokens, self.args.auth)
         if getattr(self.args, "webhooks", False):
-            self.receiver = start_receiver(free_port())
+            niceness = self.args.receiver_nice
+            self.receiver = start_receiver(free_port(), niceness)
             subscribe_everything(self.store_url, self.receiver.url)
-            print(f"Webhooks: one endpoint subscribed to every event type, {self.receiver.url}")
+            print(
+                f"Webhooks: one endpoint subscribed to every event type, {self.receiver.url}"
+                f" (receiver at nice {niceness})"
+            )
 
     def settle(self, baseline_follows: bool = True) -> None:
         """VACUUM and CHECKPOINT (the server runs with autovacuum off); the connection budget."""
