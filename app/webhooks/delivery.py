@@ -150,6 +150,8 @@ _LEASE = text(
     """
 )
 
+# Only for deliveries still there: an admin may have removed the endpoint (and with it its
+# deliveries) while the batch was being sent.
 _LOG_ATTEMPTS = text(
     "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, duration_ms,"
     " error, attempted_at)"
@@ -157,6 +159,7 @@ _LOG_ATTEMPTS = text(
     " FROM unnest(CAST(:delivery AS uuid[]), CAST(:endpoint AS uuid[]),"
     " CAST(:attempt AS integer[]), CAST(:code AS integer[]), CAST(:ms AS integer[]),"
     " CAST(:error AS text[])) AS u(delivery, endpoint, attempt, code, ms, error)"
+    " JOIN webhook_deliveries d ON d.id = u.delivery"
 )
 _SET_DELIVERIES = text(
     "UPDATE webhook_deliveries d SET status = u.status, locked_until = NULL,"
@@ -228,19 +231,19 @@ class Deliverer:
         """One round: lease up to ``limit`` due deliveries, send them (SEND_THREADS at a time,
         so one slow receiver does not hold up the others), record them in one transaction; how
         many attempts were made."""
-        leases = self._lease(limit, only=None)
+        leases = self.lease(limit, only=None)
         if leases:
-            self._record(list(zip(leases, self.senders.map(self._send, leases), strict=True)))
+            self.record(list(zip(leases, self.senders.map(self.send, leases), strict=True)))
         return len(leases)
 
     def deliver_now(self, delivery_id: UUID) -> Answer | None:
         """Send one delivery now, whatever its schedule and its endpoint's state (a test event);
         None when another process holds it."""
-        leases = self._lease(1, only=delivery_id)
+        leases = self.lease(1, only=delivery_id)
         if not leases:
             return None
-        answer = self._send(leases[0])
-        self._record([(leases[0], answer)])
+        answer = self.send(leases[0])
+        self.record([(leases[0], answer)])
         return answer
 
     def drain(self, deadline: float | None = None) -> int:
@@ -254,7 +257,9 @@ class Deliverer:
                 break
         return made
 
-    def _lease(self, limit: int, only: UUID | None) -> list[Lease]:
+    def lease(self, limit: int, only: UUID | None) -> list[Lease]:
+        """Up to ``limit`` due deliveries of enabled endpoints (or the delivery ``only``, whatever
+        its state), leased to this process for the batch's sends."""
         now = self.clock()
         with self.engine.begin() as conn:
             rows = conn.execute(
@@ -290,7 +295,8 @@ class Deliverer:
             )
         return leases
 
-    def _send(self, lease: Lease) -> Answer:
+    def send(self, lease: Lease) -> Answer:
+        """One attempt: signed, POSTed within the time limit, at most MAX_ANSWER_BYTES read."""
         body = lease.body()
         sent_at = self.clock()
         signatures = " ".join(
@@ -343,7 +349,7 @@ class Deliverer:
 
     # -- the outcome ---------------------------------------------------------------------------
 
-    def _record(self, results: list[tuple[Lease, Answer]]) -> None:
+    def record(self, results: list[tuple[Lease, Answer]]) -> None:
         """The batch's attempts in the log, each delivery delivered, failed or due again, each
         endpoint's health: one transaction of a few statements whatever the batch's size,
         endpoints' rows taken in ascending id (two senders recording at once lock them in the

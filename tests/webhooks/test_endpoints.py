@@ -84,3 +84,29 @@ def test_retention_deletes_delivered_events_and_keeps_waiting_ones(
     with store_engine.connect() as conn:
         left = conn.execute(text("SELECT data->>'user_id' FROM webhook_events")).scalars().all()
     assert left == ["7"]
+
+
+def test_an_endpoint_removed_while_its_batch_is_sent_loses_nothing_else(
+    client: TestClient,
+    admin: Agent,
+    receiver: Receiver,
+    deliverer: Deliverer,
+    store_engine: Engine,
+) -> None:
+    """The batch's attempts are recorded for the deliveries still there; the others are gone
+    with their endpoint, and the sender goes on."""
+    gone = client.post(
+        WEBHOOKS, json={"url": receiver.url, "event_types": ["user.erased"]}, headers=admin.auth
+    ).json()
+    kept = client.post(
+        WEBHOOKS, json={"url": receiver.url, "event_types": ["user.erased"]}, headers=admin.auth
+    ).json()
+    client.post("/api/admin/users/5/erase", headers=admin.auth)
+    deliverer.dispatch()
+    leases = deliverer.lease(10, only=None)  # the batch, leased, not yet sent
+    assert len(leases) == 2
+    assert client.delete(f"{WEBHOOKS}/{gone['id']}", headers=admin.auth).status_code == 204
+    deliverer.record([(lease, deliverer.send(lease)) for lease in leases])
+    with store_engine.connect() as conn:
+        rows = conn.execute(text("SELECT endpoint_id, status FROM webhook_deliveries")).all()
+    assert [(str(e), s) for e, s in rows] == [(kept["id"], "delivered")]
