@@ -208,13 +208,7 @@ class Services:
 
     @cached_property
     def deliverer(self) -> Deliverer:
-        s = self.settings
-        return Deliverer(
-            self.engine,
-            timeout_seconds=s.webhook_timeout_seconds,
-            private_allowed=s.webhook_allow_private or not s.webhook_targets_checked,
-            grace_minutes=s.callback_grace_minutes,
-        )
+        return Deliverer.for_settings(self.engine, self.settings)
 
     def dispose(self) -> None:
         if "replica_monitor" in self.__dict__:

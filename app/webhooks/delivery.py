@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine, text
 from standardwebhooks import Webhook
 
 from app import metrics
+from app.config import Settings
 from app.webhooks.targets import CheckedBackend, TargetRefused
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,16 @@ class Deliverer:
             retries=0,
         )
         self.senders = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="webhook-send")
+
+    @classmethod
+    def for_settings(cls, engine: Engine, settings: Settings) -> Deliverer:
+        """A server process's (or a command's) deliverer, as the settings say."""
+        return cls(
+            engine,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            private_allowed=settings.webhook_allow_private or not settings.webhook_targets_checked,
+            grace_minutes=settings.callback_grace_minutes,
+        )
 
     def close(self) -> None:
         self.senders.shutdown(wait=True)

@@ -68,12 +68,7 @@ def run_sender(settings: Settings, stop: Event, parent: int) -> None:
     os.nice(NICENESS)
     configure_logging(settings.log_level, json_lines=settings.app_env == "production")
     engine = create_store_engine(settings, pool_size=POOL_SIZE)
-    deliverer = Deliverer(
-        engine,
-        timeout_seconds=settings.webhook_timeout_seconds,
-        private_allowed=settings.webhook_allow_private or not settings.webhook_targets_checked,
-        grace_minutes=settings.callback_grace_minutes,
-    )
+    deliverer = Deliverer.for_settings(engine, settings)
     overdue_at = 0.0
     try:
         while not stop.is_set() and os.getppid() == parent:
