@@ -163,7 +163,12 @@ def test_an_event_exists_only_if_its_change_committed(
 
 
 def test_nothing_is_written_without_a_subscriber(
-    client: TestClient, store_engine: Engine, replica: Replica, admin: Agent, receiver: Receiver
+    client: TestClient,
+    store_engine: Engine,
+    replica: Replica,
+    admin: Agent,
+    receiver: Receiver,
+    deliverer: Deliverer,
 ) -> None:
     r = client.post(
         "/api/admin/webhooks",
@@ -173,6 +178,10 @@ def test_nothing_is_written_without_a_subscriber(
     assert r.status_code == 201
     d = desk(client, store_engine, replica, users=1)
     d.populate()
-    d.next_user("ann")
+    late = d.book("ann", minutes=60)
+    d.due(late["callback"]["id"], minutes_ago=60)
+    # Nobody asked for callback.overdue: nothing is looked for, no callback row is touched.
+    assert deliverer.report_overdue() == 0
+    assert d.callback(late["callback"]["id"]).overdue_reported_for is None
     with store_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM webhook_events")).scalar_one() == 0
