@@ -202,13 +202,13 @@ def test_webhook(
     with services.engine.begin() as conn:
         delivery_id = endpoints.add_test_event(conn, _actor(admin, request), endpoint_id)
     answer = services.deliverer.deliver_now(delivery_id)
-    if answer is None:  # a sender took it first: it is in the log when it is done
+    if answer is None:  # no longer pending: removed meanwhile, or sent already
         return {
             "delivery_id": delivery_id,
             "delivered": False,
             "status_code": None,
             "duration_ms": None,
-            "error": "being sent by another process",
+            "error": "no longer waiting to be sent; see the delivery log",
         }
     return {
         "delivery_id": delivery_id,

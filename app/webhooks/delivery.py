@@ -137,9 +137,9 @@ _LEASE = text(
      WHERE d.id IN (SELECT d2.id FROM webhook_deliveries d2
                       JOIN webhook_endpoints e2 ON e2.id = d2.endpoint_id
                      WHERE d2.status = 'pending'
-                       AND (d2.locked_until IS NULL OR d2.locked_until <= :now)
                        AND CASE WHEN CAST(:only AS uuid) IS NULL
                                 THEN e2.enabled AND d2.next_attempt_at <= :now
+                                     AND (d2.locked_until IS NULL OR d2.locked_until <= :now)
                                 ELSE d2.id = CAST(:only AS uuid) END
                      ORDER BY d2.next_attempt_at, d2.seq
                      LIMIT :n
@@ -248,8 +248,8 @@ class Deliverer:
         return len(leases)
 
     def deliver_now(self, delivery_id: UUID) -> Answer | None:
-        """Send one delivery now, whatever its schedule and its endpoint's state (a test event);
-        None when another process holds it."""
+        """Send one delivery now, whatever its schedule, its lease (a test event's is its
+        maker's) and its endpoint's state; None when it is no longer pending."""
         leases = self.lease(1, only=delivery_id)
         if not leases:
             return None
@@ -269,8 +269,8 @@ class Deliverer:
         return made
 
     def lease(self, limit: int, only: UUID | None) -> list[Lease]:
-        """Up to ``limit`` due deliveries of enabled endpoints (or the delivery ``only``, whatever
-        its state), leased to this process for the batch's sends."""
+        """Up to ``limit`` due, unleased deliveries of enabled endpoints (or the delivery
+        ``only``, whatever its state), leased to this process for the batch's sends."""
         now = self.clock()
         with self.engine.begin() as conn:
             rows = conn.execute(

@@ -26,6 +26,9 @@ from app.webhooks.delivery import EVENT_TYPES, ROTATION_OVERLAP, TEST_EVENT
 from app.webhooks.targets import TargetRefused, check_url
 
 MAX_DESCRIPTION = 500
+# How long a test event's delivery waits for the request that made it before a background
+# sender may take it.
+TEST_LEASE_SECONDS = 120
 
 _COLUMNS = "id, url, event_types, description, enabled, disabled_reason, created_at"
 
@@ -219,10 +222,14 @@ def add_test_event(conn: Connection, actor: Actor, endpoint_id: uuid.UUID) -> uu
         text(
             "WITH taken AS (UPDATE webhook_endpoints SET next_seq = next_seq + 1"
             "  WHERE id = :id RETURNING next_seq - 1 AS seq)"
-            " INSERT INTO webhook_deliveries (event_id, endpoint_id, seq, next_attempt_at)"
-            " SELECT :event, :id, seq, now() FROM taken RETURNING id"
+            " INSERT INTO webhook_deliveries (event_id, endpoint_id, seq, next_attempt_at,"
+            "  locked_until)"
+            " SELECT :event, :id, seq, now(), now() + make_interval(secs => :lease) FROM taken"
+            " RETURNING id"
         ),
-        {"id": endpoint_id, "event": event_id},
+        # Leased to the caller from the start: a background sender leaves it to the caller's
+        # deliver_now, and takes it up only if the caller dies before sending it.
+        {"id": endpoint_id, "event": event_id, "lease": TEST_LEASE_SECONDS},
     ).scalar_one()
     _audit(conn, "webhook_tested", actor, endpoint_id, {})
     return uuid.UUID(str(delivery_id))
