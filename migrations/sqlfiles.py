@@ -27,6 +27,7 @@ CURRENT = (
     "0011_claim_waits_holding_nothing/up",
     "0012_personal_data/up",
     "0013_webhooks/up",
+    "0014_events_name_people/up",
 )
 
 

@@ -79,6 +79,8 @@ class WebhookEvent(Base):
     endpoint_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
+    # The person the event is about (the payload's ``user_id``), for access requests.
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index(
@@ -87,6 +89,7 @@ class WebhookEvent(Base):
             postgresql_where=text("NOT dispatched"),
         ),
         Index("ix_webhook_events_occurred_at", "occurred_at"),
+        Index("ix_webhook_events_user_id", "user_id", postgresql_where=text("user_id IS NOT NULL")),
     )
 
 

@@ -33,6 +33,15 @@ SECTIONS: dict[str, str] = {
     "ledger": "SELECT * FROM assignments WHERE user_id = :u ORDER BY assigned_at",
     "transitions": "SELECT * FROM queue_transitions WHERE user_id = :u ORDER BY created_at",
     "invalidations": "SELECT * FROM entry_invalidations WHERE user_id = :u ORDER BY created_at",
+    # Events about them told to other systems (SPEC 8.4), and to whom: the recipients.
+    "events": (
+        "SELECT ev.id, ev.type, ev.occurred_at, ev.data, coalesce((SELECT jsonb_agg(jsonb_build_object("
+        "'endpoint_id', d.endpoint_id, 'url', e.url, 'description', e.description,"
+        " 'status', d.status, 'attempts', d.attempts, 'finished_at', d.finished_at)"
+        " ORDER BY d.created_at) FROM webhook_deliveries d"
+        " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.event_id = ev.id), '[]')"
+        " AS deliveries FROM webhook_events ev WHERE ev.user_id = :u ORDER BY ev.position"
+    ),
     "requests": (
         "SELECT id, action, agent_id, at FROM data_requests WHERE user_id = :u ORDER BY at"
     ),

@@ -39,6 +39,12 @@ PLACES: tuple[Place, ...] = (
     ),
     Place("queue_transitions", "moves between queues and their reasons", "cleared", "transitions"),
     Place("entry_invalidations", "hand-outs refused and why", "cleared", "invalidations"),
+    Place(
+        "webhook_events",
+        "events told to other systems about them: ids, times, outcomes, and to whom",
+        "kept",
+        "events",
+    ),
     Place("erased_users", "the tombstone: erased when, by whom", "kept", "erased"),
     Place("data_requests", "the audit of erasures and access requests", "kept", "requests"),
 )

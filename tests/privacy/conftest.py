@@ -21,6 +21,7 @@ OTHERS = (4243, 4244)
 NOTES = "Her daughter answers; she is in hospital until Friday (ward 7)"
 RELEASE_REASON = "wrong person answered, try the mobile"
 CHANGE_REASON = "Mrs Smith asked for the same agent"
+CRM_URL = "https://crm.example.test/callqueue-events"
 
 
 @dataclass
@@ -57,6 +58,13 @@ def history(
     holder = new_agent(store_engine, "holder")
     supervisor = new_agent(store_engine, "boss", "supervisor")
     admin = new_agent(store_engine, "dpo", "admin")
+    # The CRM hears of every hand-out and callback: the outbox holds events about the person.
+    crm = client.post(
+        "/api/admin/webhooks",
+        json={"url": CRM_URL, "event_types": ["assignment.started", "callback.booked"]},
+        headers=admin.auth,
+    )
+    assert crm.status_code == 201, crm.text
 
     claimed = client.post("/api/queues/unsigned_users/next-user", headers=first.auth).json()
     assert claimed["user_id"] == PERSON

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 
 from app.intake.csv_import import import_scores
 from app.intake.rows import ScoreRow, UpsertCounts, upsert_scores
+from app.privacy.tables import PLACES
 from app.services import Services
 from tests.factories import Replica
 from tests.privacy.conftest import (
@@ -28,7 +29,7 @@ from tests.privacy.conftest import (
 )
 from tests.queues.test_interleavings import pause, wait_until_paused
 
-KEPT = {"assignments", "queue_transitions", "entry_invalidations", "erased_users", "data_requests"}
+KEPT = {place.table for place in PLACES if place.erasure != "deleted"}
 
 
 def report(client: TestClient, who: dict[str, str]) -> dict[str, object]:
@@ -83,6 +84,10 @@ def test_erasure_removes_the_person_and_keeps_the_record(
     assert by_id[history.completed_assignment]["outcome"] == "call_back"
     assert [r["reason"] for r in left["queue_transitions"]] == ["erased"]
     assert sorted(r["reason"] for r in left["entry_invalidations"]) == ["erased", "suppressed"]
+    # What the CRM was told stays as it was told (ids, times, outcomes) until its retention.
+    assert sorted(e["type"] for e in left["webhook_events"]) == ["assignment.started"] * 3 + [
+        "callback.booked"
+    ]
     # No personal text anywhere in the database.
     with store_engine.connect() as conn:
         dump = json.dumps(

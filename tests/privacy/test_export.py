@@ -13,6 +13,7 @@ from app.privacy import export as exporting
 from app.privacy.tables import PLACES
 from tests.privacy.conftest import (
     CHANGE_REASON,
+    CRM_URL,
     NOTES,
     RELEASE_REASON,
     History,
@@ -23,6 +24,8 @@ from tests.privacy.conftest import (
 def test_the_export_holds_each_item_of_a_full_history(
     client: TestClient, store_engine: Engine, history: History
 ) -> None:
+    with store_engine.begin() as conn:  # the events go out to the CRM (pending there)
+        conn.execute(text("SELECT cq_webhook_dispatch(100)"))
     answer = client.get(f"/api/admin/users/{history.person}/export", headers=history.admin.auth)
     assert answer.status_code == 200, answer.text
     assert answer.headers["cache-control"] == "no-store"
@@ -42,6 +45,18 @@ def test_the_export_holds_each_item_of_a_full_history(
     assert sorted(i["reason"] for i in doc["invalidations"])[1] == "suppressed"
     assert doc["number"]["suppressed"] is True and doc["number"]["since"]
     assert [r["action"] for r in doc["requests"]] == ["export"]
+    # What other systems were told about them, when, and to whom.
+    events = [(e["type"], e["data"].get("assignment_id")) for e in doc["events"]]
+    assert events == [
+        ("assignment.started", history.completed_assignment),
+        ("callback.booked", None),
+        ("assignment.started", [row["id"] for row in doc["ledger"]][1]),
+        ("assignment.started", history.live_assignment),
+    ]
+    assert all(e["occurred_at"] and e["data"]["user_id"] == history.person for e in doc["events"])
+    for event in doc["events"]:
+        [(url, status)] = [(d["url"], d["status"]) for d in event["deliveries"]]
+        assert (url, status) == (CRM_URL, "pending")
     # Nothing is left out: every place that holds people has its section.
     sections = {p.export for p in PLACES} - {"erased"}
     assert sections <= set(doc)
