@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     dead_peer_timeout_seconds: int = Field(60, ge=2, le=3600)
     # How often each process checks the replica in the background for the probes.
     replica_check_seconds: float = Field(5.0, gt=0, le=300)
+    # How often each process moves the queues' fronts up (app/queues/fronts.py; 0: never).
+    queue_front_seconds: float = Field(2.0, ge=0, le=300)
 
     @field_validator("database_url")
     @classmethod

@@ -32,6 +32,7 @@ from app.api.body_limit import BodyLimitMiddleware
 from app.api.docs import docs_router
 from app.config import Settings, get_settings
 from app.logs import configure_logging, request_id
+from app.queues.fronts import FrontKeeper
 from app.scheduler import Scheduler
 from app.services import Services
 from app.webhooks.sender import WebhookSender
@@ -126,9 +127,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sender = WebhookSender(settings) if settings.webhook_sender_enabled else None
         if sender:
             sender.start()
+        fronts = (
+            FrontKeeper(services.engine, settings.queue_front_seconds)
+            if settings.queue_front_seconds
+            else None
+        )
+        if fronts:
+            fronts.start()
         try:
             yield
         finally:
+            if fronts:
+                fronts.stop()
             if sender:
                 sender.stop()
             if scheduler:

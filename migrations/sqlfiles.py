@@ -28,6 +28,7 @@ CURRENT = (
     "0012_personal_data/up",
     "0013_webhooks/up",
     "0014_events_name_people/up",
+    "0015_queue_fronts/up",
 )
 
 

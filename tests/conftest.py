@@ -102,6 +102,8 @@ def make_settings(store_url: str, replica_url: str) -> Callable[..., Settings]:
             "scheduler_enabled": False,
             # The webhook tests run their own sender (tests/webhooks/).
             "webhook_sender_enabled": False,
+            # The fronts tests move the queues' fronts themselves (tests/queues/test_fronts.py).
+            "queue_front_seconds": 0,
             # Tests run at any hour; the calling-hours tests set their own rules.
             "calling_hours": "always",
             # The test client's own origin: cookies are Secure outside development, and the

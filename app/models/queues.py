@@ -32,6 +32,9 @@ class QueueEntry(Base):
     assigned_to_agent: Mapped[int | None]
     assigned_at: Mapped[datetime | None] = mapped_column(TZDateTime)
     invalid_reason: Mapped[str | None] = mapped_column(Text)
+    # Pending again after a hand-out (released with re-queue, or its lease lapsed): claims find
+    # it below the queue's front (QueueFront).
+    put_back: Mapped[bool] = mapped_column(server_default=text("false"))
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
 
@@ -49,6 +52,13 @@ class QueueEntry(Base):
                 "queue_position",
                 "id",
                 postgresql_where=text("status = 'pending'"),
+            ),
+            # The put-back entries claims may take, wherever they are in the serving order.
+            Index(
+                f"ix_{name}_put_back",
+                "queue_position",
+                "id",
+                postgresql_where=text("status = 'pending' AND put_back"),
             ),
             # A user has at most one live entry per queue table.
             Index(
@@ -87,3 +97,21 @@ class OutstandingRequestsEntry(QueueEntry):
     pending_requirements: Mapped[int] = mapped_column(server_default=text("0"))
     completed_requirements: Mapped[int] = mapped_column(server_default=text("0"))
     oldest_requirement_date: Mapped[datetime | None] = mapped_column(TZDateTime)
+
+
+class QueueFront(Base):
+    """Where a queue's claims start looking (``cq_advance_front``): no entry before
+    ``position`` is pending but those put back. Each server process moves it up every few
+    seconds; a swap sets it back to 0 in its own transaction."""
+
+    __tablename__ = "queue_fronts"
+
+    queue_type: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(TZDateTime, server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint(
+            "queue_type IN ('unsigned_users', 'outstanding_requests')", name="queue_type"
+        ),
+    )

@@ -35,8 +35,9 @@ SECTIONS: dict[str, str] = {
     "invalidations": "SELECT * FROM entry_invalidations WHERE user_id = :u ORDER BY created_at",
     # Events about them told to other systems (SPEC 8.4), and to whom: the recipients.
     "events": (
-        "SELECT ev.id, ev.type, ev.occurred_at, ev.data, coalesce((SELECT jsonb_agg(jsonb_build_object("
-        "'endpoint_id', d.endpoint_id, 'url', e.url, 'description', e.description,"
+        "SELECT ev.id, ev.type, ev.occurred_at, ev.data,"
+        " coalesce((SELECT jsonb_agg(jsonb_build_object('endpoint_id', d.endpoint_id,"
+        " 'url', e.url, 'description', e.description,"
         " 'status', d.status, 'attempts', d.attempts, 'finished_at', d.finished_at)"
         " ORDER BY d.created_at) FROM webhook_deliveries d"
         " JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE d.event_id = ev.id), '[]')"

@@ -153,6 +153,14 @@ def swap(
                 "  OR NOT EXISTS (SELECT 1 FROM cq_ranked r WHERE r.user_id = e.user_id))"
             )
         ).rowcount
+        # Claims look from the start of the new snapshot (app/queues/fronts.py).
+        conn.execute(
+            text(
+                "INSERT INTO queue_fronts (queue_type, position) VALUES (:q, 0)"
+                " ON CONFLICT (queue_type) DO UPDATE SET position = 0, updated_at = now()"
+            ),
+            {"q": str(kind.queue_type)},
+        )
         # The new snapshot as it stands: its pending entries (an entry given back during
         # the swap among them) and the live calls carried over.
         populated, kept_assigned = conn.execute(

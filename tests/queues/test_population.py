@@ -452,6 +452,7 @@ def test_every_field_of_an_unsigned_entry(
         "assigned_to_agent": None,
         "assigned_at": None,
         "invalid_reason": None,
+        "put_back": False,
         "signature_missing_since": signup,
         "signature_type": "initial",
     }
@@ -500,6 +501,7 @@ def test_every_field_of_an_outstanding_entry(
         "assigned_to_agent": None,
         "assigned_at": None,
         "invalid_reason": None,
+        "put_back": False,
         "requirement_types": ["bank_statement", "payslip", "proof_of_address"],
         "total_requirements": 6,
         "pending_requirements": 4,
