@@ -102,9 +102,17 @@ _HOLDING = (
     ", h.id AS holding_id, h.user_id AS holding_user_id, h.queue_type AS holding_queue_type,"
     " h.queue_entry_id AS holding_entry_id, h.assigned_at AS holding_assigned_at"
 )
-# The partial unique index on assignments (agent_id) WHERE status = 'active' allows at most one
-# row to join: the person's row is never repeated.
-_HOLDING_JOIN = " LEFT JOIN assignments h ON h.agent_id = ag.id AND h.status = 'active'"
+# The assignment the person holds: their latest hand-out, if it is still active. A person holds
+# at most one (the partial unique index on assignments (agent_id) WHERE status = 'active'), and
+# it is their latest, since nothing is handed to them while they hold one. Looked up through
+# (agent_id, assigned_at), not through the partial index: when the last ANALYZE saw no live
+# assignment, the planner read the whole partial index for it, every dead version a long-open
+# snapshot keeps included (thousands of entries per request beside a held snapshot).
+_HOLDING_JOIN = (
+    " LEFT JOIN LATERAL (SELECT a.id, a.user_id, a.queue_type, a.queue_entry_id, a.assigned_at,"
+    " a.status FROM assignments a WHERE a.agent_id = ag.id ORDER BY a.assigned_at DESC LIMIT 1)"
+    " h ON h.status = 'active'"
+)
 
 _BY_TOKEN = (
     _PERSON + " FROM api_tokens t JOIN agents ag ON ag.id = t.agent_id"

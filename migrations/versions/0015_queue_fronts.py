@@ -15,8 +15,11 @@ those put back), the queue tables' ``put_back`` (an entry pending again after a 
 partial index of the pending put-back entries, and ``cq_advance_front`` (moves a front up; each
 server process calls it every few seconds). ``cq_claim`` looks from the lower of the front and
 the first put-back entry; ``cq_set_entry_<queue>`` marks an entry made pending again as put
-back; the swap sets the front back to 0 in its own transaction. The texts are in
-migrations/sql/0015_queue_fronts/up/; the downgrade restores the earlier ones (down/).
+back; the swap sets the front back to 0 in its own transaction. ``cq_claim`` also finds the
+agent's live assignment as their latest hand-out still active, looked up by agent and time
+rather than through the partial index of live assignments (which the planner may read whole).
+The texts are in migrations/sql/0015_queue_fronts/up/; the downgrade restores the earlier ones
+(down/).
 """
 
 from collections.abc import Sequence

@@ -110,6 +110,8 @@ def shared(store_url: str, replica_url: str) -> Iterator[Shared]:
         app_env="test",
         cooling_period_minutes=0,
         scheduler_enabled=False,
+        webhook_sender_enabled=False,
+        queue_front_seconds=0,
         calling_hours="always",
         suppression_key=SUPPRESSION_KEY,
     )

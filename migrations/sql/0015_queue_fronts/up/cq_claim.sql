@@ -52,8 +52,14 @@ BEGIN
                     WHERE status = 'active' AND lease_expires_at <= now()) THEN
             v_swept := cq_sweep(p_sweep_limit);
         END IF;
-        SELECT a.id INTO v_held FROM assignments a
-         WHERE a.agent_id = p_agent AND a.status = 'active' AND a.lease_expires_at > now();
+        -- The agent's latest hand-out, if still active and in its lease: the one they hold,
+        -- if any (at most one, and nothing is handed to them meanwhile). Looked up by agent and
+        -- time, not through the partial index of live assignments, which the planner may read
+        -- whole when the last ANALYZE saw none live (dead versions a held snapshot keeps too).
+        SELECT a.id INTO v_held
+          FROM (SELECT l.id, l.status, l.lease_expires_at FROM assignments l
+                 WHERE l.agent_id = p_agent ORDER BY l.assigned_at DESC LIMIT 1) a
+         WHERE a.status = 'active' AND a.lease_expires_at > now();
         IF FOUND THEN
             RETURN QUERY SELECT 'held'::text, v_held, NULL::bigint, NULL::bigint, NULL::integer,
                                 NULL::integer, NULL::text, NULL::jsonb, NULL::text, v_swept;
