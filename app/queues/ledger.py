@@ -10,11 +10,14 @@ from sqlalchemy import Connection, Row, text
 
 
 def held_by(conn: Connection, agent_id: int) -> Row[Any] | None:
-    """The agent's live assignment, if any (the unique index allows at most one)."""
+    """The agent's live assignment, if any: their latest hand-out, while it is active and in its
+    lease (the unique index allows at most one, and nothing is handed to them meanwhile). Looked
+    up by agent and time, as the sign-in statement does (app/auth/identity.py says why)."""
     return conn.execute(
         text(
-            "SELECT * FROM assignments WHERE agent_id = :a AND status = 'active'"
-            " AND lease_expires_at > now()"
+            "SELECT * FROM (SELECT * FROM assignments WHERE agent_id = :a"
+            " ORDER BY assigned_at DESC LIMIT 1) latest"
+            " WHERE status = 'active' AND lease_expires_at > now()"
         ),
         {"a": agent_id},
     ).one_or_none()

@@ -17,7 +17,8 @@ server process calls it every few seconds). ``cq_claim`` looks from the lower of
 the first put-back entry; ``cq_set_entry_<queue>`` marks an entry made pending again as put
 back; the swap sets the front back to 0 in its own transaction. ``cq_claim`` also finds the
 agent's live assignment as their latest hand-out still active, looked up by agent and time
-rather than through the partial index of live assignments (which the planner may read whole).
+rather than through the partial index of live assignments (which the planner may read whole),
+and looks for a lapsed lease as the earliest one (a range read of ix_assignments_lease).
 The texts are in migrations/sql/0015_queue_fronts/up/; the downgrade restores the earlier ones
 (down/).
 """

@@ -109,7 +109,7 @@ def test_completing_the_held_assignment_reads_its_head_with_the_agent(
     held = claim(client, agent)
     first = complete(held["assignment_id"])
     assert len(first) == 2, first
-    assert "JOIN agents ag" in first[0] and "LEFT JOIN assignments h" in first[0], first
+    assert "JOIN agents ag" in first[0] and "LEFT JOIN LATERAL" in first[0], first
     assert first[1].startswith("SELECT * FROM cq_complete("), first
 
     lapsed = claim(client, agent)
@@ -118,7 +118,7 @@ def test_completing_the_held_assignment_reads_its_head_with_the_agent(
         assert conn.execute(text("SELECT cq_sweep(10)")).scalar_one() == {"unsigned_users": 1}
     late = complete(lapsed["assignment_id"])
     assert len(late) == 3, late
-    assert "LEFT JOIN assignments h" in late[0], late
+    assert "LEFT JOIN LATERAL" in late[0], late
     assert late[1].startswith("SELECT agent_id, user_id, queue_type"), late
     assert late[2].startswith("SELECT * FROM cq_complete("), late
 

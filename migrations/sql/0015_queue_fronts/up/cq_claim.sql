@@ -48,8 +48,14 @@ DECLARE
     v_from integer;
 BEGIN
     IF p_open THEN
-        IF EXISTS (SELECT 1 FROM assignments
-                    WHERE status = 'active' AND lease_expires_at <= now()) THEN
+        -- Any lapsed lease? The earliest, through ix_assignments_lease (a range read that stops
+        -- at now(): the dead versions a long-open snapshot keeps are all of leases still
+        -- running). As an EXISTS the planner may read a whole partial index of live
+        -- assignments instead, when the last ANALYZE saw none live.
+        PERFORM 1 FROM assignments
+          WHERE status = 'active' AND lease_expires_at <= now()
+          ORDER BY lease_expires_at LIMIT 1;
+        IF FOUND THEN
             v_swept := cq_sweep(p_sweep_limit);
         END IF;
         -- The agent's latest hand-out, if still active and in its lease: the one they hold,
